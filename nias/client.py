@@ -1,0 +1,94 @@
+"""A small Python client for the NIAS REST API (used by the CLI, the tests and the benchmarks)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import requests
+
+from nias.errors import NiasError, ServiceUnavailable
+from nias.states import is_final
+
+
+class ApiError(NiasError):
+    """Raised when the server answers a request with an error; carries its code and status."""
+
+    @classmethod
+    def from_response(cls, response: requests.Response) -> "ApiError":
+        try:
+            body = response.json()["error"]
+            code, message = body.get("code", "error"), body.get("message", response.reason)
+            extra = {k: v for k, v in body.items() if k not in ("code", "message")}
+        except (ValueError, KeyError, TypeError):
+            code, message, extra = "http_error", f"{response.status_code} {response.reason}", {}
+        return cls(message, code=code, status=response.status_code, **extra)
+
+
+class NiasClient:
+    def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 60):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.session = requests.Session()
+        if token:
+            self.session.headers["Authorization"] = f"Bearer {token}"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout_s)
+        try:
+            response = self.session.request(method, f"{self.base_url}{path}", **kwargs)
+        except requests.RequestException as exc:
+            raise ServiceUnavailable(f"NIAS is unreachable at {self.base_url}: {exc.__class__.__name__}") from None
+        if response.status_code >= 400:
+            raise ApiError.from_response(response)
+        return response
+
+    def submit(self, project: Path | BinaryIO, *, name: str | None = None, **fields: Any) -> dict:
+        """Upload a project zip (a path or an open binary file); returns the new job."""
+        data = {key: str(value) for key, value in fields.items() if value is not None}
+        if name is not None:
+            data["name"] = name
+        if isinstance(project, (str, Path)):
+            with open(project, "rb") as handle:
+                files = {"file": (Path(project).name, handle, "application/zip")}
+                return self._request("POST", "/api/jobs", files=files, data=data).json()
+        files = {"file": (getattr(project, "name", "project.zip"), project, "application/zip")}
+        return self._request("POST", "/api/jobs", files=files, data=data).json()
+
+    def job(self, job_id: str, *, wait_s: int = 0, state: str | None = None) -> dict:
+        params: dict[str, Any] = {"wait_s": wait_s} if wait_s else {}
+        if state:
+            params["state"] = state
+        return self._request("GET", f"/api/jobs/{job_id}", params=params,
+                             timeout=self.timeout_s + wait_s).json()
+
+    def jobs(self, *, state: str | None = None, page: int = 1, per_page: int = 20) -> dict:
+        params = {"page": page, "per_page": per_page, **({"state": state} if state else {})}
+        return self._request("GET", "/api/jobs", params=params).json()
+
+    def wait(self, job_id: str, *, timeout_s: float = 600) -> dict:
+        """Block until the job reaches a final state; raises TimeoutError past `timeout_s`."""
+        deadline = time.monotonic() + timeout_s
+        job = self.job(job_id)
+        while not is_final(job["state"]):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"job {job_id} is still {job['state']} after {timeout_s} s")
+            job = self.job(job_id, wait_s=max(1, min(int(remaining), 30)), state=job["state"])
+        return job
+
+    def log(self, job_id: str, *, offset: int = 0) -> str:
+        return self._request("GET", f"/api/jobs/{job_id}/log", params={"offset": offset}).text
+
+    def result(self, job_id: str, destination: Path) -> Path:
+        response = self._request("GET", f"/api/jobs/{job_id}/result", stream=True)
+        with open(destination, "wb") as handle:
+            for chunk in response.iter_content(1024 * 1024):
+                handle.write(chunk)
+        return destination
+
+    def set_state(self, job_id: str, state: str) -> dict:
+        return self._request("PUT", f"/api/jobs/{job_id}/state", json={"state": state}).json()
+
+    def history(self, job_id: str) -> list[dict]:
+        return self._request("GET", f"/api/jobs/{job_id}/history").json()["transitions"]

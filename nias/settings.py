@@ -1,0 +1,217 @@
+"""One typed settings object, read from the environment once at each entry point.
+
+Every variable is documented in `.env.example` and the README. Services take the
+fields they need from the same object, so a variable means the same everywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from nias.errors import ConfigurationError
+
+
+def _default_job_python() -> str:
+    # Debian's interpreter starts in ~13 ms, the pyenv shim in ~170 ms: jobs use the fastest real path.
+    for candidate in ("/usr/bin/python3",):
+        if os.path.exists(candidate):
+            return candidate
+    return os.path.realpath(sys.executable)
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path("shared-volume")
+    database_url: str = ""
+    amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    amqp_heartbeat_s: int = 60
+    queue_prefix: str = "nias"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    producer_url: str = "http://127.0.0.1:8081"
+    backend_url: str = "http://127.0.0.1:8080"
+    unit_url: str = "http://127.0.0.1:8090"
+    unit_name: str = "unit-1"
+    work_dir: Path | None = None
+    env_dir: Path | None = None
+    job_python: str = dataclasses.field(default_factory=_default_job_python)
+    uv_path: str = ""
+    max_upload_mb: int = 200
+    max_files: int = 10_000
+    max_unpacked_mb: int = 2_048
+    max_ratio: int = 200
+    max_result_mb: int = 1_024
+    job_timeout_s: int = 3_600
+    job_retries: int = 2
+    lease_s: int = 60
+    kill_grace_s: float = 5.0
+    stop_grace_s: float = 20.0
+    read_timeout_s: float = 60.0
+    sandbox: str = "auto"
+    job_uid: int = 0
+    job_network: int = 0
+    job_memory_mb: int = 8_192
+    job_cpu_s: int = 0
+    job_processes: int = 256
+    job_open_files: int = 1_024
+    job_file_mb: int = 2_048
+    job_tmp_mb: int = 512
+    internal_token: str = ""
+    secret_key: str = ""
+    registration: str = "invite"
+    admin_email: str = "admin@localhost"
+    admin_password: str = ""
+    admin_token: str = ""
+    cookie_secure: int = 0
+    max_queued_per_user: int = 100
+    max_storage_mb_per_user: int = 20_480
+    retention_days: float = 30.0  # 0 keeps results for ever
+    log_level: str = "INFO"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def unit_work_dir(self) -> Path:
+        return self.work_dir or self.data_dir / "work" / self.unit_name
+
+    @property
+    def environments_dir(self) -> Path:
+        return self.env_dir or self.data_dir / "envs"
+
+    @property
+    def store_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.private_dir / 'nias.db').resolve()}"
+
+    @property
+    def private_dir(self) -> Path:
+        """The backend's own folder (the SQLite store, the session key): no job may enter."""
+        return self.data_dir / "private"
+
+    @property
+    def uv(self) -> str:
+        found = self.uv_path or shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
+        return found
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return self.max_upload_mb * 1024 * 1024
+
+    @property
+    def max_unpacked_bytes(self) -> int:
+        return self.max_unpacked_mb * 1024 * 1024
+
+    @property
+    def max_result_bytes(self) -> int:
+        return self.max_result_mb * 1024 * 1024
+
+    def __repr__(self) -> str:  # never print secrets into a log
+        hidden = {"internal_token", "secret_key", "admin_password", "admin_token", "amqp_url", "database_url"}
+        shown = ", ".join(f"{f.name}={'***' if f.name in hidden else getattr(self, f.name)!r}"
+                          for f in dataclasses.fields(self))
+        return f"Settings({shown})"
+
+
+# Environment variable -> field name. One table, so `.env.example` and this file agree.
+ENVIRONMENT = {
+    "NIAS_DATA_DIR": "data_dir",
+    "DATABASE_URL": "database_url",
+    "NIAS_AMQP_URL": "amqp_url",
+    "NIAS_AMQP_HEARTBEAT_S": "amqp_heartbeat_s",
+    "NIAS_QUEUE_PREFIX": "queue_prefix",
+    "NIAS_HOST": "host",
+    "NIAS_PORT": "port",
+    "NIAS_PRODUCER_URL": "producer_url",
+    "NIAS_BACKEND_URL": "backend_url",
+    "NIAS_UNIT_URL": "unit_url",
+    "NIAS_UNIT_NAME": "unit_name",
+    "NIAS_WORK_DIR": "work_dir",
+    "NIAS_ENV_DIR": "env_dir",
+    "NIAS_JOB_PYTHON": "job_python",
+    "NIAS_UV": "uv_path",
+    "NIAS_MAX_UPLOAD_MB": "max_upload_mb",
+    "NIAS_MAX_FILES": "max_files",
+    "NIAS_MAX_UNPACKED_MB": "max_unpacked_mb",
+    "NIAS_MAX_RATIO": "max_ratio",
+    "NIAS_MAX_RESULT_MB": "max_result_mb",
+    "NIAS_JOB_TIMEOUT_S": "job_timeout_s",
+    "NIAS_JOB_RETRIES": "job_retries",
+    "NIAS_LEASE_S": "lease_s",
+    "NIAS_KILL_GRACE_S": "kill_grace_s",
+    "NIAS_STOP_GRACE_S": "stop_grace_s",
+    "NIAS_READ_TIMEOUT_S": "read_timeout_s",
+    "NIAS_SANDBOX": "sandbox",
+    "NIAS_JOB_UID": "job_uid",
+    "NIAS_JOB_NETWORK": "job_network",
+    "NIAS_JOB_MEMORY_MB": "job_memory_mb",
+    "NIAS_JOB_CPU_S": "job_cpu_s",
+    "NIAS_JOB_PROCESSES": "job_processes",
+    "NIAS_JOB_OPEN_FILES": "job_open_files",
+    "NIAS_JOB_FILE_MB": "job_file_mb",
+    "NIAS_JOB_TMP_MB": "job_tmp_mb",
+    "NIAS_INTERNAL_TOKEN": "internal_token",
+    "NIAS_SECRET_KEY": "secret_key",
+    "NIAS_REGISTRATION": "registration",
+    "NIAS_ADMIN_EMAIL": "admin_email",
+    "NIAS_ADMIN_PASSWORD": "admin_password",
+    "NIAS_ADMIN_TOKEN": "admin_token",
+    "NIAS_COOKIE_SECURE": "cookie_secure",
+    "NIAS_MAX_QUEUED_PER_USER": "max_queued_per_user",
+    "NIAS_MAX_STORAGE_MB_PER_USER": "max_storage_mb_per_user",
+    "NIAS_RETENTION_DAYS": "retention_days",
+    "NIAS_LOG_LEVEL": "log_level",
+}
+
+
+def _convert(name: str, field: dataclasses.Field, raw: str) -> object:
+    kind = field.type if isinstance(field.type, str) else field.type.__name__
+    try:
+        if kind == "int":
+            value: object = int(raw)
+        elif kind == "float":
+            value = float(raw)
+        elif kind.startswith("Path"):
+            value = Path(raw) if raw else None
+        else:
+            value = raw
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a {kind}, got {raw!r}") from None
+    if isinstance(value, (int, float)) and value < 0:
+        raise ConfigurationError(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def require(settings: Settings, *names: str) -> None:
+    """Fail at start-up, naming the variable, when a setting a service cannot run without is empty."""
+    reverse = {attr: env for env, attr in ENVIRONMENT.items()}
+    missing = [reverse[name] for name in names if not getattr(settings, name)]
+    if missing:
+        raise ConfigurationError(f"{', '.join(missing)} must be set (see .env.example)")
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: object) -> Settings:
+    """Build the settings from the environment; a malformed variable fails with its name."""
+    environ = os.environ if environ is None else environ
+    fields = {f.name: f for f in dataclasses.fields(Settings)}
+    values: dict[str, object] = {}
+    for name, attr in ENVIRONMENT.items():
+        raw = environ.get(name)
+        if raw is not None and raw != "":
+            values[attr] = _convert(name, fields[attr], raw)
+    values.update(overrides)
+    settings = Settings(**values)
+    if settings.data_dir is None:
+        raise ConfigurationError("NIAS_DATA_DIR must name a folder")
+    if settings.registration not in ("open", "invite", "closed"):
+        raise ConfigurationError(f"NIAS_REGISTRATION must be open, invite or closed, not {settings.registration!r}")
+    return dataclasses.replace(settings, data_dir=Path(settings.data_dir).resolve())

@@ -1,0 +1,67 @@
+"""What every NIAS Flask service shares: the error boundary and a JSON body reader."""
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, jsonify, request
+from werkzeug.exceptions import HTTPException
+
+import hmac
+
+from nias.errors import BadRequest, NiasError
+from nias.settings import Settings
+
+INTERNAL_HEADER = "X-Nias-Internal-Token"
+
+logger = logging.getLogger(__name__)
+
+
+def install_error_handlers(app: Flask) -> None:
+    """Turn every error into `{"error": {"code", "message"}}` with its status."""
+
+    @app.errorhandler(NiasError)
+    def _nias_error(exc: NiasError):
+        if exc.status >= 500:
+            logger.error("%s %s: %s", request.method, request.path, exc.message)
+        return jsonify(exc.to_dict()), exc.status
+
+    @app.errorhandler(HTTPException)
+    def _http_error(exc: HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
+        if exc.code == 413:
+            limit = app.config.get("MAX_CONTENT_LENGTH")
+            code = "upload_too_large"
+            if limit:
+                message = f"The upload is larger than the limit of {limit // (1024 * 1024)} MB."
+        return jsonify({"error": {"code": code, "message": message}}), exc.code
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception):
+        logger.exception("%s %s failed", request.method, request.path)
+        return jsonify({"error": {"code": "internal_error", "message": "Something went wrong on the server."}}), 500
+
+
+def read_json() -> dict:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object.")
+    return body
+
+
+def internal_headers(settings: Settings) -> dict[str, str]:
+    """What one NIAS service sends to prove to another that it is one of them."""
+    return {INTERNAL_HEADER: settings.internal_token}
+
+
+def require_internal_token(app: Flask, settings: Settings, prefixes: tuple[str, ...]) -> None:
+    """Refuse requests under `prefixes` that lack the internal credential (health checks stay open)."""
+
+    @app.before_request
+    def _check_internal_token():
+        if not request.path.startswith(prefixes):
+            return None
+        sent = request.headers.get(INTERNAL_HEADER, "")
+        if not settings.internal_token or not hmac.compare_digest(sent, settings.internal_token):
+            raise NiasError("This endpoint is for NIAS services only.", code="internal_only", status=403)
+        return None
