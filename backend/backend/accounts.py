@@ -1,0 +1,121 @@
+"""Users, passwords, API tokens and invitations.
+
+Passwords are stored as scrypt hashes (Werkzeug's default); API tokens and invitation codes
+are shown once and stored only as SHA-256 digests.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import secrets
+import time
+
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from nias.errors import BadRequest, Conflict, NiasError
+from nias.settings import Settings
+
+from backend.store import Store
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("user", "admin")
+MIN_PASSWORD = 8
+EMAIL = re.compile(r"^[^@\s]{1,64}@[^@\s]{1,190}$")
+TOKEN_PREFIX = "nias_"
+
+
+class AuthenticationFailed(NiasError):
+    """Raised when credentials are missing or wrong."""
+
+    code = "unauthenticated"
+    status = 401
+
+
+class Forbidden(NiasError):
+    """Raised when a signed-in user asks for what only an admin may do."""
+
+    code = "forbidden"
+    status = 403
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def public_user(user: dict) -> dict:
+    return {"id": user["id"], "email": user["email"], "role": user["role"]}
+
+
+def create_user(store: Store, email: str, password: str, role: str = "user", user_id: str | None = None) -> dict:
+    email = (email or "").strip().lower()
+    if not EMAIL.match(email):
+        raise BadRequest("Give a valid e-mail address.")
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise BadRequest(f"The password must have at least {MIN_PASSWORD} characters.")
+    if role not in ROLES:
+        raise BadRequest(f"role must be one of {', '.join(ROLES)}.")
+    if store.find_user(email):
+        raise Conflict("An account with this e-mail address exists already.", code="email_taken")
+    user = store.insert_user(id=user_id or secrets.token_hex(8), email=email, password_hash=generate_password_hash(password),
+                             role=role, created_at=time.time())
+    logger.info("User %s: created (%s)", user["id"], role)
+    return user
+
+
+def authenticate(store: Store, email: str, password: str) -> dict:
+    user = store.find_user((email or "").strip().lower())
+    if user is None or not isinstance(password, str) or not check_password_hash(user["password_hash"], password):
+        raise AuthenticationFailed("Wrong e-mail address or password.")
+    return user
+
+
+def create_token(store: Store, user: dict, name: str, secret: str | None = None) -> dict:
+    name = (name or "").strip()[:100] or "token"
+    token = secret or TOKEN_PREFIX + secrets.token_urlsafe(32)
+    token_id = secrets.token_hex(8)
+    store.insert_token(id=token_id, user_id=user["id"], name=name, token_hash=digest(token), created_at=time.time())
+    return {"id": token_id, "name": name, "token": token}
+
+
+def user_for_token(store: Store, token: str) -> dict:
+    user = store.user_for_token(digest(token))
+    if user is None:
+        raise AuthenticationFailed("This API token is not valid (revoked, or never issued).")
+    return user
+
+
+def create_invitation(store: Store, admin: dict) -> str:
+    code = secrets.token_urlsafe(12)
+    store.insert_invitation(digest(code), admin["id"])
+    return code
+
+
+def register(store: Store, settings: Settings, email: str, password: str, invitation: str | None) -> dict:
+    """Open registration, by invitation, or closed (`NIAS_REGISTRATION`)."""
+    if settings.registration == "closed":
+        raise Forbidden("Registration is closed here; ask an admin for an account.")
+    user_id = secrets.token_hex(8)
+    if settings.registration == "invite":
+        if not invitation:
+            raise Forbidden("Registration here needs an invitation code from an admin.")
+        if store.find_user((email or "").strip().lower()):
+            raise Conflict("An account with this e-mail address exists already.", code="email_taken")
+        if not store.use_invitation(digest(invitation), user_id):
+            raise Forbidden("This invitation code is not valid or has been used.")
+    return create_user(store, email, password, user_id=user_id)
+
+
+def ensure_admin(store: Store, settings: Settings) -> None:
+    """When no admin exists, create one (from NIAS_ADMIN_* or with a fresh password) and say how to sign in."""
+    admin = store.find_user(settings.admin_email.strip().lower())
+    if store.count_admins() == 0 and admin is None:
+        password = settings.admin_password or secrets.token_urlsafe(12)
+        admin = create_user(store, settings.admin_email, password, "admin")
+        if not settings.admin_password:
+            logger.warning("No admin existed: created %s. Sign in at http://%s:%s/signin.html with the password "
+                           "%s (then change it, or set NIAS_ADMIN_PASSWORD)", admin["email"], settings.host,
+                           settings.port, password)
+    if settings.admin_token and admin is not None and store.user_for_token(digest(settings.admin_token)) is None:
+        create_token(store, admin, "NIAS_ADMIN_TOKEN", secret=settings.admin_token)

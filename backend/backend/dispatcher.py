@@ -1,0 +1,135 @@
+"""Handing queued jobs to the producer, with the job store as the outbox.
+
+A job is `queued` with `published < dispatch` until the producer confirms its message.
+The upload path tries at once; this thread retries whatever is still unpublished, so a
+job accepted while the producer or RabbitMQ is down is published when they return.
+Duplicates are harmless: a consumer's claim names the dispatch it carries.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+
+import requests
+
+from nias.errors import ServiceUnavailable
+from nias.messages import ControlMessage, JobMessage
+from nias.settings import Settings
+from nias.web import internal_headers
+
+from backend import jobs as job_rules
+from backend.retention import expire_old_results
+from backend.store import Store
+
+logger = logging.getLogger(__name__)
+
+# Short: an upload waits this long at most for the producer before the outbox takes over.
+PRODUCER_TIMEOUT_S = 3
+
+
+def message_for(job: dict) -> JobMessage:
+    return JobMessage(
+        job_id=job["id"],
+        upload=job["upload"],
+        sha256=job["upload_sha256"],
+        size=job["upload_size"],
+        dispatch=job["dispatch"],
+        priority=job["queue_priority"],
+        timeout_s=job["timeout_s"],
+    )
+
+
+class ProducerClient:
+    def __init__(self, settings: Settings):
+        self._url = settings.producer_url.rstrip("/")
+        self._session = requests.Session()
+        self._session.headers.update(internal_headers(settings))
+
+    def _post(self, path: str, message: JobMessage | ControlMessage) -> None:
+        try:
+            response = self._session.post(f"{self._url}{path}", data=message.encode(),
+                                          headers={"Content-Type": "application/json"}, timeout=PRODUCER_TIMEOUT_S)
+        except requests.RequestException as exc:
+            raise ServiceUnavailable(f"The producer is unreachable: {exc.__class__.__name__}") from None
+        if response.status_code != 202:
+            raise ServiceUnavailable(f"The producer refused job {message.job_id}: {response.text[:200]}")
+
+    def publish(self, message: JobMessage) -> None:
+        self._post("/api/publish", message)
+
+    def send_control(self, message: ControlMessage) -> None:
+        self._post("/api/control", message)
+
+
+class Dispatcher:
+    """Publishes unpublished jobs; also expires the leases of units that went silent.
+
+    A lease lapses only while the recorder is connected: during a broker outage no heartbeat
+    can arrive, and silence then says nothing about the units.
+    """
+
+    def __init__(self, store: Store, settings: Settings, producer: ProducerClient | None = None):
+        self.recorder = None  # set by the app: leases lapse only while the recorder can hear heartbeats
+        self._store = store
+        self._settings = settings
+        self._producer = producer or ProducerClient(settings)
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def publish_job(self, job: dict) -> bool:
+        """Publish one job now; False (and a retry later) when the producer is not there."""
+        with self._lock:
+            try:
+                self._producer.publish(message_for(job))
+            except ServiceUnavailable as exc:
+                logger.warning("Job %s: not published yet (%s); will retry", job["id"], exc.message)
+                return False
+            self._store.mark_published(job["id"], job["dispatch"])
+        return True
+
+    def publish_pending(self) -> int:
+        published = 0
+        for job in self._store.jobs_to_publish():
+            if not self.publish_job(job):
+                break
+            published += 1
+        return published
+
+    def send_control(self, message: ControlMessage) -> None:
+        """Best effort: a control that is lost is sent again when the unit's next heartbeat disagrees."""
+        try:
+            self._producer.send_control(message)
+        except ServiceUnavailable as exc:
+            logger.warning("Job %s: %s not sent now (%s); the next heartbeat retries it",
+                           message.job_id, message.action, exc.message)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dispatcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+
+    def _run(self) -> None:
+        retry_delay = 0.5
+        lease_check = max(self._settings.lease_s / 4, 0.5)
+        waited = 0.0
+        while not self._stop.is_set():
+            self._wake.wait(retry_delay)
+            self._wake.clear()
+            waited += retry_delay
+            try:
+                self.publish_pending()
+                if waited >= lease_check:
+                    waited = 0.0
+                    if self.recorder is not None and self.recorder.hears_heartbeats_for() > lease_check:
+                        job_rules.expire_leases(self._store, self._settings)
+                    expire_old_results(self._store, self._settings)
+            except Exception:  # keep the outbox alive through store hiccups
+                logger.exception("Dispatcher pass failed; retrying")

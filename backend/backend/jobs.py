@@ -1,0 +1,278 @@
+"""Where a job's state changes: `apply_transition` is the only writer of `jobs.state`.
+
+Everything that moves a job (claims by consumers, events from units, lease expiry)
+goes through it, so the transition table in `nias.states` is enforced in one place.
+"""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from typing import Any, Callable
+
+from nias.errors import BadRequest, Conflict, InvalidTransition
+from nias.messages import ControlMessage, JobEvent
+from nias.states import REQUESTABLE, JobState, allowed_targets, can_transition, is_final
+from nias.settings import Settings
+
+from backend.live import feed
+from backend.store import Store
+
+logger = logging.getLogger(__name__)
+
+# Sends a pause/resume/cancel to whichever unit holds the job (through the producer).
+SendControl = Callable[[ControlMessage], None]
+RUN_NEXT_PRIORITY = 10
+
+
+def apply_transition(
+    store: Store,
+    job_id: str,
+    target: JobState,
+    *,
+    guard: dict[str, Any] | None = None,
+    reason: str | None = None,
+    **fields: Any,
+) -> dict:
+    """Move a job to `target` if the table allows it and `guard` still holds; record when and why.
+
+    Raises InvalidTransition when the table forbids it, Conflict when another writer
+    changed the job first (the compare-and-set on the current state failed).
+    """
+    job = store.get_job(job_id)
+    current = JobState(job["state"])
+    if not can_transition(current, target):
+        raise InvalidTransition(
+            f"A {current.value} job cannot become {target.value}.",
+            state=current.value,
+            allowed=allowed_targets(current),
+        )
+    now = time.time()
+    values = {"state": target.value, **fields}
+    if current is JobState.PAUSED and job["paused_at"] is not None:
+        # Time spent paused is not run time: bank it when the job leaves the paused state.
+        values["paused_seconds"] = (job["paused_seconds"] or 0.0) + max(now - job["paused_at"], 0.0)
+        values["paused_at"] = None
+    if target is JobState.PAUSED:
+        values["paused_at"] = now
+    if is_final(target):
+        values.setdefault("finished_at", now)
+        values["lease_until"] = None
+    record = {
+        "from_state": current.value,
+        "to_state": target.value,
+        "at": now,
+        "attempt": fields.get("attempt", job["attempt"]),
+        "unit": fields.get("unit", job["unit"]),
+        "reason": reason,
+    }
+    if not store.update_job_if(job_id, {"state": current.value, **(guard or {})}, values, record):
+        raise Conflict(f"Job {job_id} changed while it was being updated; try again.", state=current.value)
+    logger.info("Job %s: %s -> %s%s", job_id, current.value, target.value, f" ({reason})" if reason else "")
+    changed = store.get_job(job_id)
+    feed.publish(changed)
+    return changed
+
+
+def keep_only_run(settings: Settings, job_id: str, attempt: int) -> None:
+    """A finished job keeps one result: the recorded attempt's. Lost attempts' folders go."""
+    runs = settings.jobs_dir / job_id / "runs"
+    if runs.is_dir():
+        for folder in runs.iterdir():
+            if folder.name != str(attempt):
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def claim_job(store: Store, settings: Settings, job_id: str, dispatch: int, unit: str) -> dict:
+    """Give a queued job to `unit` for its next attempt; Conflict if the message is stale."""
+    job = store.get_job(job_id)
+    if job["state"] != JobState.QUEUED.value or job["dispatch"] != dispatch:
+        raise Conflict(
+            f"Job {job_id} is {job['state']} (dispatch {job['dispatch']}); message {dispatch} is stale.",
+            state=job["state"],
+        )
+    now = time.time()
+    return apply_transition(
+        store,
+        job_id,
+        JobState.RUNNING,
+        guard={"dispatch": dispatch, "attempt": job["attempt"]},
+        reason=f"attempt {job['attempt'] + 1} on {unit}",
+        attempt=job["attempt"] + 1,
+        unit=unit,
+        started_at=now,
+        lease_until=now + settings.lease_s,
+    )
+
+
+def retry_or_fail(store: Store, settings: Settings, job: dict, reason: str) -> dict:
+    """An attempt was lost: queue the job again (a new dispatch) or fail it once retries are spent."""
+    guard = {"attempt": job["attempt"]}
+    if job["attempt"] > settings.job_retries:
+        failed = apply_transition(
+            store,
+            job["id"],
+            JobState.FAILED,
+            guard=guard,
+            reason=reason,
+            error=f"{reason} The job was tried {job['attempt']} times and has been given up.",
+        )
+        keep_only_run(settings, job["id"], job["attempt"])
+        return failed
+    return apply_transition(
+        store,
+        job["id"],
+        JobState.QUEUED,
+        guard=guard,
+        reason=f"{reason} Queued again.",
+        dispatch=job["dispatch"] + 1,
+        lease_until=None,
+        unit=None,
+        queued_at=time.time(),
+        progress=None,
+        progress_message=None,
+        progress_active_s=None,
+        paused_seconds=0.0,
+    )
+
+
+def _reconcile(job: dict, event: JobEvent, send_control: SendControl | None) -> None:
+    """A unit's report disagrees with what the store says was asked: ask the unit again."""
+    if send_control is None:
+        return
+    paused = bool((event.details or {}).get("paused"))
+    action = None
+    if job["state"] == JobState.CANCELLED.value:
+        action = ControlMessage.CANCEL
+    elif job["state"] == JobState.PAUSED.value and not paused:
+        action = ControlMessage.PAUSE
+    elif job["state"] == JobState.RUNNING.value and paused:
+        action = ControlMessage.RESUME
+    if action:
+        logger.info("Job %s: unit %s reports %s; sending %s again", job["id"], event.unit,
+                    "paused" if paused else "running", action)
+        send_control(ControlMessage(job_id=job["id"], attempt=event.attempt, action=action))
+
+
+def _record_progress(store: Store, job: dict, event: JobEvent) -> None:
+    details = event.details or {}
+    if details.get("progress") is None:
+        return
+    values = {"progress": float(details["progress"]), "progress_message": str(details.get("message") or "")[:200],
+              "progress_active_s": details.get("active_s")}
+    if store.update_job_fields(job["id"], {"attempt": event.attempt}, values):
+        feed.publish({**job, **values})
+
+
+def apply_event(store: Store, settings: Settings, event: JobEvent, send_control: SendControl | None = None) -> dict | None:
+    """Apply one event from a unit or consumer; events about a stale attempt are ignored."""
+    job = store.get_job(event.job_id)
+    if job["attempt"] != event.attempt:
+        logger.info("Job %s: ignoring %s of old attempt %s", event.job_id, event.event, event.attempt)
+        return None
+    if job["state"] == JobState.CANCELLED.value:
+        if event.event == JobEvent.FINISHED:
+            # Cancelled on request: the state is settled; keep what the run left behind.
+            store.update_job_fields(event.job_id, {"attempt": event.attempt}, {
+                "exit_code": event.exit_code, "result_size": event.result_size,
+                "run_seconds": (event.details or {}).get("run_seconds")})
+            keep_only_run(settings, event.job_id, event.attempt)
+        else:
+            _reconcile(job, event, send_control)
+        return None
+    if job["state"] not in (JobState.RUNNING.value, JobState.PAUSED.value):
+        logger.info("Job %s: ignoring %s (job is %s)", event.job_id, event.event, job["state"])
+        return None
+    if event.event == JobEvent.HEARTBEAT:
+        store.renew_lease(event.job_id, event.attempt, time.time() + settings.lease_s)
+        _record_progress(store, job, event)
+        _reconcile(job, event, send_control)
+        return None
+    if event.event == JobEvent.PROGRESS:
+        _record_progress(store, job, event)
+        return None
+    if event.event == JobEvent.LOST:
+        return retry_or_fail(store, settings, job, event.error or "The processing unit stopped during the job.")
+    if event.event == JobEvent.FINISHED:
+        details = event.details or {}
+        target = JobState(event.state or JobState.FAILED.value)
+        if target is JobState.CANCELLED:  # a cancel the store never asked for: call it a failure
+            target = JobState.FAILED
+        finished = apply_transition(
+            store,
+            event.job_id,
+            target,
+            guard={"attempt": event.attempt},
+            reason=event.error,
+            exit_code=event.exit_code,
+            error=event.error,
+            result_size=event.result_size,
+            finished_at=event.at,
+            env_seconds=details.get("env_seconds"),
+            env_cached=details.get("env_cached"),
+            run_seconds=details.get("run_seconds"),
+            progress=details.get("progress", job["progress"]),
+            progress_message=details.get("message", job["progress_message"]),
+            progress_active_s=details.get("active_s"),
+        )
+        keep_only_run(settings, event.job_id, event.attempt)
+        return finished
+    logger.warning("Job %s: unknown event %r ignored", event.job_id, event.event)
+    return None
+
+
+def request_state(store: Store, job_id: str, target: str, send_control: SendControl) -> dict:
+    """A user asks to pause, resume or cancel. Asking for the current state again changes nothing."""
+    valid = {JobState.PAUSED.value, JobState.RUNNING.value, JobState.CANCELLED.value}
+    if target not in valid:
+        raise BadRequest(f"state must be one of {', '.join(sorted(valid))}.")
+    job = store.get_job(job_id)
+    current, wanted = JobState(job["state"]), JobState(target)
+    if current is wanted:
+        return job
+    if wanted not in REQUESTABLE[current]:
+        raise InvalidTransition(
+            f"A {current.value} job cannot be made {wanted.value}.",
+            state=current.value,
+            allowed=allowed_targets(current, REQUESTABLE),
+        )
+    reason = {JobState.PAUSED: "paused on request", JobState.RUNNING: "resumed on request",
+              JobState.CANCELLED: "cancelled on request"}[wanted]
+    extra = {"error": "Cancelled on request."} if wanted is JobState.CANCELLED else {}
+    changed = apply_transition(store, job_id, wanted, guard={"attempt": job["attempt"]}, reason=reason, **extra)
+    if current is not JobState.QUEUED:
+        action = {JobState.PAUSED: ControlMessage.PAUSE, JobState.RUNNING: ControlMessage.RESUME,
+                  JobState.CANCELLED: ControlMessage.CANCEL}[wanted]
+        send_control(ControlMessage(job_id=job_id, attempt=job["attempt"], action=action))
+    return changed
+
+
+def requeue_with_priority(store: Store, job_id: str, priority: int | None, *, run_next: bool = False) -> dict:
+    """Change a queued job's place: a new priority, or the front of the queue ("run next")."""
+    job = store.get_job(job_id)
+    if job["state"] != JobState.QUEUED.value:
+        raise Conflict(f"Job {job_id} is {job['state']}; only a queued job can be moved.", state=job["state"])
+    new_priority = job["priority"] if priority is None else priority
+    queue_priority = RUN_NEXT_PRIORITY if run_next else new_priority
+    if new_priority == job["priority"] and queue_priority == job["queue_priority"]:
+        return job
+    values = {"priority": new_priority, "queue_priority": queue_priority, "dispatch": job["dispatch"] + 1,
+              "queued_at": time.time()}
+    if not store.update_job_fields(job_id, {"state": JobState.QUEUED.value, "dispatch": job["dispatch"]}, values):
+        raise Conflict(f"Job {job_id} changed while it was being moved; try again.")
+    logger.info("Job %s: queued again with priority %s", job_id, queue_priority)
+    moved = store.get_job(job_id)
+    feed.publish(moved)
+    return moved
+
+
+def expire_leases(store: Store, settings: Settings) -> int:
+    """Retry (or fail) every running job whose unit stopped sending heartbeats."""
+    expired = 0
+    for job in store.expired_leases(time.time()):
+        try:
+            retry_or_fail(store, settings, job, f"The processing unit {job['unit']} stopped answering.")
+            expired += 1
+        except Conflict:
+            continue  # it changed meanwhile (finished, or a heartbeat came): nothing to do
+    return expired

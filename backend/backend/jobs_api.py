@@ -1,0 +1,224 @@
+"""The public jobs API: submit, list, read, result and log."""
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
+
+from nias.errors import BadRequest, Conflict, NiasError
+from nias.states import JobState, is_final
+
+from backend.auth import current_user, owner_filter, visible_job
+from backend.dry_run import check_project
+from backend.live import feed
+from backend.uploads import new_job_id, parse_int_field, receive_upload, store_upload
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
+
+MAX_PER_PAGE = 100
+MAX_WAIT_S = 60
+
+
+def iso_time(timestamp: float | None) -> str | None:
+    if timestamp is None:
+        return None
+    return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def elapsed_seconds(job: dict, now: float) -> float | None:
+    """Run time of the current attempt, paused time excluded."""
+    if not job["started_at"] or job["state"] == JobState.QUEUED.value:
+        return None
+    end = job["finished_at"] or now
+    paused = (job["paused_seconds"] or 0.0) + (now - job["paused_at"] if job["paused_at"] else 0.0)
+    return max(end - job["started_at"] - paused, 0.0)
+
+
+def eta_seconds(job: dict, elapsed: float | None) -> float | None:
+    """From the rate of progress so far; None when there is no rate to go by."""
+    progress, at = job["progress"], job["progress_active_s"]
+    if is_final(job["state"]) or not progress or at is None or elapsed is None or progress >= 1:
+        return None
+    return max(at * (1 - progress) / progress - max(elapsed - at, 0.0), 0.0)
+
+
+def job_to_json(job: dict, *, position: int | None = None) -> dict:
+    elapsed = elapsed_seconds(job, time.time())
+    eta = eta_seconds(job, elapsed)
+    return {
+        "id": job["id"],
+        "name": job["name"],
+        "state": job["state"],
+        "priority": job["priority"],
+        "created_at": iso_time(job["created_at"]),
+        "started_at": iso_time(job["started_at"]),
+        "finished_at": iso_time(job["finished_at"]),
+        "duration_s": round(elapsed, 3) if elapsed is not None else None,
+        "exit_code": job["exit_code"],
+        "error": job["error"],
+        "unit": job["unit"],
+        "attempts": job["attempt"],
+        "result_size": job["result_size"],
+        "upload_size": job["upload_size"],
+        "timeout_s": job["timeout_s"],
+        "env_seconds": job["env_seconds"],
+        "env_cached": job["env_cached"],
+        "run_seconds": job["run_seconds"],
+        "progress": job["progress"],
+        "progress_message": job["progress_message"],
+        "elapsed_s": round(elapsed, 3) if elapsed is not None else None,
+        "eta_s": round(eta, 1) if eta is not None else None,
+        "rerun_of": job["rerun_of"],
+        "owner": job["owner_id"],
+        "expired_at": iso_time(job["expired_at"]),
+        "queue_position": position,
+        "run_next": job["queue_priority"] > job["priority"],
+        "links": {
+            "self": url_for("jobs.get_job", job_id=job["id"]),
+            "result": url_for("jobs.get_result", job_id=job["id"]),
+            "log": url_for("jobs.get_log", job_id=job["id"]),
+        },
+    }
+
+
+def _nias():
+    return current_app.extensions["nias"]
+
+
+def check_quota(store, settings, user: dict) -> None:
+    """A user may keep so many jobs waiting and so much data stored (admins too: it protects the disk)."""
+    queued = store.count_by_state(user["id"]).get(JobState.QUEUED.value, 0)
+    if queued >= settings.max_queued_per_user:
+        raise NiasError(f"You have {queued} jobs waiting, the most allowed; wait for some to start.",
+                        code="quota_queued", status=429)
+    used_mb = store.storage_used(user["id"]) / (1024 * 1024)
+    if used_mb >= settings.max_storage_mb_per_user:
+        raise NiasError(f"Your uploads and results take {used_mb:.0f} MB, the most allowed is "
+                        f"{settings.max_storage_mb_per_user} MB; download and delete old results.",
+                        code="quota_storage", status=429)
+
+
+def job_json_with_position(job: dict) -> dict:
+    position = _nias().store.queue_position(job) if job["state"] == JobState.QUEUED.value else None
+    return job_to_json(job, position=position)
+
+
+@bp.post("")
+def submit_job():
+    nias = _nias()
+    settings = nias.settings
+    if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
+        try:
+            upload, _name = receive_upload(request, settings)
+            return jsonify(check_project(upload, settings))
+        finally:
+            request.discard_parts()
+    check_quota(nias.store, settings, current_user())
+    try:
+        upload, name = receive_upload(request, settings)
+        priority = parse_int_field(request.form.get("priority"), "priority", 0, 9) or 0
+        timeout_s = parse_int_field(request.form.get("timeout_s"), "timeout_s", 1, settings.job_timeout_s)
+        job_id = new_job_id()
+        relative = store_upload(upload, settings, job_id)
+    finally:
+        request.discard_parts()
+    try:
+        job = nias.store.insert_job(
+            id=job_id, name=name, state=JobState.QUEUED.value, priority=priority, upload=relative,
+            upload_sha256=upload.sha256, upload_size=upload.size, timeout_s=timeout_s,
+            attempt=0, dispatch=1, published=0, queue_priority=priority, queued_at=time.time(),
+            owner_id=current_user()["id"],
+        )
+    except Exception:
+        shutil.rmtree(settings.jobs_dir / job_id, ignore_errors=True)
+        raise
+    logger.info("Job %s: accepted %r (%d bytes)", job_id, name, upload.size)
+    feed.publish(job)
+    nias.dispatcher.publish_job(job)
+    return jsonify(job_json_with_position(job)), 201
+
+
+@bp.get("")
+def list_jobs():
+    state = request.args.get("state") or None
+    if state and state not in {s.value for s in JobState}:
+        raise BadRequest(f"Unknown state {state!r}; use one of {', '.join(s.value for s in JobState)}.")
+    page = parse_int_field(request.args.get("page"), "page", 1, 1_000_000) or 1
+    per_page = parse_int_field(request.args.get("per_page"), "per_page", 1, MAX_PER_PAGE) or 20
+    search = (request.args.get("q") or "").strip()[:200] or None
+    rows, total = _nias().store.list_jobs(state=state, search=search, owner=owner_filter(), limit=per_page,
+                                          offset=(page - 1) * per_page)
+    return jsonify({"jobs": [job_to_json(row) for row in rows], "total": total, "page": page, "per_page": per_page})
+
+
+@bp.get("/<job_id>")
+def get_job(job_id: str):
+    """A job; `?wait_s=N` holds the answer until the job changes state (or N seconds pass)."""
+    store = _nias().store
+    job = visible_job(job_id)
+    wait_s = parse_int_field(request.args.get("wait_s"), "wait_s", 0, MAX_WAIT_S) or 0
+    deadline = time.monotonic() + wait_s
+    seen = request.args.get("state") or job["state"]
+    while job["state"] == seen and not is_final(job["state"]) and time.monotonic() < deadline:
+        feed.wait(min(0.25, max(deadline - time.monotonic(), 0)))
+        job = store.get_job(job_id)
+    return jsonify(job_json_with_position(job))
+
+
+@bp.get("/<job_id>/history")
+def get_history(job_id: str):
+    store = _nias().store
+    visible_job(job_id)
+    rows = store.history(job_id)
+    return jsonify({"transitions": [
+        {"from": r["from_state"], "to": r["to_state"], "at": iso_time(r["at"]), "attempt": r["attempt"],
+         "unit": r["unit"], "reason": r["reason"]} for r in rows
+    ]})
+
+
+def run_dir(job: dict) -> Path:
+    settings = _nias().settings
+    return settings.jobs_dir / job["id"] / "runs" / str(job["attempt"])
+
+
+def finished_result(job_id: str) -> tuple[dict, Path]:
+    """A visible, finished job and its result zip: 409 before the end, 410 after retention, 404 if none."""
+    job = visible_job(job_id)
+    if not is_final(job["state"]):
+        raise Conflict(f"Job {job_id} is {job['state']}; its result is ready once it has finished.", state=job["state"])
+    if job["expired_at"]:
+        raise NiasError(f"Job {job_id}'s result was removed after the retention period, on "
+                        f"{iso_time(job['expired_at'])[:10]}.", code="result_expired", status=410)
+    path = run_dir(job) / "result.zip"
+    if not path.is_file():
+        raise NiasError(f"Job {job_id} ended without a result: {job['error'] or 'it never ran'}",
+                        code="no_result", status=404)
+    return job, path
+
+
+@bp.get("/<job_id>/result")
+def get_result(job_id: str):
+    job, path = finished_result(job_id)
+    return send_file(path, mimetype="application/zip", as_attachment=True, download_name=f"{job['name']}-{job_id}.zip")
+
+
+@bp.get("/<job_id>/log")
+def get_log(job_id: str):
+    """The run's output as text; `?offset=N` returns only what came after byte N."""
+    job = visible_job(job_id)
+    offset = parse_int_field(request.args.get("offset"), "offset", 0, 2**62) or 0
+    path = run_dir(job) / "log.txt"
+    data = b""
+    if job["attempt"] and path.is_file():
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            data = handle.read()
+    response = Response(data, mimetype="text/plain", headers={"X-Log-Size": str(offset + len(data))})
+    response.charset = "utf-8"
+    return response

@@ -1,0 +1,152 @@
+"""Browsing a finished job's result: the list of files in it and one file at a time.
+
+Member names are only ever looked up in the zip's own directory, never joined to a
+filesystem path. Files are served so that a browser cannot run anything from them in the
+page's origin: `nosniff`, a sandboxing CSP, and markup types as attachments.
+"""
+from __future__ import annotations
+
+import logging
+import mimetypes
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+from flask import Blueprint, Response, jsonify, request
+
+from nias.errors import NiasError
+
+from backend.jobs_api import finished_result
+from backend.uploads import parse_int_field
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("results", __name__, url_prefix="/api")
+
+CHUNK_BYTES = 256 * 1024
+FALLBACK_TYPE = "application/octet-stream"
+# Types research output often has, fixed here so the answer does not depend on /etc/mime.types.
+KNOWN_TYPES = {
+    ".csv": "text/csv",
+    ".tsv": "text/tab-separated-values",
+    ".txt": "text/plain",
+    ".log": "text/plain",
+    ".out": "text/plain",
+    ".md": "text/markdown",
+    ".json": "application/json",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".toml": "application/toml",
+    ".py": "text/x-python",
+    ".r": "text/x-r",
+    ".sh": "text/x-sh",
+    ".tex": "text/x-tex",
+    ".ipynb": "application/x-ipynb+json",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".svg": "image/svg+xml",
+    ".pdf": "application/pdf",
+    ".npy": FALLBACK_TYPE,
+    ".zip": "application/zip",
+}
+# Markup a browser would render as a document: always served as a download.
+ATTACHMENT_TYPES = {
+    "text/html", "application/xhtml+xml", "text/xml", "application/xml",
+    "text/javascript", "application/javascript",
+}
+SAFE_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "Content-Security-Policy": "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'",
+    "Cross-Origin-Resource-Policy": "same-origin",
+}
+
+
+def guess_type(name: str) -> str:
+    """The content type of a result file, from its name only (its bytes are never sniffed)."""
+    suffix = Path(name).suffix.lower()
+    if suffix in KNOWN_TYPES:
+        return KNOWN_TYPES[suffix]
+    return mimetypes.guess_type(name, strict=False)[0] or FALLBACK_TYPE
+
+
+def _finished_result(job_id: str) -> Path:
+    return finished_result(job_id)[1]
+
+
+def _open_result(path: Path) -> zipfile.ZipFile:
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        logger.error("Result %s: unreadable (%s)", path, exc)
+        raise NiasError("The job's result cannot be read.", code="bad_result", status=500) from None
+
+
+def _regular_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    return [info for info in archive.infolist() if not info.is_dir()]
+
+
+def describe_member(info: zipfile.ZipInfo) -> dict:
+    return {"name": info.filename, "size": info.file_size, "type": guess_type(info.filename)}
+
+
+@bp.get("/jobs/<job_id>/files")
+def list_files(job_id: str):
+    with _open_result(_finished_result(job_id)) as archive:
+        members = sorted(_regular_members(archive), key=lambda info: info.filename)
+        return jsonify({"files": [describe_member(info) for info in members]})
+
+
+def _find_member(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
+    try:
+        info = archive.getinfo(name)
+    except KeyError:
+        info = None
+    if info is None or info.is_dir():
+        raise NiasError(f"The result has no file named {name!r}.", code="file_not_found", status=404)
+    return info
+
+
+def _member_chunks(path: Path, name: str, limit: int) -> Iterator[bytes]:
+    """The first `limit` bytes of one member, read from a zip opened for this response alone."""
+    with zipfile.ZipFile(path) as archive, archive.open(name) as member:
+        remaining = limit
+        while remaining > 0:
+            chunk = member.read(min(CHUNK_BYTES, remaining))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
+
+
+def _disposition(kind: str, name: str) -> str:
+    filename = name.rsplit("/", 1)[-1]
+    ascii_name = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in filename)
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(filename)}"
+
+
+@bp.get("/jobs/<job_id>/files/<path:name>")
+def get_file(job_id: str, name: str):
+    """One file of the result; `?max_bytes=N` sends only its start (`X-Truncated: true`)."""
+    max_bytes = parse_int_field(request.args.get("max_bytes"), "max_bytes", 1, 2**62)
+    as_download = request.args.get("download") in ("1", "true", "yes")
+    path = _finished_result(job_id)
+    with _open_result(path) as archive:
+        info = _find_member(archive, name)
+    size = info.file_size
+    length = min(size, max_bytes) if max_bytes else size
+    content_type = guess_type(info.filename)
+    attachment = as_download or content_type in ATTACHMENT_TYPES
+    headers = {
+        **SAFE_HEADERS,
+        "Content-Length": str(length),
+        "Content-Disposition": _disposition("attachment" if attachment else "inline", info.filename),
+        "X-File-Size": str(size),
+        "X-Truncated": "true" if length < size else "false",
+        "Cache-Control": "private, max-age=300",
+    }
+    return Response(_member_chunks(path, info.filename, length), status=200, headers=headers,
+                    mimetype=content_type, direct_passthrough=True)

@@ -1,0 +1,368 @@
+"""The job store: SQLite by default, PostgreSQL through DATABASE_URL (SQLAlchemy Core).
+
+Only the backend opens it. Rows are read here; state is written only through
+`backend.jobs.apply_transition`, which uses `update_job_if` for its compare-and-set.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError
+
+from nias.errors import JobNotFound, ServiceUnavailable
+
+logger = logging.getLogger(__name__)
+
+metadata = MetaData()
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("state", String(16), nullable=False, index=True),
+    Column("priority", Integer, nullable=False, default=0),
+    Column("created_at", Float, nullable=False, index=True),
+    Column("started_at", Float),
+    Column("finished_at", Float),
+    Column("exit_code", Integer),
+    Column("error", Text),
+    Column("unit", String(100)),
+    Column("result_size", BigInteger),
+    Column("upload", String(300), nullable=False),
+    Column("upload_sha256", String(64), nullable=False),
+    Column("upload_size", BigInteger, nullable=False),
+    Column("timeout_s", Integer),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("dispatch", Integer, nullable=False, default=1),
+    Column("published", Integer, nullable=False, default=0),
+    Column("lease_until", Float),
+    Column("env_seconds", Float),
+    Column("env_cached", Boolean),
+    Column("run_seconds", Float),
+    Column("paused_at", Float),
+    Column("paused_seconds", Float, nullable=False, default=0.0),
+    Column("progress", Float),
+    Column("progress_message", String(200)),
+    Column("progress_active_s", Float),
+    Column("rerun_of", String(32)),
+    Column("queue_priority", Integer, nullable=False, default=0),  # priority of the current dispatch; 10 = run next
+    Column("queued_at", Float),  # when the current dispatch was queued
+    Column("owner_id", String(32), index=True),
+    Column("expired_at", Float),  # when retention removed its files
+)
+
+users = Table(
+    "users",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("email", String(254), nullable=False, unique=True),
+    Column("password_hash", String(300), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", Float, nullable=False),
+)
+
+tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("user_id", String(32), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_used_at", Float),
+)
+
+invitations = Table(
+    "invitations",
+    metadata,
+    Column("code_hash", String(64), primary_key=True),
+    Column("created_by", String(32), nullable=False),
+    Column("created_at", Float, nullable=False),
+    Column("used_by", String(32)),
+)
+
+transitions = Table(
+    "job_transitions",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("job_id", String(32), nullable=False, index=True),
+    Column("from_state", String(16)),
+    Column("to_state", String(16), nullable=False),
+    Column("at", Float, nullable=False),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("unit", String(100)),
+    Column("reason", Text),
+)
+
+units = Table(
+    "units",
+    metadata,
+    Column("name", String(100), primary_key=True),
+    Column("state", String(16), nullable=False),
+    Column("job_id", String(32)),
+    Column("last_seen", Float, nullable=False),
+)
+
+
+def _tune_sqlite(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+class Store:
+    """A handle on the job store; thread-safe (one connection per operation)."""
+
+    def __init__(self, url: str):
+        kwargs: dict[str, Any] = {"future": True}
+        if url.startswith("sqlite"):
+            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+        else:
+            kwargs.update(pool_pre_ping=True, pool_size=10, max_overflow=20)
+        self.url = url
+        self.engine: Engine = create_engine(url, **kwargs)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _tune_sqlite)
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(select(1))
+            return True
+        except OperationalError:
+            return False
+
+    def insert_job(self, **values: Any) -> dict:
+        values.setdefault("created_at", time.time())
+        with self.engine.begin() as conn:
+            conn.execute(insert(jobs).values(**values))
+            conn.execute(
+                insert(transitions).values(
+                    job_id=values["id"], from_state=None, to_state=values["state"], at=values["created_at"]
+                )
+            )
+        return self.get_job(values["id"])
+
+    def get_job(self, job_id: str) -> dict:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(f"No job has the id {job_id!r}.")
+        return dict(row)
+
+    def list_jobs(self, *, state: str | None = None, search: str | None = None, owner: str | None = None,
+                  limit: int = 20, offset: int = 0) -> tuple[list[dict], int]:
+        conditions = [jobs.c.owner_id == owner] if owner else []
+        if state:
+            conditions.append(jobs.c.state == state)
+        if search:
+            escaped = search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            conditions.append(func.lower(jobs.c.name).like(f"%{escaped.lower()}%", escape="\\"))
+        query = select(jobs).where(*conditions)
+        count = select(func.count()).select_from(jobs).where(*conditions)
+        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit).offset(offset)
+        with self.engine.connect() as conn:
+            rows = [dict(row) for row in conn.execute(query).mappings()]
+            total = conn.execute(count).scalar_one()
+        return rows, total
+
+    def count_by_state(self, owner: str | None = None) -> dict[str, int]:
+        query = select(jobs.c.state, func.count()).group_by(jobs.c.state)
+        if owner:
+            query = query.where(jobs.c.owner_id == owner)
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return {state: n for state, n in rows}
+
+    def storage_used(self, owner: str) -> int:
+        """Bytes a user's kept uploads and results take on the shared volume."""
+        used = func.coalesce(func.sum(jobs.c.upload_size + func.coalesce(jobs.c.result_size, 0)), 0)
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(used).where(jobs.c.owner_id == owner, jobs.c.expired_at.is_(None)))
+                       .scalar_one())
+
+    def jobs_to_expire(self, finished_before: float, limit: int = 200) -> list[dict]:
+        query = (select(jobs).where(jobs.c.finished_at < finished_before, jobs.c.expired_at.is_(None))
+                 .order_by(jobs.c.finished_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    # -- accounts ----------------------------------------------------------------------
+    def insert_user(self, **values: Any) -> dict:
+        with self.engine.begin() as conn:
+            conn.execute(insert(users).values(**values))
+        return self.get_user(values["id"])
+
+    def get_user(self, user_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.id == user_id)).mappings().first()
+        return dict(row) if row else None
+
+    def find_user(self, email: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(users).where(users.c.email == email)).mappings().first()
+        return dict(row) if row else None
+
+    def list_users(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(select(users).order_by(users.c.created_at)).mappings()]
+
+    def count_admins(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(users).where(users.c.role == "admin")).scalar_one()
+
+    def insert_token(self, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(tokens).values(**values))
+
+    def user_for_token(self, token_hash: str) -> dict | None:
+        query = select(users).join(tokens, tokens.c.user_id == users.c.id).where(tokens.c.token_hash == token_hash)
+        with self.engine.begin() as conn:
+            row = conn.execute(query).mappings().first()
+            if row is not None:
+                conn.execute(update(tokens).where(tokens.c.token_hash == token_hash).values(last_used_at=time.time()))
+        return dict(row) if row else None
+
+    def list_tokens(self, user_id: str) -> list[dict]:
+        query = select(tokens.c.id, tokens.c.name, tokens.c.created_at, tokens.c.last_used_at).where(
+            tokens.c.user_id == user_id).order_by(tokens.c.created_at)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def delete_token(self, user_id: str, token_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(tokens).where(tokens.c.id == token_id, tokens.c.user_id == user_id)).rowcount == 1
+
+    def insert_invitation(self, code_hash: str, created_by: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(invitations).values(code_hash=code_hash, created_by=created_by, created_at=time.time()))
+
+    def use_invitation(self, code_hash: str, user_id: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(update(invitations).where(invitations.c.code_hash == code_hash,
+                                                          invitations.c.used_by.is_(None))
+                                .values(used_by=user_id)).rowcount == 1
+
+    def history(self, job_id: str) -> list[dict]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                select(transitions).where(transitions.c.job_id == job_id).order_by(transitions.c.id)
+            ).mappings()
+            return [dict(row) for row in rows]
+
+    def jobs_to_publish(self, limit: int = 100) -> list[dict]:
+        query = (
+            select(jobs)
+            .where(jobs.c.state == "queued", jobs.c.published != jobs.c.dispatch)
+            .order_by(jobs.c.created_at)
+            .limit(limit)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def mark_published(self, job_id: str, dispatch: int) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(published=dispatch))
+
+    def expired_leases(self, now: float) -> list[dict]:
+        query = select(jobs).where(jobs.c.state.in_(("running", "paused")), jobs.c.lease_until < now)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def extend_leases(self, until: float) -> None:
+        """Give every running job a fresh lease (used at start-up, before heartbeats catch up)."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                update(jobs).where(jobs.c.state.in_(("running", "paused"))).values(lease_until=until)
+            )
+
+    def renew_lease(self, job_id: str, attempt: int, until: float) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                update(jobs)
+                .where(jobs.c.id == job_id, jobs.c.attempt == attempt, jobs.c.state.in_(("running", "paused")))
+                .values(lease_until=until)
+            )
+        return result.rowcount == 1
+
+    def record_unit(self, name: str, state: str, job_id: str | None, seen: float) -> None:
+        with self.engine.begin() as conn:
+            changed = conn.execute(
+                update(units).where(units.c.name == name).values(state=state, job_id=job_id, last_seen=seen)
+            ).rowcount
+            if not changed:
+                conn.execute(insert(units).values(name=name, state=state, job_id=job_id, last_seen=seen))
+
+    def list_units(self) -> list[dict]:
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(select(units).order_by(units.c.name)).mappings()]
+
+    def update_job_fields(self, job_id: str, guard: dict[str, Any], values: dict[str, Any]) -> bool:
+        """Update non-state fields (progress, result details, queue order) if `guard` still holds."""
+        if "state" in values:
+            raise ValueError("state changes go through backend.jobs.apply_transition")
+        conditions = [jobs.c.id == job_id] + [jobs.c[name] == value for name, value in guard.items()]
+        with self.engine.begin() as conn:
+            return conn.execute(update(jobs).where(*conditions).values(**values)).rowcount == 1
+
+    def queue_position(self, job: dict) -> int:
+        """1 for the job that runs next; counts queued jobs ahead by priority, then by queueing time."""
+        ahead = or_(
+            jobs.c.queue_priority > job["queue_priority"],
+            and_(jobs.c.queue_priority == job["queue_priority"], jobs.c.queued_at < job["queued_at"]),
+        )
+        query = select(func.count()).select_from(jobs).where(jobs.c.state == "queued", jobs.c.id != job["id"], ahead)
+        with self.engine.connect() as conn:
+            return conn.execute(query).scalar_one() + 1
+
+    def update_job_if(self, job_id: str, guard: dict[str, Any], values: dict[str, Any], record: dict) -> bool:
+        """Compare-and-set: update the job only if every `guard` column still holds; log the transition."""
+        conditions = [jobs.c.id == job_id] + [jobs.c[name] == value for name, value in guard.items()]
+        with self.engine.begin() as conn:
+            result = conn.execute(update(jobs).where(*conditions).values(**values))
+            if result.rowcount != 1:
+                return False
+            conn.execute(insert(transitions).values(job_id=job_id, **record))
+        return True
+
+
+def open_store(url: str) -> Store:
+    store = Store(url)
+    try:
+        store.create_schema()
+    except OperationalError as exc:
+        raise ServiceUnavailable(f"The job store at {store.engine.url!r} cannot be opened: {exc.orig}") from None
+    database = store.engine.url.database
+    if store.engine.url.get_backend_name() == "sqlite" and database and os.path.exists(database):
+        os.chmod(database, 0o600)  # the store is the backend's alone
+    return store

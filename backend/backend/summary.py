@@ -1,0 +1,43 @@
+"""The queue at a glance: jobs per state and what each processing unit is doing."""
+from __future__ import annotations
+
+import time
+
+from flask import Blueprint, current_app, jsonify
+
+from nias.messages import PRESENCE_S
+from nias.states import JobState
+
+from backend.auth import owner_filter
+from backend.jobs_api import iso_time
+
+bp = Blueprint("summary", __name__, url_prefix="/api")
+
+# Three missed announcements mean a unit is offline.
+OFFLINE_AFTER_S = 3 * PRESENCE_S
+
+
+def describe_units(rows: list[dict], now: float) -> list[dict]:
+    return [
+        {
+            "name": row["name"],
+            "state": "offline" if now - row["last_seen"] > OFFLINE_AFTER_S else row["state"],
+            "job_id": row["job_id"],
+            "last_seen": iso_time(row["last_seen"]),
+        }
+        for row in rows
+    ]
+
+
+@bp.get("/summary")
+def get_summary():
+    store = current_app.extensions["nias"].store
+    counts = {state.value: 0 for state in JobState}
+    counts.update(store.count_by_state(owner_filter()))
+    return jsonify({"counts": counts, "units": describe_units(store.list_units(), time.time())})
+
+
+@bp.get("/units")
+def get_units():
+    store = current_app.extensions["nias"].store
+    return jsonify({"units": describe_units(store.list_units(), time.time())})

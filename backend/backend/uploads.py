@@ -1,0 +1,146 @@
+"""Receiving a project upload: streamed to the shared volume, checked, then moved into place.
+
+The multipart body is written straight into `<data>/uploads/` by a custom stream factory
+(never held in memory). A refused upload leaves nothing behind.
+"""
+from __future__ import annotations
+
+import errno
+import hashlib
+import logging
+import os
+import secrets
+import tempfile
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from flask import Request
+from werkzeug.exceptions import ClientDisconnected
+
+from nias.archive import ProjectZip, ZipLimits, inspect_zip
+from nias.errors import BadRequest, BadUpload, NiasError
+from nias.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+MAX_NAME_LENGTH = 200
+
+
+class UploadRequest(Request):
+    """A request whose uploaded files go to `upload_dir` instead of a temporary spool."""
+
+    upload_dir: Path | None = None
+
+    def _get_file_stream(self, total_content_length, content_type, filename=None, content_length=None):
+        if self.upload_dir is None:
+            return super()._get_file_stream(total_content_length, content_type, filename, content_length)
+        part = tempfile.NamedTemporaryFile(dir=self.upload_dir, prefix="upload-", suffix=".part", delete=False)
+        self.__dict__.setdefault("upload_parts", []).append(Path(part.name))
+        return part
+
+    def discard_parts(self) -> None:
+        for part in self.__dict__.pop("upload_parts", []):
+            part.unlink(missing_ok=True)
+
+
+class ReadTimeout:
+    """WSGI middleware: a client that stops sending frees its worker thread after `seconds`.
+
+    gunicorn's gthread workers read request bodies with blocking sockets and no time limit, so
+    a stalled upload would otherwise hold a thread for ever.
+    """
+
+    def __init__(self, app, seconds: float):
+        self.app = app
+        self.seconds = seconds
+
+    def __call__(self, environ, start_response):
+        sock = environ.get("gunicorn.socket")
+        if sock is not None:
+            sock.settimeout(self.seconds)
+        return self.app(environ, start_response)
+
+
+@dataclass(frozen=True)
+class Upload:
+    path: Path
+    sha256: str
+    size: int
+    project: ProjectZip
+
+
+def new_job_id() -> str:
+    return secrets.token_hex(8)
+
+
+def zip_limits(settings: Settings) -> ZipLimits:
+    return ZipLimits(settings.max_files, settings.max_unpacked_bytes, settings.max_ratio)
+
+
+def clean_name(raw: str | None, fallback: str) -> str:
+    """A job name is only a label: printable, trimmed, at most 200 characters."""
+    def printable(text: str | None) -> str:
+        return "".join(ch for ch in (text or "") if unicodedata.category(ch)[0] != "C").strip()
+
+    return (printable(raw) or printable(fallback))[:MAX_NAME_LENGTH] or "job"
+
+
+def _digest(path: Path) -> tuple[str, int]:
+    sha = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1024 * 1024), b""):
+            sha.update(block)
+            size += len(block)
+    return sha.hexdigest(), size
+
+
+def _stalled(settings: Settings) -> NiasError:
+    return NiasError(f"The upload stopped before it was complete (nothing came for {settings.read_timeout_s:g} s, "
+                     "or the connection closed) and was dropped.", code="upload_stalled", status=408)
+
+
+def receive_upload(request: UploadRequest, settings: Settings) -> tuple[Upload, str]:
+    """Parse the multipart body, check the zip, and return it with the name the client gave."""
+    settings.uploads_dir.mkdir(parents=True, exist_ok=True)
+    request.upload_dir = settings.uploads_dir
+    try:
+        storage = request.files.get("file")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise NiasError("The server has no room left to store this upload; tell the admin.",
+                            code="storage_full", status=507) from None
+        raise _stalled(settings) from None
+    except ClientDisconnected:  # werkzeug's word for a body that stopped coming (timeout or hang-up)
+        raise _stalled(settings) from None
+    if storage is None or not storage.filename:
+        raise BadUpload("Attach the project as a .zip file in the form field 'file'.", code="missing_file")
+    storage.stream.flush()
+    part = Path(storage.stream.name)
+    storage.stream.close()
+    project = inspect_zip(part, zip_limits(settings))
+    sha256, size = _digest(part)
+    stem = Path(storage.filename).stem if storage.filename.lower().endswith(".zip") else storage.filename
+    return Upload(part, sha256, size, project), clean_name(request.form.get("name"), stem)
+
+
+def store_upload(upload: Upload, settings: Settings, job_id: str) -> str:
+    """Move a checked upload to the job's folder; returns its path relative to the data dir."""
+    folder = settings.jobs_dir / job_id
+    folder.mkdir(parents=True)
+    target = folder / "upload.zip"
+    os.replace(upload.path, target)
+    return str(target.relative_to(settings.data_dir))
+
+
+def parse_int_field(raw: str | None, field: str, low: int, high: int) -> int | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{field} must be a whole number from {low} to {high}.") from None
+    if not low <= value <= high:
+        raise BadRequest(f"{field} must be a whole number from {low} to {high}.")
+    return value
