@@ -1,0 +1,109 @@
+"""The processing unit's Flask API: start a run, follow it, report health. One job at a time."""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+
+from flask import Flask, jsonify, request
+
+from nias.amqp import EventSink
+from nias.errors import JobNotFound
+from nias.logs import configure_logging
+from nias.messages import ControlMessage, JobMessage
+from nias.settings import Settings, load_settings
+from nias.settings import require
+from nias.web import install_error_handlers, require_internal_token
+
+from process_unit.environments import EnvironmentCache
+from process_unit.runner import Runner
+from process_unit.sandbox import Sandbox
+
+logger = logging.getLogger(__name__)
+
+MAX_WAIT_S = 60
+
+
+def build_runner(settings: Settings) -> Runner:
+    settings.unit_work_dir.mkdir(parents=True, exist_ok=True)
+    environments = EnvironmentCache(settings.environments_dir, settings.uv, settings.job_python)
+    sandbox = Sandbox(settings)
+    sandbox.check_reachable(settings.unit_work_dir, settings.environments_dir)
+    return Runner(settings, EventSink(settings), environments, sandbox)
+
+
+def _can_work(settings: Settings) -> dict[str, bool]:
+    try:
+        with tempfile.NamedTemporaryFile(dir=settings.unit_work_dir):
+            writable = True
+    except OSError:
+        writable = False
+    return {
+        "work_dir": writable,
+        "data_dir": os.access(settings.jobs_dir, os.W_OK),
+        "uv": bool(shutil.which(settings.uv)),
+        "python": os.access(settings.job_python, os.X_OK),
+    }
+
+
+def create_app(settings: Settings | None = None, runner: Runner | None = None) -> Flask:
+    settings = settings or load_settings()
+    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
+    settings.jobs_dir.chmod(0o700)  # other jobs' uploads, logs and results are no job's business
+    runner = runner or build_runner(settings)
+    app = Flask(__name__)
+    app.extensions["runner"] = runner
+    install_error_handlers(app)
+    require_internal_token(app, settings, ("/api/",))
+
+    @app.post("/api/runs")
+    def start_run():
+        message = JobMessage.decode(request.get_data())
+        attempt = int(request.args.get("attempt", "1"))
+        run = runner.start(message, attempt)
+        return jsonify(run.to_dict()), 202
+
+    @app.get("/api/runs/current")
+    def current_run():
+        run = runner.current()
+        return jsonify(run.to_dict() if run else {"job_id": None})
+
+    @app.get("/api/runs/<job_id>")
+    def get_run(job_id: str):
+        """A run; `?wait_s=N` holds the answer until it is done (or N seconds pass)."""
+        run = runner.get(job_id)
+        if run is None:
+            raise JobNotFound(f"This unit has no run of job {job_id}.")
+        wait_s = min(float(request.args.get("wait_s", "0") or 0), MAX_WAIT_S)
+        if wait_s > 0:
+            run.done.wait(wait_s)
+        return jsonify(run.to_dict())
+
+    @app.post("/api/control")
+    def control_run():
+        """Pause, resume or cancel the current run; `applied` is false if this unit does not hold it."""
+        message = ControlMessage.decode(request.get_data())
+        return jsonify({"applied": runner.control(message)})
+
+    @app.get("/healthz")
+    def healthz():
+        checks = _can_work(settings)
+        ok = all(checks.values())
+        busy = runner.current()
+        return jsonify({"ok": ok, "unit": settings.unit_name, "busy": busy.job_id if busy else None, **checks}), (
+            200 if ok else 503)
+
+    return app
+
+
+def create_served_app() -> Flask:
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.unit_name)
+    require(settings, "internal_token")
+    app = create_app(settings)
+    runner = app.extensions["runner"]
+    runner.events.start_keepalive()
+    runner.start_presence()
+    logger.info("Processing unit %s ready (work dir %s)", settings.unit_name, settings.unit_work_dir)
+    return app

@@ -1,0 +1,140 @@
+"""The job's sandbox: who the job runs as, what it can see, and how much it may use.
+
+- An unprivileged user that is not the service's: `NIAS_JOB_UID`, by default 61000 plus a
+  number derived from the unit's name (so process limits count one unit's job only).
+  A unit that is not started as root cannot switch users and runs jobs as itself.
+- Where bubblewrap is installed (`NIAS_SANDBOX=auto`, or `bwrap` to require it), a mount, PID,
+  IPC and network namespace that shows the job only its project folder, its environment, a
+  small private /tmp and the system's read-only files; no network unless `NIAS_JOB_NETWORK=1`.
+- Resource limits (setrlimit): memory (data segment, so GPU libraries that reserve address
+  space still load), CPU time, processes, open files and file size.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import resource
+import shutil
+import signal
+import zlib
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from nias.errors import ConfigurationError
+from nias.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+MB = 1024 * 1024
+# System files a Python job may need, shown read-only; nothing else of /etc.
+SYSTEM_FILES = ("/etc/alternatives", "/etc/ssl", "/etc/ca-certificates", "/etc/localtime", "/etc/mime.types",
+                "/etc/fonts", "/etc/ld.so.cache", "/etc/nsswitch.conf")
+NETWORK_FILES = ("/etc/resolv.conf", "/etc/hosts")
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_mb: int
+    cpu_s: int
+    processes: int
+    open_files: int
+    file_mb: int
+
+    def tightened(self, asked: dict | None) -> "Limits":
+        """A job may ask for less than the admin's limits, never for more."""
+        if not asked:
+            return self
+        lower = {name: min(int(value), getattr(self, name)) for name, value in asked.items()
+                 if name in self.__dataclass_fields__ and isinstance(value, int) and value > 0}
+        return replace(self, **lower)
+
+
+def limits_from(settings: Settings) -> Limits:
+    return Limits(settings.job_memory_mb, settings.job_cpu_s or settings.job_timeout_s, settings.job_processes,
+                  settings.job_open_files, settings.job_file_mb)
+
+
+def job_uid(settings: Settings) -> int | None:
+    """The uid jobs run as, or None when this unit cannot switch users (it is not root)."""
+    if os.geteuid() != 0:
+        return None
+    return settings.job_uid or 61000 + zlib.crc32(settings.unit_name.encode()) % 1000
+
+
+class Sandbox:
+    def __init__(self, settings: Settings):
+        self.uid = job_uid(settings)
+        self.network = bool(settings.job_network)
+        self.tmp_mb = settings.job_tmp_mb
+        self.limits = limits_from(settings)
+        wanted = settings.sandbox
+        if wanted not in ("auto", "bwrap", "off"):
+            raise ConfigurationError(f"NIAS_SANDBOX must be auto, bwrap or off, not {wanted!r}")
+        self.bwrap = shutil.which("bwrap") if wanted != "off" else None
+        if wanted == "bwrap" and self.bwrap is None:
+            raise ConfigurationError("NIAS_SANDBOX=bwrap, but bubblewrap (bwrap) is not installed")
+        logger.info("Jobs run as uid %s, %s", self.uid if self.uid is not None else os.geteuid(),
+                    "in a bubblewrap sandbox" if self.bwrap else "without a mount namespace")
+
+    def check_reachable(self, *folders: Path) -> None:
+        """The job's user must be able to pass through every parent of its folders and its environments."""
+        if self.uid is None:
+            return
+        for folder in folders:
+            for parent in [folder.resolve(), *folder.resolve().parents]:
+                if parent.exists() and not os.stat(parent).st_mode & 0o001:
+                    raise ConfigurationError(
+                        f"Jobs run as uid {self.uid}, which cannot pass through {parent} (mode "
+                        f"{oct(os.stat(parent).st_mode & 0o777)}); allow it (chmod o+x {parent}) or move "
+                        "NIAS_WORK_DIR / NIAS_ENV_DIR elsewhere.")
+
+    def prepare(self, work: Path) -> None:
+        """Give the job's folder to the job's user; the unit (root) still reads what it writes."""
+        if self.uid is None:
+            return
+        for folder, dirs, files in os.walk(work):
+            os.chown(folder, self.uid, self.uid)
+            for name in dirs + files:
+                os.lchown(os.path.join(folder, name), self.uid, self.uid)
+
+    def command(self, python: Path, project: Path, environment: Path) -> list[str]:
+        if self.bwrap is None:
+            return [str(python), "code.py"]
+        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--disable-userns",
+                "--ro-bind", "/usr", "/usr", "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64",
+                "--symlink", "usr/bin", "/bin", "--symlink", "usr/sbin", "/sbin",
+                "--proc", "/proc", "--dev", "/dev", "--size", str(self.tmp_mb * MB), "--tmpfs", "/tmp"]
+        for path in SYSTEM_FILES + (NETWORK_FILES if self.network else ()):
+            argv += ["--ro-bind-try", path, path]
+        if self.network:
+            argv.append("--share-net")
+        real_python = os.path.realpath(python)
+        if not real_python.startswith("/usr/"):  # an interpreter outside /usr must be visible too
+            argv += ["--ro-bind", str(Path(real_python).parents[1]), str(Path(real_python).parents[1])]
+        argv += ["--ro-bind", str(environment), str(environment), "--bind", str(project), str(project),
+                 "--remount-ro", "/", "--setenv", "TMPDIR", "/tmp", "--chdir", str(project), "--", str(python),
+                 "code.py"]
+        return argv
+
+    def preexec(self, limits: Limits) -> Callable[[], None]:
+        """Runs in the child before exec: limits, then the job's user, then the parent-death signal."""
+        uid = self.uid
+
+        def enter() -> None:
+            resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * MB,) * 2)
+            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files,) * 2)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * MB,) * 2)
+            if uid is not None:
+                resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes,) * 2)
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+            # After the user switch, which clears it: if the unit dies, so does the job.
+            _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+        return enter
