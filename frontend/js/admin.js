@@ -1,0 +1,120 @@
+// Admin page: users (listed, created), invitations, everyone's jobs and the dead-letter queue.
+
+import "./account-menu.js";
+import { getJSON, getMe, sendJSON } from "./api.js";
+import { createInvitation } from "./invitations.js";
+import { byId, el, showError, setText } from "./dom.js";
+import { formatAgo, formatBytes, formatFullTime, plural } from "./format.js";
+
+function timeCell(iso, label) {
+  return el("td", { dataset: { label } }, iso
+    ? el("time", { datetime: iso, title: formatFullTime(iso), class: "nowrap" }, formatAgo(iso))
+    : el("span", { class: "muted" }, "—"));
+}
+
+function userRow(user, me) {
+  return el("tr", { dataset: { userId: user.id } },
+    el("td", { class: "primary" }, el("strong", { class: "user-email" }, user.email),
+      user.id === me.id ? el("span", { class: "muted small" }, " (you)") : null),
+    el("td", { dataset: { label: "Role" } }, user.role === "admin" ? el("span", { class: "role" }, "admin") : "user"),
+    timeCell(user.created_at, "Created"));
+}
+
+async function showUsers(me) {
+  try {
+    const { users } = await getJSON("/api/users");
+    setText(byId("user-count"), plural(users.length, "account"));
+    byId("users-table").tBodies[0].replaceChildren(...users.map((user) => userRow(user, me)));
+    showError(byId("users-error"), null);
+  } catch (error) {
+    showError(byId("users-error"), error, "The users cannot be listed");
+  }
+}
+
+async function createUser(event, me) {
+  event.preventDefault();
+  const email = byId("new-user-email").value.trim();
+  const password = byId("new-user-password").value;
+  const role = byId("new-user-role").value;
+  showError(byId("new-user-error"), null);
+  byId("new-user-done").hidden = true;
+  if (!email || password.length < 8) {
+    showError(byId("new-user-error"), new Error("Give an e-mail address and a password of at least 8 characters."),
+      "The user was not created");
+    return;
+  }
+  const button = byId("create-user");
+  button.disabled = true;
+  try {
+    const user = await sendJSON("/api/users", "POST", { email, password, role });
+    const done = byId("new-user-done");
+    done.replaceChildren(el("strong", {}, `${user.email} can now sign in`),
+      el("span", {}, `as ${user.role}, on the `, el("a", { href: "/signin.html" }, "sign-in page"), "."));
+    done.hidden = false;
+    byId("user-form").reset();
+    await showUsers(me);
+  } catch (error) {
+    showError(byId("new-user-error"), error, "The user was not created");
+  } finally {
+    button.disabled = false;
+  }
+}
+
+function deadRow(message) {
+  return el("tr", {},
+    el("td", { class: "primary" }, el("pre", { class: "code-line dead-body" }, message.body || "(empty)"),
+      message.message_id ? el("div", { class: "job-id" }, message.message_id) : null),
+    el("td", { dataset: { label: "Reason" } }, message.reason || "—"),
+    el("td", { class: "mono small", dataset: { label: "From queue" } }, message.queue || "—"),
+    timeCell(message.dead_lettered_at, "When"),
+    el("td", { class: "num", dataset: { label: "Size" } }, formatBytes(message.size)));
+}
+
+async function showDeadLetters() {
+  const body = byId("dead-table").tBodies[0];
+  try {
+    const answer = await getJSON("/api/admin/dead-letters");
+    setText(byId("dead-count"), plural(answer.count, "message"));
+    setText(byId("dead-queue"), answer.queue || "dead");
+    body.replaceChildren(...(answer.messages.length ? answer.messages.map(deadRow)
+      : [el("tr", {}, el("td", { class: "empty", colspan: 5 }, "No dead letters: every message was usable."))]));
+    if (answer.count > answer.messages.length) {
+      body.append(el("tr", {}, el("td", { class: "empty", colspan: 5 },
+        `The first ${answer.messages.length} of ${answer.count} are shown.`)));
+    }
+    showError(byId("dead-error"), null);
+  } catch (error) {
+    setText(byId("dead-count"), "unknown");
+    body.replaceChildren();
+    showError(byId("dead-error"), error, "The dead-letter queue cannot be read");
+  }
+}
+
+function copyButton(buttonId, sourceId) {
+  byId(buttonId).addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(byId(sourceId).textContent);
+      byId(buttonId).textContent = "Copied";
+    } catch (_) {
+      window.getSelection().selectAllChildren(byId(sourceId));
+    }
+  });
+}
+
+async function start() {
+  const me = await getMe();
+  if (me.role !== "admin") {
+    byId("admin-only").hidden = false;
+    document.title = "Admins only · NIAS";
+    return;
+  }
+  byId("admin-view").hidden = false;
+  byId("all-jobs").hidden = false;
+  byId("user-form").addEventListener("submit", (event) => createUser(event, me));
+  byId("create-invitation").addEventListener("click", createInvitation);
+  byId("reload-dead").addEventListener("click", showDeadLetters);
+  copyButton("copy-invitation", "invitation-link");
+  await Promise.all([showUsers(me), showDeadLetters()]);
+}
+
+start().catch((error) => showError(byId("page-error"), error, "This page cannot be loaded"));

@@ -1,0 +1,63 @@
+// The report of "Check only" (`POST /api/jobs?dry_run=true`): the zip rules, Python syntax and
+// whether requirements.txt resolves, each with what to fix.
+
+import { el } from "./dom.js";
+import { plural } from "./format.js";
+
+function syntaxErrorItem(error) {
+  const where = error.line ? `${error.file}, line ${error.line}` : error.file;
+  const text = (error.text || "").replace(/\s+$/, "");
+  const caret = text && error.column ? `\n${" ".repeat(Math.max(0, error.column - 1))}^` : "";
+  return el("li", { class: "syntax-error" },
+    el("strong", { class: "mono" }, where), `: ${error.message}`,
+    text ? el("pre", { class: "code-line" }, `${text}${caret}`) : null);
+}
+
+const DESCRIBE = {
+  zip: (check) => ({
+    title: "Zip",
+    body: check.ok
+      ? [`code.py found${check.root && check.root !== "." ? ` in ${check.root}` : " at the top"}`,
+        check.files !== undefined ? `, ${plural(check.files, "file")}.` : "."]
+      : [check.message || "The zip breaks the upload rules."],
+  }),
+  syntax: (check) => ({
+    title: "Python syntax",
+    body: check.ok
+      ? ["Every .py file compiles."]
+      : [`${plural(check.errors.length, "syntax error")}:`,
+        el("ul", { class: "syntax-errors" }, check.errors.map(syntaxErrorItem))],
+  }),
+  requirements: (check) => {
+    if (!check.ok) {
+      return { title: "Requirements", body: ["requirements.txt does not resolve against the package index:",
+        el("pre", { class: "code-line" }, check.message || "no reason given")] };
+    }
+    if (!check.resolved) return { title: "Requirements", body: [check.message || "Nothing to install."] };
+    return {
+      title: "Requirements",
+      body: [`They resolve: ${plural(check.resolved.length, "package")}.`,
+        el("details", {}, el("summary", {}, "Show the packages"),
+          el("pre", { class: "code-line" }, check.resolved.join("\n")))],
+    };
+  },
+};
+
+function checkItem(check) {
+  const describe = DESCRIBE[check.check] || ((c) => ({ title: c.check, body: [c.message || ""] }));
+  const { title, body } = describe(check);
+  return el("li", { class: `check-item ${check.ok ? "ok" : "bad"}`, dataset: { check: check.check } },
+    el("span", { class: "check-mark", "aria-hidden": "true" }, check.ok ? "✓" : "✗"),
+    el("div", {}, el("strong", {}, `${title}: ${check.ok ? "passed" : "failed"}`), el("div", {}, ...body)));
+}
+
+/** Fill `container` with the server's `{ok, checks}` report about the project called `label`. */
+export function renderCheckReport(container, report, label) {
+  container.replaceChildren(
+    el("div", { class: `notice ${report.ok ? "ok" : "error"}` },
+      el("strong", { id: "check-title" }, report.ok ? "Everything checks out" : "The check found problems"),
+      el("span", {}, report.ok
+        ? `${label} would be accepted, its code compiles and its requirements resolve. Nothing was queued.`
+        : `Fix what is marked below in ${label}, then check again. Nothing was queued.`)),
+    el("ul", { class: "checks" }, (report.checks || []).map(checkItem)));
+}
