@@ -1,0 +1,96 @@
+"""`make bench`: latency figures on a local stack started as `make up` starts it.
+
+Prints: upload-to-result-downloadable time for a trivial job (median and p95 over 50 runs),
+the same code run bare with `python code.py`, and the environment time of a job with one
+requirement, cold (empty cache) and warm (a repeat job).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nias.settings import load_settings  # noqa: E402
+from tests.support.projects import zip_entries  # noqa: E402
+from tests.support.stack import LocalStack  # noqa: E402
+
+logger = logging.getLogger("nias.bench")
+
+TRIVIAL = "with open('output/answer.txt', 'w') as handle:\n    handle.write('42')\n"
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
+
+
+def time_trivial_jobs(stack: LocalStack, project: Path, runs: int) -> list[float]:
+    client = stack.client
+    client.wait(client.submit(project)["id"], timeout_s=120)  # warm-up: builds the empty environment
+    timings = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        job = client.submit(project)
+        done = client.wait(job["id"], timeout_s=120)
+        response = client.session.get(f"{stack.url}/api/jobs/{job['id']}/result", timeout=30)
+        elapsed = time.perf_counter() - started
+        if done["state"] != "succeeded" or response.status_code != 200:
+            raise SystemExit(f"bench job {job['id']} ended {done['state']}: {done['error']}")
+        timings.append(elapsed)
+    return timings
+
+
+def time_bare_runs(python: str, runs: int) -> list[float]:
+    timings = []
+    with tempfile.TemporaryDirectory() as folder:
+        Path(folder, "code.py").write_text(TRIVIAL)
+        Path(folder, "output").mkdir()
+        for _ in range(runs):
+            started = time.perf_counter()
+            subprocess.run([python, "code.py"], cwd=folder, check=True)
+            timings.append(time.perf_counter() - started)
+    return timings
+
+
+def time_environments(stack: LocalStack, workdir: Path) -> tuple[float, float]:
+    project = zip_entries(workdir / "six.zip", {"code.py": "import six", "requirements.txt": "six==1.16.0\n"})
+    cold = stack.client.wait(stack.client.submit(project)["id"], timeout_s=300)
+    warm = stack.client.wait(stack.client.submit(project)["id"], timeout_s=300)
+    if cold["env_cached"] or not warm["env_cached"]:
+        raise SystemExit("environment cache did not behave: cold job found a cache or warm job built one")
+    return cold["env_seconds"], warm["env_seconds"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=50)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="nias-bench-") as folder:
+        workdir = Path(folder)
+        stack = LocalStack(workdir / "stack", units=2, NIAS_LOG_LEVEL="WARNING").start()
+        try:
+            project = zip_entries(workdir / "trivial.zip", {"code.py": TRIVIAL})
+            jobs = time_trivial_jobs(stack, project, args.runs)
+            bare = time_bare_runs(load_settings().job_python, args.runs)
+            cold, warm = time_environments(stack, workdir)
+        finally:
+            stack.stop()
+    ms = lambda seconds: f"{seconds * 1000:7.1f} ms"  # noqa: E731
+    print(f"trivial job, upload to result downloadable ({args.runs} runs): "
+          f"median {ms(statistics.median(jobs))}, p95 {ms(percentile(jobs, 0.95))}")
+    print(f"same code run bare with python code.py ({args.runs} runs):       "
+          f"median {ms(statistics.median(bare))}, p95 {ms(percentile(bare, 0.95))}")
+    print(f"environment for one requirement (six==1.16.0): cold {ms(cold)}, warm repeat {ms(warm)}")
+
+
+if __name__ == "__main__":
+    main()
