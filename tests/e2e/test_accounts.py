@@ -1,0 +1,140 @@
+"""Accounts and isolation over the API: sign-in, tokens, CSRF, roles, ownership, internal endpoints."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+import requests
+
+from nias.client import NiasClient
+from tests.support.projects import zip_entries
+
+
+def new_user(stack, role: str = "user") -> tuple[str, str]:
+    email, password = f"{uuid.uuid4().hex[:8]}@lab.example", "a long enough password"
+    created = stack.http.post(f"{stack.url}/api/users", json={"email": email, "password": password, "role": role},
+                              timeout=10)
+    assert created.status_code == 201, created.text
+    return email, password
+
+
+def signed_in(stack, email: str, password: str) -> tuple[requests.Session, str]:
+    browser = requests.Session()
+    answer = browser.post(f"{stack.url}/api/auth/login", json={"email": email, "password": password}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return browser, answer.json()["csrf_token"]
+
+
+def token_for(stack, email: str, password: str) -> str:
+    browser, csrf = signed_in(stack, email, password)
+    answer = browser.post(f"{stack.url}/api/tokens", json={"name": "cli"}, headers={"X-CSRF-Token": csrf}, timeout=10)
+    assert answer.status_code == 201
+    return answer.json()["token"]
+
+
+@pytest.mark.parametrize("method,path", [
+    ("GET", "/api/jobs"), ("POST", "/api/jobs"), ("GET", "/api/jobs/0123456789abcdef"), ("GET", "/api/me"),
+    ("GET", "/api/events"), ("GET", "/api/summary"), ("PUT", "/api/jobs/0123456789abcdef/state"),
+    ("GET", "/api/users"), ("POST", "/api/tokens"), ("GET", "/api/admin/dead-letters"),
+])
+def test_every_api_call_without_credentials_answers_401(stack, method, path):
+    answer = requests.request(method, f"{stack.url}{path}", timeout=10)
+    assert answer.status_code == 401
+    assert answer.json()["error"]["code"] == "unauthenticated"
+
+
+def test_a_wrong_password_is_refused_and_a_right_one_opens_a_session(stack):
+    email, password = new_user(stack)
+    wrong = requests.post(f"{stack.url}/api/auth/login", json={"email": email, "password": "nope nope"}, timeout=10)
+    assert wrong.status_code == 401
+    browser = requests.Session()
+    answer = browser.post(f"{stack.url}/api/auth/login", json={"email": email, "password": password}, timeout=10)
+    assert answer.status_code == 200
+    cookie = answer.headers["Set-Cookie"]
+    assert cookie.startswith("nias_session=") and "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    me = browser.get(f"{stack.url}/api/me", timeout=10).json()
+    assert me["email"] == email and me["role"] == "user" and me["csrf_token"]
+    assert browser.post(f"{stack.url}/api/auth/logout", headers={"X-CSRF-Token": me["csrf_token"]},
+                        timeout=10).status_code == 204
+    assert browser.get(f"{stack.url}/api/me", timeout=10).status_code == 401
+
+
+def test_a_change_made_with_the_session_cookie_needs_the_csrf_token(stack, tmp_path):
+    browser, csrf = signed_in(stack, *new_user(stack))
+    project = zip_entries(tmp_path / "p.zip", {"code.py": "pass"})
+    with open(project, "rb") as handle:
+        forged = browser.post(f"{stack.url}/api/jobs", files={"file": ("p.zip", handle)}, timeout=10)
+    assert forged.status_code == 403 and forged.json()["error"]["code"] == "csrf_failed"
+    with open(project, "rb") as handle:
+        real = browser.post(f"{stack.url}/api/jobs", files={"file": ("p.zip", handle)},
+                            headers={"X-CSRF-Token": csrf}, timeout=10)
+    assert real.status_code == 201
+
+
+def test_api_tokens_work_as_bearer_credentials_until_revoked(stack, tmp_path):
+    email, password = new_user(stack)
+    browser, csrf = signed_in(stack, email, password)
+    created = browser.post(f"{stack.url}/api/tokens", json={"name": "laptop"}, headers={"X-CSRF-Token": csrf},
+                           timeout=10).json()
+    script = NiasClient(stack.url, token=created["token"])
+    job = script.submit(zip_entries(tmp_path / "t.zip", {"code.py": "pass"}))
+    assert script.wait(job["id"], timeout_s=60)["state"] == "succeeded"
+    listed = browser.get(f"{stack.url}/api/tokens", timeout=10).json()["tokens"]
+    assert [t["name"] for t in listed] == ["laptop"] and "token" not in listed[0]
+    assert browser.delete(f"{stack.url}/api/tokens/{created['id']}", headers={"X-CSRF-Token": csrf},
+                          timeout=10).status_code == 204
+    refused = requests.get(f"{stack.url}/api/jobs", headers={"Authorization": f"Bearer {created['token']}"},
+                           timeout=10)
+    assert refused.status_code == 401
+
+
+def test_registration_needs_an_invitation_that_works_once(stack):
+    anonymous = requests.post(f"{stack.url}/api/auth/register",
+                              json={"email": "x@lab.example", "password": "long enough pw"}, timeout=10)
+    assert anonymous.status_code == 403
+    code = stack.http.post(f"{stack.url}/api/invitations", timeout=10).json()["invitation"]
+    body = {"email": f"{uuid.uuid4().hex[:8]}@lab.example", "password": "long enough pw", "invitation": code}
+    first = requests.post(f"{stack.url}/api/auth/register", json=body, timeout=10)
+    assert first.status_code == 201 and first.json()["role"] == "user"
+    again = requests.post(f"{stack.url}/api/auth/register", json={**body, "email": "y" + body["email"]}, timeout=10)
+    assert again.status_code == 403
+
+
+def test_only_admins_manage_users_and_see_dead_letters(stack):
+    user = NiasClient(stack.url, token=token_for(stack, *new_user(stack)))
+    for method, path in (("GET", "/api/users"), ("POST", "/api/users"), ("POST", "/api/invitations"),
+                         ("GET", "/api/admin/dead-letters")):
+        answer = user.session.request(method, f"{stack.url}{path}", json={}, timeout=10)
+        assert answer.status_code == 403, path
+    listed = stack.http.get(f"{stack.url}/api/users", timeout=10).json()["users"]
+    assert any(u["role"] == "admin" for u in listed)
+
+
+def test_another_users_job_is_invisible_on_every_endpoint(stack, tmp_path):
+    alice = NiasClient(stack.url, token=token_for(stack, *new_user(stack)))
+    bob = NiasClient(stack.url, token=token_for(stack, *new_user(stack)))
+    job = alice.submit(zip_entries(tmp_path / "a.zip", {"code.py": "open('output/secret.txt','w').write('s')"}))
+    alice.wait(job["id"], timeout_s=60)
+    base = f"{stack.url}/api/jobs/{job['id']}"
+    attempts = [("GET", base), ("GET", f"{base}/history"), ("GET", f"{base}/result"), ("GET", f"{base}/log"),
+                ("GET", f"{base}/files"), ("GET", f"{base}/files/secret.txt"),
+                ("PUT", f"{base}/state", {"state": "cancelled"}), ("PUT", f"{base}/priority", {"priority": 3}),
+                ("POST", f"{base}/run-next", None), ("POST", f"{base}/rerun", None)]
+    for method, url, *body in attempts:
+        answer = bob.session.request(method, url, json=body[0] if body else None, timeout=10)
+        assert answer.status_code == 404, (method, url, answer.status_code)
+        assert answer.json()["error"]["code"] == "job_not_found"
+    assert job["id"] not in {j["id"] for j in bob.jobs(per_page=100)["jobs"]}
+    assert job["id"] in {j["id"] for j in alice.jobs(per_page=100)["jobs"]}
+    assert bob.session.get(f"{stack.url}/api/summary", timeout=10).json()["counts"]["succeeded"] == 0
+    assert stack.client.job(job["id"])["owner"] == job["owner"]  # the admin sees it
+
+
+def test_internal_endpoints_refuse_requests_without_the_internal_credential(stack):
+    producer = f"http://127.0.0.1:{stack.producer_port}"
+    for url, method in ((f"{producer}/api/publish", "POST"), (f"{producer}/api/control", "POST"),
+                        (f"{stack.unit_url(1)}/api/runs", "POST"), (f"{stack.unit_url(1)}/api/runs/current", "GET"),
+                        (f"{stack.unit_url(1)}/api/control", "POST"),
+                        (f"{stack.url}/internal/jobs/0123456789abcdef/claim", "POST")):
+        answer = requests.request(method, url, data=b"{}", headers={"X-Nias-Internal-Token": "guess"}, timeout=10)
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "internal_only", url

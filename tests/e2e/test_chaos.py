@@ -1,0 +1,14 @@
+"""A small chaos run in every test run: 30 jobs while one unit, one consumer, RabbitMQ and the
+backend are each killed once. No job may be lost or run to completion twice."""
+from __future__ import annotations
+
+from tests.support.chaos import run_chaos
+
+
+def test_thirty_jobs_survive_one_kill_of_each_kind_with_none_lost_or_run_twice(tmp_path):
+    report = run_chaos(tmp_path, jobs=30, units=3, plan=["unit", "consumer", "rabbitmq", "backend"],
+                       spread_s=16, timeout_s=300)
+    assert len(report.actions) == 4
+    assert report.lost == 0, report.summary()
+    assert report.duplicated == 0, report.summary()
+    assert report.succeeded == 30, report.summary()

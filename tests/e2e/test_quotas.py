@@ -1,0 +1,67 @@
+"""Per-user quotas on waiting jobs and stored data, and retention of old results."""
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from nias.client import ApiError
+from tests.support.projects import zip_entries
+from tests.support.stack import LocalStack, wait_until
+
+
+@pytest.fixture(scope="module")
+def quota_stack(tmp_path_factory):
+    stack = LocalStack(tmp_path_factory.mktemp("quota"), units=1, NIAS_MAX_QUEUED_PER_USER="2",
+                       NIAS_MAX_STORAGE_MB_PER_USER="2")
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+@pytest.fixture(scope="module")
+def retention_stack(tmp_path_factory):
+    stack = LocalStack(tmp_path_factory.mktemp("retention"), units=1, NIAS_RETENTION_DAYS=str(2 / 86400),
+                       NIAS_LEASE_S="4")
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def test_a_user_cannot_keep_more_jobs_waiting_than_the_limit(quota_stack, tmp_path):
+    client = quota_stack.client
+    blocker = client.submit(zip_entries(tmp_path / "b.zip", {"code.py": "import time; time.sleep(3)"}))
+    wait_until(lambda: client.job(blocker["id"])["state"] == "running", timeout_s=60, message="blocker runs")
+    waiting = [client.submit(zip_entries(tmp_path / f"w{i}.zip", {"code.py": "pass"})) for i in range(2)]
+    with pytest.raises(ApiError) as refused:
+        client.submit(zip_entries(tmp_path / "x.zip", {"code.py": "pass"}))
+    assert refused.value.status == 429 and refused.value.code == "quota_queued"
+    for job in [blocker, *waiting]:
+        client.wait(job["id"], timeout_s=60)
+    assert client.wait(client.submit(zip_entries(tmp_path / "y.zip", {"code.py": "pass"}))["id"],
+                       timeout_s=60)["state"] == "succeeded"
+
+
+def test_a_user_cannot_store_more_than_the_limit(quota_stack, tmp_path):
+    client = quota_stack.client
+    heavy = {"code.py": "pass", "noise.bin": os.urandom(1024 * 1024)}
+    for index in range(2):
+        client.wait(client.submit(zip_entries(tmp_path / f"h{index}.zip", heavy))["id"], timeout_s=60)
+    with pytest.raises(ApiError) as refused:
+        client.submit(zip_entries(tmp_path / "more.zip", heavy))
+    assert refused.value.status == 429 and refused.value.code == "quota_storage"
+    assert "2 MB" in refused.value.message
+
+
+def test_results_older_than_the_retention_period_are_removed_and_the_job_says_so(retention_stack, tmp_path):
+    client = retention_stack.client
+    job = client.wait(client.submit(zip_entries(tmp_path / "r.zip", {"code.py": "open('output/x','w').write('x')"}))
+                      ["id"], timeout_s=60)
+    assert job["state"] == "succeeded"
+    folder = retention_stack.data_dir / "jobs" / job["id"]
+    expired = wait_until(lambda: client.job(job["id"])["expired_at"], timeout_s=30, message="result expired")
+    assert expired and not folder.exists()
+    with pytest.raises(ApiError) as gone:
+        client.result(job["id"], tmp_path / "r.zip")
+    assert gone.value.status == 410 and gone.value.code == "result_expired"
+    assert client.job(job["id"])["state"] == "succeeded"  # the record stays

@@ -1,0 +1,188 @@
+"""Every refused upload gets its 4xx and a clear message, and leaves nothing queued or on disk."""
+from __future__ import annotations
+
+import io
+import os
+import stat
+import threading
+import warnings
+import zipfile
+
+import pytest
+import requests
+
+from nias.client import ApiError
+from tests.support.projects import zip_entries
+
+
+def _symlink_zip(path):
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("code.py", "pass")
+        link = zipfile.ZipInfo("output/passwd")
+        link.external_attr = (stat.S_IFLNK | 0o777) << 16
+        archive.writestr(link, "/etc/passwd")
+    return path
+
+
+def _duplicate_entry_zip(path):
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as archive:
+        warnings.simplefilter("ignore")
+        archive.writestr("code.py", "print('first')")
+        archive.writestr("code.py", "print('second')")
+    return path
+
+
+def _bomb_zip(path):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("code.py", "pass")
+        archive.writestr("zeros.bin", b"\0" * (20 * 1024 * 1024))
+    return path
+
+
+def _many_files_zip(path):
+    return zip_entries(path, {"code.py": "pass", **{f"data/{i}.txt": str(i) for i in range(60)}})
+
+
+def _too_large_unpacked_zip(path):
+    """Unpacks past the limit while each member compresses only about 2.5:1 (no bomb)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("code.py", "pass")
+        for i in range(3):
+            archive.writestr(f"chunk{i}.bin", os.urandom(10 * 1024 * 1024) + b"\0" * (15 * 1024 * 1024))
+    return path
+
+
+BAD_UPLOADS = {
+    "not_a_zip": lambda p: (p.write_bytes(b"this is not a zip file at all"), p)[1],
+    "empty_zip": lambda p: zip_entries(p, {}),
+    "only_mac_metadata_is_empty": lambda p: zip_entries(p, {"__MACOSX/._code.py": "x", ".DS_Store": "x"}),
+    "no_code_py": lambda p: zip_entries(p, {"main.py": "pass", "requirements.txt": ""}),
+    "code_py_two_levels_apart": lambda p: zip_entries(p, {"a/code.py": "pass", "b/other.py": "pass"}),
+    "absolute_path": lambda p: zip_entries(p, {"code.py": "pass", "/etc/cron.d/evil": "x"}),
+    "dotdot_path": lambda p: zip_entries(p, {"code.py": "pass", "../../evil.py": "x"}),
+    "symlink_entry": _symlink_zip,
+    "duplicate_entry": _duplicate_entry_zip,
+    "too_many_files": _many_files_zip,
+    "compression_ratio": _bomb_zip,
+    "too_large_unpacked": _too_large_unpacked_zip,
+    "name_too_long": lambda p: zip_entries(p, {f"{'x' * 300}/code.py": "pass"}),
+}
+EXPECTED_CODE = {
+    "only_mac_metadata_is_empty": "empty_zip",
+    "code_py_two_levels_apart": "no_code_py",
+    "absolute_path": "unsafe_path",
+    "dotdot_path": "unsafe_path",
+}
+
+
+def _disk_state(stack) -> tuple[list[str], list[str]]:
+    jobs = sorted(os.listdir(stack.data_dir / "jobs"))
+    uploads = sorted(os.listdir(stack.data_dir / "uploads"))
+    return jobs, uploads
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_UPLOADS))
+def test_a_bad_upload_is_refused_with_a_4xx_and_leaves_nothing_behind(kind, stack, client, tmp_path):
+    path = BAD_UPLOADS[kind](tmp_path / f"{kind}.zip")
+    before_total = client.jobs()["total"]
+    before_disk = _disk_state(stack)
+    with pytest.raises(ApiError) as refused:
+        client.submit(path, name=kind)
+    assert refused.value.status == 400
+    assert refused.value.code == EXPECTED_CODE.get(kind, kind)
+    assert len(refused.value.message) > 10
+    assert client.jobs()["total"] == before_total
+    assert _disk_state(stack) == before_disk
+
+
+def test_an_upload_above_the_size_limit_is_refused_with_413_and_leaves_nothing_behind(stack, client, tmp_path):
+    limit_mb = int(stack.env["NIAS_MAX_UPLOAD_MB"])
+    path = tmp_path / "huge.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("code.py", "pass")
+        archive.writestr("big.bin", os.urandom((limit_mb + 2) * 1024 * 1024))
+    before = _disk_state(stack)
+    with pytest.raises(ApiError) as refused:
+        client.submit(path)
+    assert refused.value.status == 413 and refused.value.code == "upload_too_large"
+    assert f"{limit_mb} MB" in refused.value.message
+    assert _disk_state(stack) == before
+
+
+def test_an_upload_without_a_file_field_is_refused(stack):
+    response = stack.http.post(f"{stack.url}/api/jobs", data={"name": "nothing"}, timeout=10)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "missing_file"
+
+
+def test_a_priority_out_of_range_is_refused_and_nothing_is_kept(stack, client, tmp_path):
+    before = _disk_state(stack)
+    with pytest.raises(ApiError) as refused:
+        client.submit(zip_entries(tmp_path / "p.zip", {"code.py": "pass"}), priority=42)
+    assert refused.value.status == 400 and "priority" in refused.value.message
+    assert _disk_state(stack) == before
+
+
+def _backend_rss_kib(stack) -> int:
+    pids = stack.pids("backend.app:create_served_app")
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/status") as handle:
+            total += next(int(line.split()[1]) for line in handle if line.startswith("VmRSS"))
+    return total
+
+
+def test_a_large_upload_is_streamed_to_disk_not_held_in_memory(stack, client, tmp_path):
+    path = tmp_path / "large.zip"
+    size_mb = int(stack.env["NIAS_MAX_UPLOAD_MB"]) - 8
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("code.py", "pass")
+        archive.writestr("data.bin", os.urandom(size_mb * 1024 * 1024))
+    baseline = _backend_rss_kib(stack)
+    peak = [baseline]
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak[0] = max(peak[0], _backend_rss_kib(stack))
+            done.wait(0.05)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        job = client.submit(path)
+    finally:
+        done.set()
+        sampler.join()
+    assert job["upload_size"] == path.stat().st_size
+    assert peak[0] - baseline < size_mb * 1024 // 2, f"backend grew {(peak[0] - baseline) // 1024} MiB"
+    client.wait(job["id"], timeout_s=120)
+
+
+def test_clients_that_stall_mid_upload_do_not_hold_the_servers_threads(stack, client, tmp_path):
+    """More stalled uploads than the backend has threads: each is dropped after NIAS_READ_TIMEOUT_S."""
+    import socket
+    import time
+
+    stalled = []
+    for _ in range(72):  # the backend runs 64 threads
+        sock = socket.create_connection(("127.0.0.1", stack.port), timeout=30)
+        sock.sendall(b"POST /api/jobs HTTP/1.1\r\nHost: nias\r\nAuthorization: Bearer " + stack.admin_token.encode()
+                     + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: 1000000\r\n\r\n"
+                     + b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.zip\"\r\n\r\nPK")
+        stalled.append(sock)
+    try:
+        started = time.monotonic()
+        job = client.submit(zip_entries(tmp_path / "ok.zip", {"code.py": "pass"}))
+        assert job["state"] == "queued"
+        assert time.monotonic() - started < 30
+        answers = []
+        for sock in stalled:
+            data = sock.recv(4096)
+            answers.append(data.split(b"\r\n", 1)[0])
+        assert all(answer.startswith(b"HTTP/1.1 408") or answer == b"" for answer in answers), answers[:3]
+        assert any(answer.startswith(b"HTTP/1.1 408") for answer in answers)
+    finally:
+        for sock in stalled:
+            sock.close()
+    assert os.listdir(stack.data_dir / "uploads") == []

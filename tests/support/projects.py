@@ -1,0 +1,27 @@
+"""Sample research projects (tests/fixtures/projects/<name>/) zipped for upload."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+PROJECTS = Path(__file__).resolve().parents[1] / "fixtures" / "projects"
+
+
+def zip_project(name: str, destination: Path, *, top_folder: str | None = None) -> Path:
+    """Zip the fixture project `name` into `destination`, optionally under one top folder."""
+    source = PROJECTS / name
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(destination, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                relative = path.relative_to(source).as_posix()
+                archive.write(path, f"{top_folder}/{relative}" if top_folder else relative)
+    return destination
+
+
+def zip_entries(destination: Path, entries: dict[str, bytes | str]) -> Path:
+    """A zip holding exactly these entries (for uploads the server must refuse or accept)."""
+    with zipfile.ZipFile(destination, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, content in entries.items():
+            archive.writestr(name, content)
+    return destination

@@ -1,0 +1,42 @@
+"""Account rules that need no server: what a password, an e-mail and a role may be."""
+from __future__ import annotations
+
+import pytest
+
+from backend import accounts
+from nias.errors import BadRequest
+
+
+class MemoryStore:
+    """Just enough of the store for create_user."""
+
+    def __init__(self):
+        self.users: dict[str, dict] = {}
+
+    def find_user(self, email):
+        return next((u for u in self.users.values() if u["email"] == email), None)
+
+    def insert_user(self, **values):
+        self.users[values["id"]] = values
+        return values
+
+
+@pytest.mark.parametrize("email,password,role", [("not-an-email", "long enough pw", "user"),
+                                                 ("a@b.c", "short", "user"),
+                                                 ("a@b.c", "long enough pw", "superuser")])
+def test_a_bad_email_short_password_or_unknown_role_is_refused(email, password, role):
+    with pytest.raises(BadRequest):
+        accounts.create_user(MemoryStore(), email, password, role)
+
+
+def test_a_password_is_stored_as_a_salted_scrypt_hash_never_in_clear():
+    store = MemoryStore()
+    one = accounts.create_user(store, "One@Lab.example", "same password", "user")
+    two = accounts.create_user(store, "two@lab.example", "same password", "user")
+    assert one["email"] == "one@lab.example"
+    assert one["password_hash"].startswith("scrypt:") and "same password" not in one["password_hash"]
+    assert one["password_hash"] != two["password_hash"]
+
+
+def test_tokens_are_kept_only_as_digests():
+    assert accounts.digest("nias_secret") != "nias_secret" and len(accounts.digest("nias_secret")) == 64

@@ -1,0 +1,213 @@
+"""`process_unit.environments`: requirement normalisation, cache keys, and the uv-built cache."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from nias.errors import ExecutionFailed
+from process_unit.environments import (
+    READY_MARKER,
+    EnvironmentCache,
+    environment_key,
+    interpreter_identity,
+    normalise_requirements,
+)
+
+UV = str(Path(sys.executable).with_name("uv"))  # the uv installed in the project venv
+PYTHON = "/usr/bin/python3"
+MISSING_PACKAGE = "this-package-does-not-exist-nias"
+
+
+class Log(list):
+    """Collects the lines a build reports, from any thread."""
+
+    def __init__(self):
+        super().__init__()
+        self._lock = threading.Lock()
+
+    def __call__(self, line: str) -> None:
+        with self._lock:
+            self.append(line)
+
+    def builds(self) -> int:
+        return sum(line.startswith("Preparing a Python environment") for line in self)
+
+
+@pytest.fixture
+def cache(tmp_path) -> EnvironmentCache:
+    return EnvironmentCache(tmp_path / "envs", UV, PYTHON)
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if p.name.startswith(".build-"))
+
+
+# --- normalise_requirements ------------------------------------------------------------------
+
+
+def test_comment_lines_and_blank_lines_do_not_count():
+    text = "# pinned for the paper\n\nnumpy==1.26.4\n   \n  # indented comment\npandas\n"
+    assert normalise_requirements(text) == ["numpy==1.26.4", "pandas"]
+
+
+def test_an_inline_comment_is_dropped():
+    assert normalise_requirements("scipy>=1.10  # for the filters\n") == ["scipy>=1.10"]
+
+
+def test_an_inline_comment_after_a_tab_is_dropped():
+    assert normalise_requirements("scipy>=1.10\t# for the filters\n") == ["scipy>=1.10"]
+
+
+def test_runs_of_whitespace_fold_to_one_space_and_ends_are_trimmed():
+    text = "  requests [security]   >= 2.31 ;  python_version >= '3.8'  \n"
+    assert normalise_requirements(text) == ["requests [security] >= 2.31 ; python_version >= '3.8'"]
+
+
+def test_the_order_of_lines_and_repeats_do_not_matter():
+    first = normalise_requirements("pandas\nnumpy==1.26.4\n")
+    second = normalise_requirements("numpy==1.26.4\r\n\r\npandas\nnumpy==1.26.4\n")
+    assert first == second == ["numpy==1.26.4", "pandas"]
+
+
+def test_an_empty_file_means_no_requirements():
+    assert normalise_requirements("") == []
+    assert normalise_requirements("# nothing yet\n\n") == []
+
+
+# --- environment_key and interpreter_identity ----------------------------------------------
+
+
+def test_the_key_is_stable_for_the_same_inputs():
+    identity = interpreter_identity(PYTHON)
+    assert environment_key(["numpy"], identity) == environment_key(["numpy"], identity)
+    assert len(environment_key([], identity)) == 32
+
+
+def test_the_key_changes_with_the_requirements():
+    identity = interpreter_identity(PYTHON)
+    keys = {environment_key(reqs, identity) for reqs in ([], ["numpy"], ["numpy==1.26.4"], ["numpy", "pandas"])}
+    assert len(keys) == 4
+
+
+def test_equivalent_requirement_files_give_the_same_key():
+    identity = interpreter_identity(PYTHON)
+    first = environment_key(normalise_requirements("pandas\nnumpy  # fast arrays\n"), identity)
+    second = environment_key(normalise_requirements("# deps\nnumpy\n\npandas\n"), identity)
+    assert first == second
+
+
+def test_the_key_changes_with_the_interpreter_identity():
+    assert environment_key(["numpy"], "/usr/bin/python3.11:100:1") != environment_key(["numpy"], "/usr/bin/python3.12:100:1")
+    assert environment_key([], "/usr/bin/python3:100:1") != environment_key([], "/usr/bin/python3:100:2")
+
+
+def test_an_interpreter_is_identified_by_its_real_path_size_and_time(tmp_path):
+    interpreter = tmp_path / "python3"
+    interpreter.write_bytes(b"\x7fELF fake interpreter")
+    link = tmp_path / "python"
+    link.symlink_to(interpreter)
+    before = interpreter_identity(str(interpreter))
+    assert interpreter_identity(str(link)) == before
+    assert before.startswith(str(interpreter.resolve()))
+    os.utime(interpreter, (1_000_000_000, 1_000_000_000))
+    assert interpreter_identity(str(interpreter)) != before
+
+
+# --- EnvironmentCache with the real uv -------------------------------------------------------
+
+
+def test_an_empty_environment_is_built_marked_ready_and_runs_python(cache):
+    log = Log()
+    env = cache.prepare(None, log)
+    assert env.cached is False
+    assert env.path == cache.root / env.key
+    assert (env.path / READY_MARKER).is_file()
+    assert log.builds() == 1
+    ran = subprocess.run([str(env.python), "-c", "import sys, nias_job; print(sys.prefix)"],
+                         capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0, ran.stderr
+    assert Path(ran.stdout.strip()).resolve() == env.path.resolve()
+    assert leftovers(cache.root) == []
+
+
+def test_the_second_prepare_finds_the_environment_cached(cache):
+    first = cache.prepare(None, Log())
+    log = Log()
+    second = cache.prepare(None, log)
+    assert second.cached is True
+    assert (second.path, second.key) == (first.path, first.key)
+    assert log.builds() == 0
+
+
+def test_a_missing_requirements_file_and_a_comment_only_file_share_one_environment(cache, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("# nothing needed yet\n")
+    first = cache.prepare(tmp_path / "absent.txt", Log())
+    second = cache.prepare(requirements, Log())
+    assert second.cached is True and second.key == first.key
+
+
+def test_two_threads_preparing_the_same_key_build_it_once(cache):
+    barrier = threading.Barrier(2)
+    log = Log()
+    results: list = []
+    errors: list = []
+
+    def prepare() -> None:
+        try:
+            barrier.wait(timeout=10)
+            results.append(cache.prepare(None, log))
+        except Exception as exc:  # reported below, in the test's own thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=prepare) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(env.cached for env in results) == [False, True]
+    assert len({env.path for env in results}) == 1
+    assert log.builds() == 1
+    assert leftovers(cache.root) == []
+    assert [p.name for p in cache.root.iterdir() if p.is_dir() and not p.name.startswith(".")] == [results[0].key]
+
+
+def test_a_leftover_folder_without_the_ready_marker_is_rebuilt(cache):
+    key = cache.prepare(None, Log()).key
+    target = cache.root / key
+    shutil.rmtree(target)
+    target.mkdir()
+    (target / "half-installed.txt").write_text("interrupted build")
+    log = Log()
+    env = cache.prepare(None, log)
+    assert env.cached is False and log.builds() == 1
+    assert (target / READY_MARKER).is_file()
+    assert not (target / "half-installed.txt").exists()
+
+
+def test_a_requirement_that_cannot_be_installed_fails_naming_it_and_leaves_nothing_behind(cache, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{MISSING_PACKAGE}==0.0.1\n")
+    log = Log()
+    with pytest.raises(ExecutionFailed) as caught:
+        cache.prepare(requirements, log)
+    assert MISSING_PACKAGE in caught.value.message
+    assert "could not be installed" in caught.value.message
+    assert any(MISSING_PACKAGE in line for line in log)
+    assert leftovers(cache.root) == []
+    assert [p for p in cache.root.iterdir() if p.is_dir() and not p.name.startswith(".")] == []
+
+
+def test_an_environment_tool_that_cannot_start_fails_as_execution_failed(tmp_path):
+    cache = EnvironmentCache(tmp_path / "envs", str(tmp_path / "no-such-uv"), PYTHON)
+    with pytest.raises(ExecutionFailed) as caught:
+        cache.prepare(None, Log())
+    assert "could not start" in caught.value.message
+    assert leftovers(cache.root) == []
