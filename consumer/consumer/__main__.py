@@ -21,7 +21,8 @@ from nias.logs import configure_logging
 from nias.messages import ControlMessage, JobMessage
 from nias.settings import Settings, load_settings, require
 
-from consumer.worker import Backend, Unit, Verdict, claim_with_retry, follow_run, wait_for_idle_unit
+from consumer.worker import (Backend, Unit, Verdict, claim_with_retry, follow_run, unit_is_ready,
+                             wait_for_ready_unit)
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ class Consumer:
 
     # -- main thread -------------------------------------------------------------------
     def run(self) -> None:
-        wait_for_idle_unit(self.unit, self.stop)
+        wait_for_ready_unit(self.unit, self.stop)
         while not self.stop.is_set() or self._busy.is_set():
             try:
                 self._connection = connect(self.settings, attempts=None, stop=self.stop)
@@ -122,6 +123,11 @@ class Consumer:
     def _handle(self, channel, delivery_tag: int, message: JobMessage) -> None:
         unit_name = self.settings.unit_name
         try:
+            if not unit_is_ready(self.unit):
+                logger.warning("Job %s: processing unit %s not ready; handing the message back",
+                               message.job_id, unit_name)
+                self._schedule(functools.partial(self._settle, channel, delivery_tag, "requeue"))
+                return
             claim = claim_with_retry(self.backend, message, unit_name, self.stop)
             if claim is None:
                 self._schedule(functools.partial(self._settle, channel, delivery_tag, "requeue"))
@@ -139,6 +145,7 @@ class Consumer:
             if lost is not None:
                 self.events.deliver(lost)
         finally:
+            wait_for_ready_unit(self.unit, self.stop)
             self._busy.clear()
             self._schedule(lambda: None)  # wake the main loop so it subscribes again at once
 

@@ -91,10 +91,12 @@ class Unit:
         response.raise_for_status()
         return bool(response.json().get("applied"))
 
-    def current(self) -> str | None:
-        response = self._session.get(f"{self._url}/api/runs/current", timeout=15)
-        response.raise_for_status()
-        return response.json().get("job_id")
+    def health(self) -> dict:
+        """The unit's /healthz answer; `ok` is false when it cannot work, `busy` names its run."""
+        response = self._session.get(f"{self._url}/healthz", timeout=5)
+        health = response.json()
+        health["ok"] = response.status_code == 200 and bool(health.get("ok"))
+        return health
 
 
 def follow_run(unit: Unit, message: JobMessage, attempt: int, unit_name: str, stop,
@@ -107,12 +109,18 @@ def follow_run(unit: Unit, message: JobMessage, attempt: int, unit_name: str, st
     """
     lost = JobEvent(job_id=message.job_id, attempt=attempt, unit=unit_name, event=JobEvent.LOST,
                     error=f"The processing unit {unit_name} stopped during the job.")
+    unreachable_since: float | None = None
     try:
         unit.start(message, attempt)
-    except requests.RequestException as exc:
+    except requests.HTTPError as exc:
         logger.error("Job %s: processing unit refused attempt %s: %s", message.job_id, attempt, exc)
         return lost
-    unreachable_since: float | None = None
+    except requests.RequestException as exc:
+        # The unit may have died (it is then restarted) or taken the run without answering in
+        # time: find out from the unit once it answers, as for a unit lost during the run.
+        logger.warning("Job %s: no answer from the processing unit to attempt %s (%s)",
+                       message.job_id, attempt, exc.__class__.__name__)
+        unreachable_since = time.monotonic()
     while not stop.is_set():
         try:
             status = unit.status(message.job_id, UNIT_POLL_S if unreachable_since is None else 0)
@@ -139,16 +147,26 @@ def follow_run(unit: Unit, message: JobMessage, attempt: int, unit_name: str, st
     return None
 
 
-def wait_for_idle_unit(unit: Unit, stop) -> None:
-    """At start-up: if the unit still runs a job from before a restart, wait until it is done."""
-    while not stop.is_set():
-        try:
-            busy = unit.current()
-        except requests.RequestException as exc:
-            logger.info("Waiting for the processing unit (%s)", exc.__class__.__name__)
-            stop.wait(1.0)
-            continue
-        if busy is None:
+def unit_is_ready(unit: Unit) -> bool:
+    """True when the unit answers, is healthy and runs nothing."""
+    try:
+        health = unit.health()
+    except (requests.RequestException, ValueError):
+        return False
+    return bool(health.get("ok")) and health.get("busy") is None
+
+
+def wait_for_ready_unit(unit: Unit, stop, interval_s: float = 0.25) -> None:
+    """Block until the unit is healthy and idle (or the consumer stops).
+
+    A consumer takes no message for a unit that is down, unhealthy or still busy (with a run
+    from before a restart, say): the message would only wait behind it, or worse, spend one of
+    the job's attempts on a unit that cannot run it. Other consumers take the queue meanwhile.
+    """
+    if stop.is_set() or unit_is_ready(unit):
+        return
+    logger.info("Waiting for the processing unit to be healthy and idle before taking a job")
+    while not stop.wait(interval_s):
+        if unit_is_ready(unit):
+            logger.info("The processing unit is ready again")
             return
-        logger.info("Processing unit still runs job %s; waiting for it", busy)
-        stop.wait(1.0)
