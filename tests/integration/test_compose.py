@@ -467,6 +467,9 @@ def test_each_image_is_slim_pinned_unprivileged_and_runs_its_compose_command(ser
     package = path.split("/")[0]
     installs = [run for run in instruction(path, "RUN") if "pip install" in run]
     assert len(installs) == 1 and "-c constraints.txt" in installs[0]
+    # pip's isolated build environment ignores -c; it reads PIP_CONSTRAINT, so setuptools is pinned too
+    assert env["PIP_CONSTRAINT"] == "/app/constraints.txt"
+    assert re.search(r"^setuptools==\d", (ROOT / "constraints.txt").read_text(), re.M)
     assert re.search(rf"\s\./\s.*\./{package}\b", installs[0]), "the shared package and the service, once"
     command = json.loads(instruction(path, "CMD")[-1])
     unit = resolved((MAIN,))["services"]["unit"]
