@@ -1,12 +1,14 @@
-"""What every NIAS Flask service shares: the error boundary and a JSON body reader."""
+"""What every NIAS Flask service shares: the error boundary, a JSON body reader, the internal
+credential check and the health checks' probe of a folder."""
 from __future__ import annotations
 
+import hmac
 import logging
+import tempfile
+from pathlib import Path
 
 from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
-
-import hmac
 
 from nias.errors import BadRequest, NiasError
 from nias.settings import Settings
@@ -14,6 +16,15 @@ from nias.settings import Settings
 INTERNAL_HEADER = "X-Nias-Internal-Token"
 
 logger = logging.getLogger(__name__)
+
+
+def folder_writable(folder: Path) -> bool:
+    """A real write, for health checks: `os.access` says yes to root on a read-only mount."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def install_error_handlers(app: Flask) -> None:

@@ -2,10 +2,17 @@
 
 Starts the backend, the producer and N processing units each with its consumer, waits until
 each answers its health check, prints the URL, restarts (and reports) a service that dies,
-and stops them all on Ctrl-C. The commands here are the ones docker-compose.yaml runs.
+and stops them all on Ctrl-C (SIGINT), SIGTERM or SIGHUP. The commands here are the ones
+docker-compose.yaml runs.
+
+Each service runs in a process group of its own, so a Ctrl-C in the terminal reaches only the
+launcher, which stops the services in order (a unit hands its running job back); a service
+whose launcher dies anyway gets SIGTERM from the kernel (parent-death signal).
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import json
 import logging
 import os
@@ -33,6 +40,14 @@ logger = logging.getLogger("nias.launcher")
 BIN = Path(sys.executable).parent
 RESTART_BACKOFF_S = (1, 2, 5, 10, 30)
 STABLE_AFTER_S = 30
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+# A unit may take NIAS_STOP_GRACE_S (20 s) plus the kill grace to hand its job back.
+STOP_TIMEOUT_S = 45
+RABBITMQ_START_TIMEOUT_S = 90
+# Where Debian and Homebrew put rabbitmq-server; a user's PATH often lacks the sbin folders.
+SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin", "/opt/homebrew/sbin")
+PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass
@@ -74,6 +89,11 @@ def service_specs(settings: Settings, units: int, producer_port: int, unit_base_
     return services
 
 
+def find_rabbitmq_server() -> str | None:
+    """The local rabbitmq-server, on PATH or in the sbin folders."""
+    return shutil.which("rabbitmq-server", path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS]))
+
+
 def ensure_rabbitmq(settings: Settings) -> None:
     """Connect to RabbitMQ; start a local node when it is installed but down; else explain."""
     try:
@@ -81,14 +101,17 @@ def ensure_rabbitmq(settings: Settings) -> None:
         return
     except BrokerUnavailable:
         pass
-    server = shutil.which("rabbitmq-server") or ("/usr/sbin/rabbitmq-server" if os.path.exists("/usr/sbin/rabbitmq-server") else None)
+    server = find_rabbitmq_server()
     if server is None:
         raise SystemExit(
-            "RabbitMQ is not reachable at NIAS_AMQP_URL and is not installed here.\n"
-            "Install it (Debian/Ubuntu: apt-get install rabbitmq-server), or point NIAS_AMQP_URL at a broker.")
+            "RabbitMQ is not reachable at NIAS_AMQP_URL and rabbitmq-server is not installed here.\n"
+            "Install it (Debian/Ubuntu: sudo apt-get install rabbitmq-server; macOS: brew install rabbitmq),\n"
+            "run one in a container (docker run -d -p 5672:5672 rabbitmq:3.13),\n"
+            "or point NIAS_AMQP_URL at a broker you have.")
     logger.info("RabbitMQ is down; starting it with %s -detached", server)
     subprocess.run([server, "-detached"], check=False)
-    deadline = time.monotonic() + 90
+    # `-detached` returns at once and the port opens some seconds later: wait by connecting.
+    deadline = time.monotonic() + RABBITMQ_START_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
             connect(settings, attempts=1).close()
@@ -96,7 +119,15 @@ def ensure_rabbitmq(settings: Settings) -> None:
             return
         except BrokerUnavailable:
             time.sleep(1)
-    raise SystemExit("RabbitMQ was started but did not accept connections within 90 s; see its logs.")
+    raise SystemExit(f"RabbitMQ was started with {server} -detached but did not accept connections within "
+                     f"{RABBITMQ_START_TIMEOUT_S} s; see its logs (/var/log/rabbitmq/).")
+
+
+def _die_with_launcher(launcher_pid: int) -> None:
+    """In the child, before exec: SIGTERM when the launcher dies, however it dies."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != launcher_pid:  # it died before the prctl took effect
+        os._exit(1)
 
 
 class Stack:
@@ -104,7 +135,13 @@ class Stack:
         self.services = services
         self.base_env = base_env
         self.pid_file = pid_file
-        self.stopping = False
+        self.stop_requested = False
+
+    def request_stop(self, signum: int, _frame=None) -> None:
+        """The signal handler: only a flag, so a stop never interrupts a start half-way."""
+        if not self.stop_requested:
+            logger.info("%s received: stopping every service", signal.Signals(signum).name)
+        self.stop_requested = True
 
     def _write_pids(self) -> None:
         """`<data>/run/services.json`: each service's pid, for admins and tests."""
@@ -118,7 +155,9 @@ class Stack:
         env = {**self.base_env, **service.env, "PYTHONPATH": os.pathsep.join(
             [str(ROOT), str(ROOT / "backend"), str(ROOT / "producer"), str(ROOT / "consumer"),
              str(ROOT / "process-unit")])}
-        service.process = subprocess.Popen(service.argv, cwd=ROOT, env=env)
+        service.process = subprocess.Popen(service.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
+                                           process_group=0,
+                                           preexec_fn=functools.partial(_die_with_launcher, os.getpid()))
         service.started_at = time.monotonic()
         logger.info("Started %s (pid %s)", service.name, service.process.pid)
         self._write_pids()
@@ -126,7 +165,7 @@ class Stack:
     def wait_healthy(self, timeout_s: float = 60) -> None:
         deadline = time.monotonic() + timeout_s
         for service in self.services:
-            while service.health_url:
+            while service.health_url and not self.stop_requested:
                 if service.process.poll() is not None:
                     raise SystemExit(f"{service.name} exited with code {service.process.returncode} while starting")
                 try:
@@ -143,6 +182,7 @@ class Stack:
         for service in self.services:
             if service.process is not None and service.process.poll() is not None:
                 code = service.process.returncode
+                _kill_group(service)  # e.g. a gunicorn worker whose master was killed still holds the port
                 if now - service.started_at > STABLE_AFTER_S:
                     service.restarts = 0  # it had been running well: this is a new failure, not a crash loop
                 delay = RESTART_BACKOFF_S[min(service.restarts, len(RESTART_BACKOFF_S) - 1)]
@@ -154,19 +194,46 @@ class Stack:
                 self.start(service)
 
     def stop(self) -> None:
-        self.stopping = True
-        for service in reversed(self.services):
-            if service.process is not None and service.process.poll() is None:
+        """SIGTERM every service (consumers first), wait for each, and kill what outlives the timeout."""
+        started = [s for s in reversed(self.services) if s.process is not None]
+        for service in started:
+            if service.process.poll() is None:
                 service.process.terminate()
-        deadline = time.monotonic() + 40
-        for service in self.services:
-            if service.process is None:
-                continue
+        deadline = time.monotonic() + STOP_TIMEOUT_S
+        for service in started:
             try:
                 service.process.wait(max(deadline - time.monotonic(), 0.1))
             except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop in time; killing it", service.name)
-                service.process.kill()
+                logger.warning("%s did not stop within %s s; killing it", service.name, STOP_TIMEOUT_S)
+            _kill_group(service)
+            service.process.wait()
+            logger.info("Stopped %s (exit code %s)", service.name, service.process.returncode)
+        self.pid_file.unlink(missing_ok=True)
+
+
+def _kill_group(service: Service) -> None:
+    """SIGKILL whatever is left in the service's process group (jobs run in sessions of their own)."""
+    try:
+        os.killpg(service.process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run(stack: Stack, settings: Settings) -> None:
+    """Start every service, wait until each is healthy, then supervise until asked to stop."""
+    for service in stack.services:
+        if stack.stop_requested:
+            return
+        stack.start(service)
+    stack.wait_healthy()
+    if stack.stop_requested:
+        return
+    url = f"http://{settings.host}:{settings.port}/"
+    logger.info("NIAS is up: %s  (data in %s; Ctrl-C stops every service)", url, settings.data_dir)
+    print(f"NIAS_READY {url}", flush=True)
+    while not stack.stop_requested:
+        stack.supervise_once()
+        time.sleep(0.5)
 
 
 def main() -> None:
@@ -183,22 +250,10 @@ def main() -> None:
     stack = Stack(service_specs(settings, units, producer_port, unit_base_port), base_env,
                   settings.data_dir / "run" / "services.json")
 
-    def request_stop(signum, _frame) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, request_stop)
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, stack.request_stop)
     try:
-        for service in stack.services:
-            stack.start(service)
-        stack.wait_healthy()
-        url = f"http://{settings.host}:{settings.port}/"
-        logger.info("NIAS is up: %s  (data in %s; Ctrl-C stops every service)", url, settings.data_dir)
-        print(f"NIAS_READY {url}", flush=True)
-        while True:
-            stack.supervise_once()
-            time.sleep(0.5)
-    except KeyboardInterrupt:
-        logger.info("Stopping every service")
+        run(stack, settings)
     finally:
         stack.stop()
 

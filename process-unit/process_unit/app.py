@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 
 from flask import Flask, jsonify, request
 
@@ -14,7 +13,7 @@ from nias.logs import configure_logging
 from nias.messages import ControlMessage, JobMessage
 from nias.settings import Settings, load_settings
 from nias.settings import require
-from nias.web import install_error_handlers, require_internal_token
+from nias.web import folder_writable, install_error_handlers, require_internal_token
 
 from process_unit.environments import EnvironmentCache
 from process_unit.runner import Runner
@@ -34,14 +33,12 @@ def build_runner(settings: Settings) -> Runner:
 
 
 def _can_work(settings: Settings) -> dict[str, bool]:
-    try:
-        with tempfile.NamedTemporaryFile(dir=settings.unit_work_dir):
-            writable = True
-    except OSError:
-        writable = False
+    """What a run needs: its scratch space, the shared volume for logs and results, and the
+    environment cache it builds into (with uv and the job interpreter)."""
     return {
-        "work_dir": writable,
-        "data_dir": os.access(settings.jobs_dir, os.W_OK),
+        "work_dir": folder_writable(settings.unit_work_dir),
+        "data_dir": folder_writable(settings.jobs_dir),
+        "environments": folder_writable(settings.environments_dir),
         "uv": bool(shutil.which(settings.uv)),
         "python": os.access(settings.job_python, os.X_OK),
     }

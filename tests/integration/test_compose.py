@@ -99,8 +99,8 @@ def launcher():
 
 
 def environ_defaults(path: Path) -> dict[str, str]:
-    """`os.environ.get("NAME", "default")` calls in a file, as {NAME: default}."""
-    pattern = re.compile(r"""environ\.get\(\s*["'](\w+)["']\s*,\s*["']([^"']*)["']""")
+    """`os.environ.get("NIAS_NAME", "default")` calls in a file, as {NIAS_NAME: default}."""
+    pattern = re.compile(r"""environ\.get\(\s*["'](NIAS_\w+)["']\s*,\s*["']([^"']*)["']""")
     return dict(pattern.findall(path.read_text()))
 
 

@@ -1,0 +1,122 @@
+"""`GET /healthz` of the backend and of a processing unit: 200 only when the service can do its work."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from nias.settings import Settings
+
+
+@contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """A folder nobody can write to: the mode stops other users, the immutable attribute stops root."""
+    folder.chmod(0o500)
+    immutable = os.geteuid() == 0
+    if immutable:
+        subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        if immutable:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o700)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """Outside pytest's private tmp (0700): a unit started as root checks its job user can pass through."""
+    folder = Path(tempfile.mkdtemp(prefix="nias-health-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+# --- the backend ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def backend(data_dir):
+    from backend.app import create_app
+
+    store_dir = data_dir / "store"
+    store_dir.mkdir()
+    settings = Settings(data_dir=data_dir, database_url=f"sqlite:///{store_dir / 'nias.db'}",
+                        internal_token="health-test-token", secret_key="health-test-secret")
+    app = create_app(settings)
+    yield app, settings, store_dir
+    app.extensions["nias"].store.engine.dispose()
+
+
+def _close_store_connections(app) -> None:
+    """Drop the pooled connections, as a restarted database or a remounted volume does."""
+    app.extensions["nias"].store.engine.dispose()
+
+
+def test_the_backend_is_healthy_when_its_store_answers_and_its_data_dir_is_writable(backend):
+    app, _, _ = backend
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200
+    assert response.json == {"ok": True, "store": True, "data_dir": True}
+
+
+def test_the_backend_answers_503_when_its_job_store_cannot_be_reached(backend):
+    app, _, store_dir = backend
+    shutil.rmtree(store_dir)
+    _close_store_connections(app)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json["store"] is False and response.json["ok"] is False
+
+
+def test_the_backend_answers_503_when_its_job_store_has_lost_its_tables(backend):
+    app, _, store_dir = backend
+    (store_dir / "nias.db").unlink()  # SQLite makes a new, empty file on the next connection
+    _close_store_connections(app)
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json["store"] is False
+
+
+@pytest.mark.parametrize("folder", ["uploads_dir", "jobs_dir"])
+def test_the_backend_answers_503_when_a_folder_of_its_data_dir_is_not_writable(backend, folder):
+    app, settings, _ = backend
+    with read_only(getattr(settings, folder)):
+        response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json["data_dir"] is False and response.json["store"] is True
+
+
+# --- a processing unit ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def unit(data_dir):
+    from process_unit.app import create_app
+
+    settings = Settings(data_dir=data_dir, internal_token="health-test-token", unit_name="unit-health",
+                        sandbox="off")
+    return create_app(settings), settings
+
+
+def test_a_unit_is_healthy_when_it_can_write_its_work_dir_results_and_environments(unit):
+    app, _ = unit
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 200, response.json
+    assert response.json["ok"] is True and response.json["busy"] is None
+
+
+@pytest.mark.parametrize("folder, check", [("unit_work_dir", "work_dir"), ("jobs_dir", "data_dir"),
+                                           ("environments_dir", "environments")])
+def test_a_unit_answers_503_when_a_folder_it_writes_is_not_writable(unit, folder, check):
+    app, settings = unit
+    with read_only(getattr(settings, folder)):
+        response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.json[check] is False and response.json["ok"] is False
