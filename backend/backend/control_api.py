@@ -71,7 +71,9 @@ def rerun(job_id: str):
     if original["expired_at"]:
         raise Conflict(f"Job {job_id}'s upload was removed after the retention period; upload it again.",
                        state=original["state"])
-    check_quota(nias.store, settings, current_user())
+    # The new job is the original owner's, whoever asks (an admin may re-run a user's job).
+    owner_id = original["owner_id"] or current_user()["id"]
+    check_quota(nias.store, settings, {"id": owner_id})
     if not is_final(original["state"]):
         raise Conflict(f"Job {job_id} is {original['state']}; only a finished, failed or cancelled job can be re-run.",
                        state=original["state"])
@@ -89,7 +91,7 @@ def rerun(job_id: str):
             upload=str(target.relative_to(settings.data_dir)), upload_sha256=original["upload_sha256"],
             upload_size=original["upload_size"], timeout_s=original["timeout_s"], attempt=0, dispatch=1,
             published=0, queue_priority=original["priority"], queued_at=time.time(), rerun_of=job_id,
-            owner_id=current_user()["id"],
+            owner_id=owner_id, limits=original["limits"],
         )
     except Exception:
         shutil.rmtree(folder, ignore_errors=True)

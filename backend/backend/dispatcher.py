@@ -36,6 +36,7 @@ def message_for(job: dict) -> JobMessage:
         dispatch=job["dispatch"],
         priority=job["queue_priority"],
         timeout_s=job["timeout_s"],
+        limits=job.get("limits") or {},
     )
 
 

@@ -7,6 +7,7 @@ import os
 import subprocess
 import zipfile
 
+from nias.errors import BadUpload
 from nias.settings import Settings
 
 from backend.uploads import Upload
@@ -73,3 +74,9 @@ def check_project(upload: Upload, settings: Settings) -> dict:
         check_requirements(upload, settings),
     ]
     return {"dry_run": True, "ok": all(check["ok"] for check in checks), "checks": checks}
+
+
+def zip_refused(error: BadUpload) -> dict:
+    """The report for a zip the upload rules refuse: its code and message; nothing else can be checked."""
+    check = {"check": "zip", "ok": False, "code": error.code, "message": error.message}
+    return {"dry_run": True, "ok": False, "checks": [check]}

@@ -7,7 +7,7 @@ import time
 
 from flask import Blueprint, Response, request, stream_with_context
 
-from backend.auth import owner_filter
+from backend.auth import owner_filter, visible_job
 from backend.jobs_api import job_to_json
 from backend.live import feed
 
@@ -23,6 +23,8 @@ STREAM_LIFETIME_S = 300
 def stream_events():
     """`event: job` with the job as JSON for every change; `?job=<id>` follows one job only."""
     only = request.args.get("job")
+    if only:
+        visible_job(only)  # another user's job, or an unknown one, answers 404 like every job endpoint
     owner = owner_filter()
 
     def generate():

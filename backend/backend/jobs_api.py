@@ -9,11 +9,12 @@ from pathlib import Path
 
 from flask import Blueprint, Response, current_app, jsonify, request, send_file, url_for
 
-from nias.errors import BadRequest, Conflict, NiasError
+from nias.errors import BadRequest, BadUpload, Conflict, NiasError
+from nias.settings import Settings
 from nias.states import JobState, is_final
 
 from backend.auth import current_user, owner_filter, visible_job
-from backend.dry_run import check_project
+from backend.dry_run import check_project, zip_refused
 from backend.live import feed
 from backend.uploads import new_job_id, parse_int_field, receive_upload, store_upload
 
@@ -23,6 +24,8 @@ bp = Blueprint("jobs", __name__, url_prefix="/api/jobs")
 
 MAX_PER_PAGE = 100
 MAX_WAIT_S = 60
+# The resource limits a job may lower, named as the unit's sandbox and NIAS_JOB_<NAME> name them.
+LIMIT_FIELDS = ("memory_mb", "cpu_s", "processes", "open_files", "file_mb")
 
 
 def iso_time(timestamp: float | None) -> str | None:
@@ -51,7 +54,7 @@ def eta_seconds(job: dict, elapsed: float | None) -> float | None:
 def job_to_json(job: dict, *, position: int | None = None) -> dict:
     elapsed = elapsed_seconds(job, time.time())
     eta = eta_seconds(job, elapsed)
-    return {
+    body = {
         "id": job["id"],
         "name": job["name"],
         "state": job["state"],
@@ -74,6 +77,7 @@ def job_to_json(job: dict, *, position: int | None = None) -> dict:
         "progress_message": job["progress_message"],
         "elapsed_s": round(elapsed, 3) if elapsed is not None else None,
         "eta_s": round(eta, 1) if eta is not None else None,
+        "limits": job.get("limits") or {},
         "rerun_of": job["rerun_of"],
         "owner": job["owner_id"],
         "expired_at": iso_time(job["expired_at"]),
@@ -85,6 +89,9 @@ def job_to_json(job: dict, *, position: int | None = None) -> dict:
             "log": url_for("jobs.get_log", job_id=job["id"]),
         },
     }
+    if eta is None:
+        del body["eta_s"]  # absent, not null, while there is no rate of progress to go by
+    return body
 
 
 def _nias():
@@ -104,9 +111,49 @@ def check_quota(store, settings, user: dict) -> None:
                         code="quota_storage", status=429)
 
 
+def admin_limits(settings: Settings) -> dict[str, int]:
+    """The limits every job runs under unless it asks for less."""
+    limits = {name: getattr(settings, f"job_{name}") for name in LIMIT_FIELDS}
+    limits["cpu_s"] = limits["cpu_s"] or settings.job_timeout_s
+    return limits
+
+
+def requested_limits(form, settings: Settings) -> dict[str, int]:
+    """The lower limits a job asks for. More than the admin allows is refused, never silently clamped."""
+    asked = {}
+    for name, most in admin_limits(settings).items():
+        raw = form.get(name)
+        if raw is None or raw == "":
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise BadRequest(f"{name} must be a whole number from 1 to {most}.")
+        if value > most:
+            raise BadRequest(f"{name} may be at most {most}, this server's limit: a job may ask for less, "
+                             "never for more.", code="limit_too_high", limit=most)
+        asked[name] = value
+    return asked
+
+
 def job_json_with_position(job: dict) -> dict:
     position = _nias().store.queue_position(job) if job["state"] == JobState.QUEUED.value else None
     return job_to_json(job, position=position)
+
+
+def dry_run(settings: Settings) -> dict:
+    """The dry-run report; a zip that breaks an upload rule is a failed "zip" check, not a 400."""
+    try:
+        upload, _name = receive_upload(request, settings)
+        return check_project(upload, settings)
+    except BadUpload as exc:
+        if exc.code == "missing_file":  # nothing was sent to check
+            raise
+        return zip_refused(exc)
+    finally:
+        request.discard_parts()
 
 
 @bp.post("")
@@ -114,16 +161,13 @@ def submit_job():
     nias = _nias()
     settings = nias.settings
     if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
-        try:
-            upload, _name = receive_upload(request, settings)
-            return jsonify(check_project(upload, settings))
-        finally:
-            request.discard_parts()
+        return jsonify(dry_run(settings))
     check_quota(nias.store, settings, current_user())
     try:
         upload, name = receive_upload(request, settings)
         priority = parse_int_field(request.form.get("priority"), "priority", 0, 9) or 0
         timeout_s = parse_int_field(request.form.get("timeout_s"), "timeout_s", 1, settings.job_timeout_s)
+        limits = requested_limits(request.form, settings)
         job_id = new_job_id()
         relative = store_upload(upload, settings, job_id)
     finally:
@@ -133,7 +177,7 @@ def submit_job():
             id=job_id, name=name, state=JobState.QUEUED.value, priority=priority, upload=relative,
             upload_sha256=upload.sha256, upload_size=upload.size, timeout_s=timeout_s,
             attempt=0, dispatch=1, published=0, queue_priority=priority, queued_at=time.time(),
-            owner_id=current_user()["id"],
+            owner_id=current_user()["id"], limits=limits,
         )
     except Exception:
         shutil.rmtree(settings.jobs_dir / job_id, ignore_errors=True)
@@ -161,12 +205,14 @@ def list_jobs():
 def get_job(job_id: str):
     """A job; `?wait_s=N` holds the answer until the job changes state (or N seconds pass)."""
     store = _nias().store
+    version = feed.version  # before the read: a change landing after it still wakes the wait
     job = visible_job(job_id)
     wait_s = parse_int_field(request.args.get("wait_s"), "wait_s", 0, MAX_WAIT_S) or 0
     deadline = time.monotonic() + wait_s
     seen = request.args.get("state") or job["state"]
     while job["state"] == seen and not is_final(job["state"]) and time.monotonic() < deadline:
-        feed.wait(min(0.25, max(deadline - time.monotonic(), 0)))
+        # capped: the store stays the truth even for a change that was never published
+        version = feed.wait(min(1.0, max(deadline - time.monotonic(), 0)), since=version)
         job = store.get_job(job_id)
     return jsonify(job_json_with_position(job))
 

@@ -16,6 +16,7 @@ SUBSCRIBER_BACKLOG = 1000
 class JobFeed:
     def __init__(self) -> None:
         self.changed = threading.Condition()
+        self.version = 0  # counts changes, so a reader can wait for one it has not seen yet
         self._lock = threading.Lock()
         self._subscribers: set[queue.Queue] = set()
 
@@ -27,6 +28,7 @@ class JobFeed:
                 except queue.Full:  # a reader that stopped reading loses old news, never blocks writers
                     pass
         with self.changed:
+            self.version += 1
             self.changed.notify_all()
 
     @contextmanager
@@ -40,9 +42,14 @@ class JobFeed:
             with self._lock:
                 self._subscribers.discard(subscriber)
 
-    def wait(self, timeout_s: float) -> None:
+    def wait(self, timeout_s: float, since: int | None = None) -> int:
+        """Wait until a change newer than version `since` (default: now) or the timeout; return
+        the version. Read `version` before looking at the store, so a change that lands in
+        between is not missed."""
         with self.changed:
-            self.changed.wait(timeout_s)
+            seen = self.version if since is None else since
+            self.changed.wait_for(lambda: self.version != seen, timeout_s)
+            return self.version
 
 
 feed = JobFeed()

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    JSON,
     Column,
     Float,
     Integer,
@@ -26,12 +27,15 @@ from sqlalchemy import (
     event,
     func,
     insert,
+    inspect,
+    literal,
     or_,
     select,
+    text,
     update,
 )
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 
 from nias.errors import JobNotFound, ServiceUnavailable
 
@@ -74,6 +78,7 @@ jobs = Table(
     Column("queued_at", Float),  # when the current dispatch was queued
     Column("owner_id", String(32), index=True),
     Column("expired_at", Float),  # when retention removed its files
+    Column("limits", JSON(none_as_null=True)),  # the lower resource limits the job asked for, e.g. {"memory_mb": 64}
 )
 
 users = Table(
@@ -153,13 +158,49 @@ class Store:
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
+        self.add_missing_columns()
+
+    def add_missing_columns(self) -> None:
+        """A store made by an older NIAS lacks the columns added since: add them to its tables in place.
+
+        `create_all` makes missing tables only. A new column must be nullable or have a plain default.
+        """
+        for table in metadata.sorted_tables:
+            present = self._column_names(table)
+            for column in table.columns:
+                if column.name not in present:
+                    self._add_column(table, column)
+
+    def _column_names(self, table: Table) -> set[str]:
+        return {column["name"] for column in inspect(self.engine).get_columns(table.name)}
+
+    def _add_column(self, table: Table, column: Column) -> None:
+        dialect = self.engine.dialect
+        quote = dialect.identifier_preparer.quote
+        ddl = f"ALTER TABLE {quote(table.name)} ADD COLUMN {quote(column.name)} {column.type.compile(dialect)}"
+        if not column.nullable:
+            if column.default is None or not column.default.is_scalar:
+                raise ServiceUnavailable(f"The job store lacks the column {table.name}.{column.name}, which "
+                                         "cannot be added in place; migrate it by hand.")
+            default = literal(column.default.arg).compile(dialect=dialect, compile_kwargs={"literal_binds": True})
+            ddl += f" DEFAULT {default} NOT NULL"
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(text(ddl))
+        except DBAPIError as exc:
+            if column.name not in self._column_names(table):  # not merely another process adding it first
+                raise ServiceUnavailable(f"The job store's column {table.name}.{column.name} could not be "
+                                         f"added: {exc.orig}") from None
+            return
+        logger.info("Job store: added the column %s.%s", table.name, column.name)
 
     def ping(self) -> bool:
+        """The store answers a read of the jobs table (a bare `SELECT 1` never touches SQLite's file)."""
         try:
             with self.engine.connect() as conn:
-                conn.execute(select(1))
+                conn.execute(select(jobs.c.id).limit(1))
             return True
-        except OperationalError:
+        except SQLAlchemyError:
             return False
 
     def insert_job(self, **values: Any) -> dict:

@@ -27,7 +27,7 @@ from nias.states import JobState
 
 from process_unit.environments import EnvironmentCache
 from process_unit.results import pack_output
-from process_unit.sandbox import Sandbox
+from process_unit.sandbox import Limits, Sandbox
 
 logger = logging.getLogger(__name__)
 
@@ -354,6 +354,8 @@ class Runner:
         env = self._job_environment(run, python, project, work)
         self.sandbox.prepare(work)
         limits = self.sandbox.limits.tightened(run.message.limits)
+        if run.message.limits:
+            log.note("Limits: " + ", ".join(f"{name} {value}" for name, value in sorted(vars(limits).items())))
         with self._lock:
             if run.cancelled:
                 run.state = JobState.CANCELLED.value
@@ -395,17 +397,27 @@ class Runner:
             run.state = JobState.SUCCEEDED.value
         else:
             run.state = JobState.FAILED.value
-            run.error = self._describe_exit(process.returncode, tail)
+            run.error = self._describe_exit(process.returncode, tail, limits)
 
-    @staticmethod
-    def _describe_exit(code: int, tail: deque) -> str:
+    def _exit_signal(self, code: int) -> int | None:
+        """The signal that ended code.py, if one did: bubblewrap reports a child killed by N as 128 + N."""
         if code < 0:
-            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
-            reason = f"code.py was stopped by signal {name}"
-            if -code == signal.SIGKILL:
-                reason += " (often a sign it ran out of memory)"
-        else:
+            return -code
+        if self.sandbox.bwrap and code > 128 and code - 128 in signal.valid_signals():
+            return code - 128
+        return None
+
+    def _describe_exit(self, code: int, tail: deque, limits: Limits) -> str:
+        signum = self._exit_signal(code)
+        if signum is None:
             reason = f"code.py exited with code {code}"
+        elif signum == signal.SIGXCPU:
+            reason = f"code.py used up its CPU time limit of {limits.cpu_s} s and was stopped (SIGXCPU)"
+        else:
+            name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
+            reason = f"code.py was stopped by signal {name}"
+            if signum == signal.SIGKILL:
+                reason += " (often a sign it ran out of memory)"
         lines = "\n".join(tail)
         return f"{reason}.\n{lines}" if lines else f"{reason}."
 

@@ -8,6 +8,7 @@ import requests
 
 from nias.client import NiasClient
 from tests.support.projects import zip_entries
+from tests.support.stack import wait_until
 
 
 def new_user(stack, role: str = "user") -> tuple[str, str]:
@@ -124,10 +125,32 @@ def test_another_users_job_is_invisible_on_every_endpoint(stack, tmp_path):
         answer = bob.session.request(method, url, json=body[0] if body else None, timeout=10)
         assert answer.status_code == 404, (method, url, answer.status_code)
         assert answer.json()["error"]["code"] == "job_not_found"
+    for user in (bob, alice):  # the events stream of one job: another user's, or an unknown id
+        job_id = job["id"] if user is bob else "0123456789abcdef"
+        with user.session.get(f"{stack.url}/api/events", params={"job": job_id}, stream=True, timeout=10) as answer:
+            assert answer.status_code == 404, ("events", user is bob, answer.status_code)
+            assert answer.json()["error"]["code"] == "job_not_found"
     assert job["id"] not in {j["id"] for j in bob.jobs(per_page=100)["jobs"]}
     assert job["id"] in {j["id"] for j in alice.jobs(per_page=100)["jobs"]}
     assert bob.session.get(f"{stack.url}/api/summary", timeout=10).json()["counts"]["succeeded"] == 0
     assert stack.client.job(job["id"])["owner"] == job["owner"]  # the admin sees it
+
+
+def test_the_admin_can_cancel_and_rerun_another_users_job(stack, tmp_path):
+    alice = NiasClient(stack.url, token=token_for(stack, *new_user(stack)))
+    job = alice.submit(zip_entries(tmp_path / "slow.zip", {"code.py": "import time\ntime.sleep(60)\n"}))
+    wait_until(lambda: alice.job(job["id"])["state"] == "running", timeout_s=60, message="running")
+    cancelled = stack.http.put(f"{stack.url}/api/jobs/{job['id']}/state", json={"state": "cancelled"}, timeout=10)
+    assert cancelled.status_code == 200 and cancelled.json()["state"] == "cancelled"
+    assert alice.wait(job["id"], timeout_s=60)["state"] == "cancelled"
+    rerun = stack.http.post(f"{stack.url}/api/jobs/{job['id']}/rerun", timeout=10)
+    assert rerun.status_code == 201 and rerun.json()["rerun_of"] == job["id"]
+    # the re-run stays its owner's: she sees it, as she saw the original
+    assert rerun.json()["owner"] == job["owner"]
+    assert alice.job(rerun.json()["id"])["rerun_of"] == job["id"]
+    again = stack.http.put(f"{stack.url}/api/jobs/{rerun.json()['id']}/state", json={"state": "cancelled"},
+                           timeout=10)
+    assert again.status_code == 200 and again.json()["state"] == "cancelled"
 
 
 def test_internal_endpoints_refuse_requests_without_the_internal_credential(stack):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime
 
 import pytest
 import requests
@@ -16,7 +17,8 @@ SECRET = f"victim-secret-{uuid.uuid4().hex}"
 @pytest.fixture(scope="module")
 def sandboxed(tmp_path_factory):
     stack = LocalStack(tmp_path_factory.mktemp("sandbox"), units=1, NIAS_SANDBOX="bwrap", NIAS_JOB_PROCESSES="64",
-                       NIAS_JOB_FILE_MB="20", NIAS_JOB_TMP_MB="32", NIAS_JOB_MEMORY_MB="512")
+                       NIAS_JOB_FILE_MB="20", NIAS_JOB_TMP_MB="32", NIAS_JOB_MEMORY_MB="512",
+                       NIAS_JOB_OPEN_FILES="128")
     stack.start()
     yield stack
     stack.stop()
@@ -142,3 +144,128 @@ def test_a_job_trying_to_kill_the_processing_unit_only_ends_itself(sandboxed, tm
     assert job["state"] == "failed"
     assert sandboxed.service_pid("unit-1") == before
     assert_next_job_runs(sandboxed, tmp_path)
+
+
+def process_uid(pid: int) -> int:
+    """The real uid of a running process, from /proc."""
+    for line in open(f"/proc/{pid}/status"):
+        if line.startswith("Uid:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no Uid line for process {pid}")
+
+
+def test_a_job_runs_as_a_user_that_is_not_the_services(sandboxed, tmp_path):
+    job = run(sandboxed, tmp_path, "import os\nprint('uid', os.getuid(), os.geteuid(), 'gid', os.getgid())\n")
+    assert job["state"] == "succeeded"
+    words = sandboxed.client.log(job["id"]).split("uid ", 1)[1].split()
+    uid, euid, gid = int(words[0]), int(words[1]), int(words[3])
+    unit_uid = process_uid(sandboxed.service_pid("unit-1"))
+    assert unit_uid == 0, "the unit must run as root here, so that it can hand jobs to their own user"
+    assert uid == euid == gid and uid not in (0, unit_uid, os.getuid())
+    assert_next_job_runs(sandboxed, tmp_path)
+
+
+FORK_COUNTER = """
+import os, time
+forks = 0
+try:
+    while forks < 1000:
+        if os.fork() == 0:
+            time.sleep(120)
+            os._exit(0)
+        forks += 1
+except OSError as exc:
+    print("refused:", exc.strerror, flush=True)
+print("forks", forks, flush=True)
+"""
+
+
+def test_a_fork_bomb_that_counts_its_forks_stays_within_the_process_limit(sandboxed, tmp_path):
+    job = run(sandboxed, tmp_path, FORK_COUNTER)
+    assert job["state"] == "succeeded"
+    log = sandboxed.client.log(job["id"])
+    forks = int(log.split("forks ", 1)[1].split()[0])
+    assert "refused: Resource temporarily unavailable" in log
+    # The job's user is its own, so NIAS_JOB_PROCESSES=64 counts code.py itself and its children only.
+    assert 10 <= forks and forks + 1 <= 64
+    assert_next_job_runs(sandboxed, tmp_path)
+
+
+def test_a_job_cannot_connect_to_the_backend_when_the_network_is_off(sandboxed, tmp_path):
+    assert requests.get(f"{sandboxed.url}/healthz", timeout=5).status_code == 200  # it listens, for the test
+    code = f"""
+import socket
+try:
+    socket.create_connection(("127.0.0.1", {sandboxed.port}), timeout=5)
+    print("CONNECTED")
+except OSError as exc:
+    print("no network:", exc.__class__.__name__)
+"""
+    job = run(sandboxed, tmp_path, code)
+    log = sandboxed.client.log(job["id"])
+    assert job["state"] == "succeeded" and "no network:" in log and "CONNECTED" not in log
+    assert_next_job_runs(sandboxed, tmp_path)
+
+
+def test_opening_more_files_than_the_open_files_limit_fails_with_emfile(sandboxed, tmp_path):
+    code = """
+import errno
+handles = []
+try:
+    while len(handles) < 1000:
+        handles.append(open("code.py"))
+except OSError as exc:
+    print("refused after", len(handles), "files:", errno.errorcode[exc.errno], flush=True)
+    raise
+"""
+    job = run(sandboxed, tmp_path, code)
+    assert job["state"] == "failed" and "Too many open files" in job["error"]
+    log = sandboxed.client.log(job["id"])
+    assert "EMFILE" in log and int(log.split("refused after ", 1)[1].split()[0]) < 128  # NIAS_JOB_OPEN_FILES
+    assert_next_job_runs(sandboxed, tmp_path)
+
+
+def test_a_cpu_spin_over_the_cpu_time_limit_ends_failed_with_the_reason(sandboxed, tmp_path):
+    job = run(sandboxed, tmp_path, "while True:\n    pass\n", cpu_s=2)
+    assert job["state"] == "failed"
+    assert "CPU time limit of 2 s" in job["error"], job["error"]
+    ran = datetime.fromisoformat(job["finished_at"]) - datetime.fromisoformat(job["started_at"])
+    assert ran.total_seconds() < 30  # the CPU limit ended it, not the one-hour time limit
+    assert_next_job_runs(sandboxed, tmp_path)
+
+
+ALLOCATE_200_MB = "block = bytearray(200 * 1024 * 1024)\nprint('allocated', len(block))\n"
+
+
+def test_a_job_may_ask_for_less_memory_than_the_admin_allows_and_then_fails_cleanly_above_it(sandboxed, tmp_path):
+    asked = run(sandboxed, tmp_path, ALLOCATE_200_MB, memory_mb=64)
+    assert asked["limits"] == {"memory_mb": 64}
+    assert asked["state"] == "failed" and "MemoryError" in asked["error"]
+    default = run(sandboxed, tmp_path, ALLOCATE_200_MB)
+    assert default["limits"] == {}
+    assert default["state"] == "succeeded" and "allocated" in sandboxed.client.log(default["id"])
+    assert_next_job_runs(sandboxed, tmp_path)
+
+
+def test_a_rerun_keeps_the_lower_limits_its_original_asked_for(sandboxed, tmp_path):
+    original = run(sandboxed, tmp_path, ALLOCATE_200_MB, memory_mb=64)
+    answer = sandboxed.http.post(f"{sandboxed.url}/api/jobs/{original['id']}/rerun", timeout=10)
+    assert answer.status_code == 201 and answer.json()["limits"] == {"memory_mb": 64}
+    again = sandboxed.client.wait(answer.json()["id"], timeout_s=120)
+    assert again["state"] == "failed" and "MemoryError" in again["error"]
+    assert_next_job_runs(sandboxed, tmp_path)
+
+
+@pytest.mark.parametrize("fields,code", [({"memory_mb": "513"}, "limit_too_high"),
+                                         ({"open_files": "lots"}, "bad_request"),
+                                         ({"cpu_s": "0"}, "bad_request")])
+def test_a_limit_above_the_admins_or_not_a_whole_number_is_refused_with_the_reason(sandboxed, tmp_path,
+                                                                                  fields, code):
+    project = zip_entries(tmp_path / "p.zip", {"code.py": "pass"})
+    with open(project, "rb") as handle:
+        answer = sandboxed.http.post(f"{sandboxed.url}/api/jobs", files={"file": ("p.zip", handle)}, data=fields,
+                                     timeout=10)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == code and next(iter(fields)) in error["message"]
+    assert os.listdir(sandboxed.data_dir / "uploads") == []
