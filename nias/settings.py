@@ -52,6 +52,7 @@ class Settings:
     kill_grace_s: float = 5.0
     stop_grace_s: float = 20.0
     read_timeout_s: float = 60.0
+    upload_timeout_s: float = 900.0
     sandbox: str = "auto"
     job_uid: int = 0
     job_network: int = 0
@@ -150,6 +151,7 @@ ENVIRONMENT = {
     "NIAS_KILL_GRACE_S": "kill_grace_s",
     "NIAS_STOP_GRACE_S": "stop_grace_s",
     "NIAS_READ_TIMEOUT_S": "read_timeout_s",
+    "NIAS_UPLOAD_TIMEOUT_S": "upload_timeout_s",
     "NIAS_SANDBOX": "sandbox",
     "NIAS_JOB_UID": "job_uid",
     "NIAS_JOB_NETWORK": "job_network",

@@ -10,7 +10,9 @@ import hashlib
 import logging
 import os
 import secrets
+import socket
 import tempfile
+import threading
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,42 @@ class ReadTimeout:
         return self.app(environ, start_response)
 
 
+class UploadDeadline:
+    """Cuts off an upload body that is still coming after `seconds`, however steadily it trickles.
+
+    The per-read timeout (ReadTimeout) never fires for a client that sends a byte every few
+    seconds, and gunicorn blocks in one read until a whole buffer has arrived; so a timer shuts
+    the socket's reading side at the deadline, which ends the blocked read at once. The 408 can
+    still be written; gunicorn then gives up the connection (its drain of the rest is bounded).
+    """
+
+    def __init__(self, sock: socket.socket | None, seconds: float):
+        self.expired = False
+        self._sock = sock
+        self._lock = threading.Lock()
+        self._finished = False
+        self._timer = threading.Timer(seconds, self._expire) if sock is not None and seconds > 0 else None
+        if self._timer is not None:
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _expire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.expired = True
+            try:
+                self._sock.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass  # already closed by the client
+
+    def finish(self) -> None:
+        with self._lock:
+            self._finished = True
+        if self._timer is not None:
+            self._timer.cancel()
+
+
 @dataclass(frozen=True)
 class Upload:
     path: Path
@@ -96,7 +134,11 @@ def _digest(path: Path) -> tuple[str, int]:
     return sha.hexdigest(), size
 
 
-def _stalled(settings: Settings) -> NiasError:
+def _cut_off(settings: Settings, deadline: UploadDeadline) -> NiasError:
+    if deadline.expired:
+        return NiasError(f"The upload took longer than the limit of {settings.upload_timeout_s:g} s and was "
+                         "dropped; send it over a faster connection, or ask the admin for a longer limit.",
+                         code="upload_too_slow", status=408)
     return NiasError(f"The upload stopped before it was complete (nothing came for {settings.read_timeout_s:g} s, "
                      "or the connection closed) and was dropped.", code="upload_stalled", status=408)
 
@@ -105,15 +147,20 @@ def receive_upload(request: UploadRequest, settings: Settings) -> tuple[Upload, 
     """Parse the multipart body, check the zip, and return it with the name the client gave."""
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     request.upload_dir = settings.uploads_dir
+    deadline = UploadDeadline(request.environ.get("gunicorn.socket"), settings.upload_timeout_s)
     try:
         storage = request.files.get("file")
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise NiasError("The server has no room left to store this upload; tell the admin.",
                             code="storage_full", status=507) from None
-        raise _stalled(settings) from None
+        raise _cut_off(settings, deadline) from None
     except ClientDisconnected:  # werkzeug's word for a body that stopped coming (timeout or hang-up)
-        raise _stalled(settings) from None
+        raise _cut_off(settings, deadline) from None
+    finally:
+        deadline.finish()
+    if deadline.expired:  # a body cut short at the deadline may still parse as a truncated form
+        raise _cut_off(settings, deadline)
     if storage is None or not storage.filename:
         raise BadUpload("Attach the project as a .zip file in the form field 'file'.", code="missing_file")
     storage.stream.flush()

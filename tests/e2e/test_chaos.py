@@ -1,5 +1,6 @@
 """A small chaos run in every test run: 30 jobs while one unit, one consumer, RabbitMQ and the
-backend are each killed once. No job may be lost or run to completion twice."""
+backend are each killed once. No job may be lost or run to completion twice (counted from each
+job's own evidence as well as the units' logs), and every result must be its own job's."""
 from __future__ import annotations
 
 from tests.support.chaos import run_chaos
@@ -11,4 +12,5 @@ def test_thirty_jobs_survive_one_kill_of_each_kind_with_none_lost_or_run_twice(t
     assert len(report.actions) == 4
     assert report.lost == 0, report.summary()
     assert report.duplicated == 0, report.summary()
+    assert report.mismatched == 0, report.summary()
     assert report.succeeded == 30, report.summary()

@@ -1,10 +1,15 @@
 """Services dying mid-job: the job still ends once, with one result, and the stack heals itself."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
 import time
+import uuid
+import zipfile
+from datetime import datetime
+from pathlib import Path
 
 import pika
 import requests
@@ -14,7 +19,7 @@ from nias.amqp import Topology, connect
 from nias.messages import JobMessage
 from nias.settings import load_settings
 from tests.support.projects import zip_entries
-from tests.support.stack import LocalStack, wait_until
+from tests.support.stack import LocalStack, healthy, wait_until
 
 SLOW_JOB = (
     "import time\n"
@@ -33,24 +38,117 @@ def recovery_stack(tmp_path_factory):
     stack.stop()
 
 
+def marked_job(marker: str, seconds: float = 4) -> str:
+    """A job whose child process carries `marker` on its command line, so the test can find it."""
+    return (
+        "import subprocess, sys, time\n"
+        f"child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)', {marker!r}])\n"
+        "print('started', flush=True)\n"
+        f"time.sleep({seconds})\n"
+        "child.kill()\nchild.wait()\n"
+        "open('output/done.txt', 'w').write('done')\n"
+    )
+
+
 def _running_on(client, job_id: str) -> dict:
     return wait_until(lambda: (job := client.job(job_id))["state"] == "running" and job["unit"] and job,
                       timeout_s=60, message=f"job {job_id} running")
 
 
+def _index(unit: str) -> int:
+    return int(unit.split("-")[1])
+
+
+def _unit_answer(stack: LocalStack, unit: str, path: str) -> dict | None:
+    try:
+        response = requests.get(f"{stack.unit_url(_index(unit))}{path}", headers=stack.internal_headers, timeout=2)
+        return response.json() if response.ok else None
+    except (requests.RequestException, ValueError):
+        return None
+
+
+def _idle(stack: LocalStack, unit: str) -> bool:
+    health = _unit_answer(stack, unit, "/healthz")
+    return bool(health and health.get("ok") and health.get("busy") is None)
+
+
+def _all_units_idle(stack: LocalStack) -> None:
+    units = [f"unit-{index}" for index in range(1, stack.units + 1)]
+    wait_until(lambda: all(_idle(stack, unit) for unit in units), timeout_s=60, message="every unit idle")
+
+
+def _process(pid: int) -> tuple[str, int, str] | None:
+    """(state, parent pid, start time) of a process, or None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    return fields[0], int(fields[1]), fields[19]
+
+
+def _processes_of(marker: str) -> set[tuple[int, str]]:
+    """(pid, start time) of the processes whose command line holds `marker`, and of their parents."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        info = _process(int(entry.name))
+        if marker.encode() in cmdline.split(b"\0") and info is not None:
+            found.add((int(entry.name), info[2]))
+            parent = _process(info[1])
+            if parent is not None:
+                found.add((info[1], parent[2]))
+    return found
+
+
+def _alive(pid: int, started: str) -> bool:
+    info = _process(pid)
+    return info is not None and info[2] == started and info[0] not in ("Z", "X")
+
+
+def _timestamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+def _result_text(client, job_id: str, tmp_path: Path, name: str) -> str:
+    with zipfile.ZipFile(client.result(job_id, tmp_path / f"{job_id}.zip")) as result:
+        return result.read(name).decode()
+
+
 def test_a_job_whose_processing_unit_is_killed_runs_again_and_keeps_one_result(recovery_stack, tmp_path):
     stack, client = recovery_stack, recovery_stack.client
-    job = client.submit(zip_entries(tmp_path / "slow.zip", {"code.py": SLOW_JOB}))
-    first = _running_on(client, job["id"])
+    _all_units_idle(stack)
+    marker = f"nias-recovery-{uuid.uuid4().hex}"
+    job = client.submit(zip_entries(tmp_path / "slow.zip", {"code.py": marked_job(marker, seconds=6)}))
+    killed = _running_on(client, job["id"])["unit"]
+    other = f"unit-{3 - _index(killed)}"
     wait_until(lambda: "started" in client.log(job["id"]), timeout_s=30, message="job started")
-    stack.kill_service(first["unit"])
+    first_attempt = wait_until(lambda: _processes_of(marker), timeout_s=10, message="attempt 1's processes")
+    assert len(first_attempt) >= 2  # code.py and its child
+    assert _idle(stack, other)
+    old_pid = stack.kill_service(killed)
+    # Well before the job would have ended by itself.
+    wait_until(lambda: not any(_alive(pid, started) for pid, started in first_attempt), timeout_s=3,
+               message="attempt 1's processes dying with their unit")
     done = client.wait(job["id"], timeout_s=120)
-    assert done["state"] == "succeeded", done
-    assert done["attempts"] == 2
-    reasons = [t["reason"] or "" for t in client.history(job["id"]) if t["to"] == "queued"]
+    assert done["state"] == "succeeded" and done["attempts"] == 2, done
+    history = client.history(job["id"])
+    reasons = [t["reason"] or "" for t in history if t["to"] == "queued"]
     assert any("stopped" in reason for reason in reasons)
-    runs = stack.data_dir / "jobs" / job["id"] / "runs"
-    assert sorted(os.listdir(runs)) == ["2"]
+    runs = [t for t in history if t["to"] == "running"]
+    assert [t["attempt"] for t in runs] == [1, 2]
+    assert runs[0]["unit"] == killed and runs[1]["unit"] in (other, killed)
+    if runs[1]["unit"] == killed:
+        assert stack.service_pid(killed) != old_pid, "the retry ran on the killed unit before it was restarted"
+    assert client.log(job["id"]).count("started") == 1
+    assert sorted(os.listdir(stack.data_dir / "jobs" / job["id"] / "runs")) == ["2"]
+    assert _result_text(client, job["id"], tmp_path, "done.txt") == "done"
+    wait_until(lambda: not _processes_of(marker), timeout_s=10, message="no process of the job left")
 
 
 def test_a_job_whose_consumer_is_killed_finishes_once_and_the_consumer_comes_back(recovery_stack, tmp_path):
@@ -66,16 +164,51 @@ def test_a_job_whose_consumer_is_killed_finishes_once_and_the_consumer_comes_bac
     assert "exited with code -9; restarting" in stack.log_tail(400)
 
 
+@contextlib.contextmanager
+def _launcher_frozen(stack: LocalStack):
+    """Stop the launcher, so a service killed meanwhile stays down until the block ends."""
+    os.kill(stack.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(stack.process.pid, signal.SIGCONT)
+
+
+def _jobs_queue_consumers(stack: LocalStack) -> int:
+    connection = connect(load_settings({}, queue_prefix=stack.prefix), attempts=3)
+    try:
+        return connection.channel().queue_declare(Topology(stack.prefix).jobs, passive=True).method.consumer_count
+    finally:
+        connection.close()
+
+
 def test_events_sent_while_the_backend_is_down_are_applied_when_it_is_back(recovery_stack, tmp_path):
     stack, client = recovery_stack, recovery_stack.client
     job = client.submit(zip_entries(tmp_path / "slow.zip", {"code.py": SLOW_JOB}))
-    _running_on(client, job["id"])
-    stack.kill_service("backend")
-    # The job finishes while the backend is down; its outcome waits in the durable events queue.
-    done_file = stack.data_dir / "jobs" / job["id"] / "runs" / "1" / "result.zip"
-    wait_until(done_file.exists, timeout_s=60, message="result written while the backend is down")
+    unit = _running_on(client, job["id"])["unit"]
+    # Frozen, the backend answers nothing and takes no event; killed, it is restarted by the launcher.
+    old_pid = stack.kill_service("backend", signal.SIGSTOP)
+    down_at = time.time()
+    try:
+        # The job finishes while the backend is down; its outcome waits in the durable events queue.
+        run = wait_until(lambda: (run := _unit_answer(stack, unit, f"/api/runs/{job['id']}")) and run["done"] and run,
+                         timeout_s=60, message="the unit reporting the job done while the backend is down")
+        assert run["state"] == "succeeded" and run["attempt"] == 1
+        assert (stack.data_dir / "jobs" / job["id"] / "runs" / "1" / "result.zip").exists()
+        time.sleep(2)  # down a while longer: the recorded times must be the unit's, not the time of applying
+        assert not healthy(stack.url), "the backend answered while it was meant to be down"
+    finally:
+        killed_at = time.time()
+        stack.kill_service("backend", signal.SIGKILL)
+    wait_until(lambda: stack.service_pid("backend") != old_pid, timeout_s=30, message="backend restarted")
     done = client_when_back(client).wait(job["id"], timeout_s=120)
-    assert done["state"] == "succeeded" and done["attempts"] == 1
+    assert done["state"] == "succeeded" and done["attempts"] == 1 and done["exit_code"] == 0, done
+    assert down_at < _timestamp(done["finished_at"]) < killed_at - 1.5
+    assert _timestamp(done["started_at"]) < down_at
+    assert 4 <= done["duration_s"] < killed_at - _timestamp(done["started_at"]) - 1.5
+    assert [t["to"] for t in client.history(job["id"])] == ["queued", "running", "succeeded"]
+    assert _result_text(client, job["id"], tmp_path, "done.txt") == "done"
+    assert sorted(os.listdir(stack.data_dir / "jobs" / job["id"] / "runs")) == ["1"]
 
 
 def client_when_back(client):
@@ -89,6 +222,32 @@ def client_when_back(client):
 
     wait_until(answering, timeout_s=60, message="backend back")
     return client
+
+
+def test_a_job_submitted_while_an_idle_consumer_is_down_runs_once_when_it_is_back(recovery_stack, tmp_path):
+    stack, client = recovery_stack, recovery_stack.client
+    _all_units_idle(stack)
+    # The other unit runs a long job, so only the killed consumer can take the new one.
+    busy = client.submit(zip_entries(tmp_path / "busy.zip", {"code.py": "import time\ntime.sleep(30)\n"}))
+    busy_unit = _running_on(client, busy["id"])["unit"]
+    consumer = f"consumer-{3 - _index(busy_unit)}"
+    try:
+        wait_until(lambda: _jobs_queue_consumers(stack) == 1, timeout_s=30, message="the idle consumer listening")
+        with _launcher_frozen(stack):
+            old_pid = stack.kill_service(consumer)
+            wait_until(lambda: _jobs_queue_consumers(stack) == 0, timeout_s=30, message="the consumer gone")
+            job = client.submit(zip_entries(tmp_path / "late.zip", {"code.py": SLOW_JOB}))
+            time.sleep(2)
+            assert client.job(job["id"])["state"] == "queued"
+        done = client.wait(job["id"], timeout_s=60)
+        assert client.job(busy["id"])["state"] == "running"
+    finally:
+        client.set_state(busy["id"], "cancelled")
+    assert stack.service_pid(consumer) != old_pid
+    assert done["state"] == "succeeded" and done["attempts"] == 1, done
+    assert done["unit"] == f"unit-{_index(consumer)}"
+    assert [t["to"] for t in client.history(job["id"])].count("running") == 1
+    assert client.log(job["id"]).count("started") == 1
 
 
 def test_a_redelivered_message_never_starts_a_second_run_of_a_running_job(recovery_stack, tmp_path):

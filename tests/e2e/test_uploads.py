@@ -1,10 +1,14 @@
 """Every refused upload gets its 4xx and a clear message, and leaves nothing queued or on disk."""
 from __future__ import annotations
 
+import http.client
 import io
+import json
 import os
+import socket
 import stat
 import threading
+import time
 import warnings
 import zipfile
 
@@ -13,6 +17,9 @@ import requests
 
 from nias.client import ApiError
 from tests.support.projects import zip_entries
+from tests.support.stack import LocalStack
+
+UPLOAD_TIMEOUT_S = 4.0
 
 
 def _symlink_zip(path):
@@ -186,3 +193,95 @@ def test_clients_that_stall_mid_upload_do_not_hold_the_servers_threads(stack, cl
         for sock in stalled:
             sock.close()
     assert os.listdir(stack.data_dir / "uploads") == []
+
+
+@pytest.fixture(scope="module")
+def deadline_stack(tmp_path_factory):
+    """A stack of its own (no units needed) whose uploads must be complete within a few seconds."""
+    stack = LocalStack(tmp_path_factory.mktemp("deadline"), units=0, NIAS_READ_TIMEOUT_S="3",
+                       NIAS_UPLOAD_TIMEOUT_S=f"{UPLOAD_TIMEOUT_S:g}")
+    stack.start()
+    yield stack
+    stack.stop()
+
+
+def _multipart(project: bytes) -> bytes:
+    """The body of a POST /api/jobs carrying `project` as its file."""
+    return (b"--b\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.zip\"\r\n"
+            b"Content-Type: application/zip\r\n\r\n" + project + b"\r\n--b--\r\n")
+
+
+def _upload_head(stack, content_length: int) -> bytes:
+    return (b"POST /api/jobs HTTP/1.1\r\nHost: nias\r\nAuthorization: Bearer " + stack.admin_token.encode()
+            + b"\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: "
+            + str(content_length).encode() + b"\r\n\r\n")
+
+
+def _trickle(sock: socket.socket, pieces, interval_s: float, stop: threading.Event) -> None:
+    for piece in pieces:
+        if stop.wait(interval_s):
+            return
+        try:
+            sock.sendall(piece)
+        except OSError:
+            return
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict]:
+    response = http.client.HTTPResponse(sock)
+    response.begin()
+    return response.status, json.loads(response.read())
+
+
+def _let_go(sock: socket.socket, within_s: float) -> bool:
+    """True once the server has closed the connection (end of stream, or a reset)."""
+    sock.settimeout(within_s)
+    try:
+        while sock.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_a_client_trickling_an_upload_is_cut_off_at_the_upload_deadline_and_nothing_is_kept(deadline_stack):
+    """One byte a second never trips the per-read timeout (3 s); the overall deadline still ends it."""
+    stack = deadline_stack
+    sock = socket.create_connection(("127.0.0.1", stack.port), timeout=UPLOAD_TIMEOUT_S + 15)
+    stop = threading.Event()
+    try:
+        sock.sendall(_upload_head(stack, 100_000) + b"--b\r\nContent-Disposition: form-data; name=\"file\"; "
+                     b"filename=\"a.zip\"\r\n\r\nPK")
+        started = time.monotonic()
+        threading.Thread(target=_trickle, args=(sock, iter(lambda: b"\0", None), 1.0, stop), daemon=True).start()
+        status, body = _answer(sock)
+        answered_after = time.monotonic() - started
+        assert _let_go(sock, within_s=15), "the server kept reading the trickle after its 408"
+    finally:
+        stop.set()
+        sock.close()
+    assert status == 408 and body["error"]["code"] == "upload_too_slow", body
+    assert f"{UPLOAD_TIMEOUT_S:g} s" in body["error"]["message"]
+    assert UPLOAD_TIMEOUT_S - 0.5 < answered_after < UPLOAD_TIMEOUT_S + 3, answered_after
+    assert os.listdir(stack.data_dir / "uploads") == []
+    assert os.listdir(stack.data_dir / "jobs") == []
+    assert stack.client.jobs()["total"] == 0
+
+
+def test_a_slow_upload_that_arrives_within_the_upload_deadline_is_accepted(deadline_stack, tmp_path):
+    stack = deadline_stack
+    project = zip_entries(tmp_path / "slow.zip", {"code.py": "pass"}).read_bytes()
+    body = _multipart(project)
+    step = len(body) // 4 + 1
+    pieces = [body[i:i + step] for i in range(0, len(body), step)]
+    sock = socket.create_connection(("127.0.0.1", stack.port), timeout=UPLOAD_TIMEOUT_S + 15)
+    try:
+        sock.sendall(_upload_head(stack, len(body)))
+        _trickle(sock, pieces, UPLOAD_TIMEOUT_S / (len(pieces) + 2), threading.Event())
+        status, job = _answer(sock)
+    finally:
+        sock.close()
+    assert status == 201, job
+    assert job["state"] == "queued" and job["upload_size"] == len(project)
