@@ -422,7 +422,7 @@ class Runner:
         return f"{reason}.\n{lines}" if lines else f"{reason}."
 
     def _terminate(self, process: subprocess.Popen) -> None:
-        _signal_group(process, signal.SIGTERM)
+        self.sandbox.ask_to_stop(process.pid)
         _signal_group(process, signal.SIGCONT)  # a paused job must wake up to receive SIGTERM
         try:
             process.wait(timeout=self.settings.kill_grace_s)

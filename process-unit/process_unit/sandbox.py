@@ -120,6 +120,20 @@ class Sandbox:
                  "code.py"]
         return argv
 
+    def ask_to_stop(self, pgid: int) -> None:
+        """SIGTERM to the job's processes, so the job may save its work within the grace period.
+
+        Under bubblewrap, not to bwrap itself: SIGTERM kills it, and its --die-with-parent would
+        then SIGKILL the whole job at once.
+        """
+        targets = [pgid] if self.bwrap is None else group_members(pgid, except_command="bwrap")
+        signal_each = os.killpg if self.bwrap is None else os.kill
+        for target in targets:
+            try:
+                signal_each(target, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+
     def preexec(self, limits: Limits) -> Callable[[], None]:
         """Runs in the child before exec: limits, then the job's user, then the parent-death signal."""
         uid = self.uid
@@ -138,3 +152,18 @@ class Sandbox:
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
         return enter
+
+
+def group_members(pgid: int, except_command: str = "") -> list[int]:
+    """The pids in process group `pgid` (read from /proc), leaving out those running `except_command`."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue  # ended meanwhile
+        command = text[text.index("(") + 1:text.rindex(")")]
+        state_ppid_pgrp = text[text.rindex(")") + 2:].split()[:3]
+        if int(state_ppid_pgrp[2]) == pgid and command != except_command:
+            members.append(int(stat.parent.name))
+    return members

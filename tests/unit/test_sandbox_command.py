@@ -1,13 +1,17 @@
 """What the sandbox lets a job see and use (the command line and the limits, without running it)."""
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
 
 from nias.errors import ConfigurationError
 from nias.settings import load_settings
-from process_unit.sandbox import Limits, Sandbox
+from process_unit.sandbox import Limits, Sandbox, group_members
 
 
 def sandbox(tmp_path, **overrides) -> Sandbox:
@@ -45,3 +49,17 @@ def test_without_a_sandbox_the_job_runs_python_directly(tmp_path):
 def test_an_unknown_sandbox_mode_is_refused_with_its_name(tmp_path):
     with pytest.raises(ConfigurationError, match="NIAS_SANDBOX"):
         sandbox(tmp_path, sandbox="docker")
+
+
+def test_the_members_of_a_jobs_process_group_are_found_and_a_named_command_left_out():
+    leader = subprocess.Popen(["sh", "-c", "sleep 30 & sleep 30 & wait"], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while len(group_members(leader.pid)) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        members = group_members(leader.pid)
+        assert leader.pid in members and len(members) == 3
+        assert group_members(leader.pid, except_command="sleep") == [leader.pid]
+    finally:
+        os.killpg(leader.pid, signal.SIGKILL)
+        leader.wait()
