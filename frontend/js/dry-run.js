@@ -19,15 +19,18 @@ const DESCRIBE = {
     body: check.ok
       ? [`code.py found${check.root && check.root !== "." ? ` in ${check.root}` : " at the top"}`,
         check.files !== undefined ? `, ${plural(check.files, "file")}.` : "."]
-      : [check.message || "The zip breaks the upload rules."],
+      : [check.message || "The zip breaks the upload rules.",
+        check.code ? el("div", { class: "small mono" }, `code: ${check.code}`) : null],
   }),
-  syntax: (check) => ({
-    title: "Python syntax",
-    body: check.ok
-      ? ["Every .py file compiles."]
-      : [`${plural(check.errors.length, "syntax error")}:`,
-        el("ul", { class: "syntax-errors" }, check.errors.map(syntaxErrorItem))],
-  }),
+  syntax: (check) => {
+    const errors = check.errors || [];
+    if (check.ok) return { title: "Python syntax", body: ["Every .py file compiles."] };
+    if (!errors.length) return { title: "Python syntax", body: [check.message || "The code was not checked."] };
+    return {
+      title: "Python syntax",
+      body: [`${plural(errors.length, "syntax error")}:`, el("ul", { class: "syntax-errors" }, errors.map(syntaxErrorItem))],
+    };
+  },
   requirements: (check) => {
     if (!check.ok) {
       return { title: "Requirements", body: ["requirements.txt does not resolve against the package index:",
@@ -51,13 +54,32 @@ function checkItem(check) {
     el("div", {}, el("strong", {}, `${title}: ${check.ok ? "passed" : "failed"}`), el("div", {}, ...body)));
 }
 
+/** A dry run the server refused outright (400: the zip breaks the upload rules), as a report. */
+export function reportFromRefusal(error) {
+  return { ok: false, checks: [{ check: "zip", ok: false, code: error.code, message: error.message }] };
+}
+
+function summary(report, label) {
+  if (report.ok) {
+    return ["Everything checks out",
+      `${label} would be accepted, its code compiles and its requirements resolve. Nothing was queued.`];
+  }
+  const checks = report.checks || [];
+  const zip = checks.find((check) => check.check === "zip");
+  if (zip && !zip.ok) {
+    const rest = checks.some((check) => check.check !== "zip")
+      ? "" : " Its code and requirements are checked once the zip is accepted.";
+    return ["The zip breaks the upload rules",
+      `The server would refuse ${label}: fix what is marked below, then check again.${rest} Nothing was queued.`];
+  }
+  return ["The check found problems", `Fix what is marked below in ${label}, then check again. Nothing was queued.`];
+}
+
 /** Fill `container` with the server's `{ok, checks}` report about the project called `label`. */
 export function renderCheckReport(container, report, label) {
+  const [title, text] = summary(report, label);
   container.replaceChildren(
     el("div", { class: `notice ${report.ok ? "ok" : "error"}` },
-      el("strong", { id: "check-title" }, report.ok ? "Everything checks out" : "The check found problems"),
-      el("span", {}, report.ok
-        ? `${label} would be accepted, its code compiles and its requirements resolve. Nothing was queued.`
-        : `Fix what is marked below in ${label}, then check again. Nothing was queued.`)),
+      el("strong", { id: "check-title" }, title), el("span", {}, text)),
     el("ul", { class: "checks" }, (report.checks || []).map(checkItem)));
 }

@@ -38,8 +38,21 @@ export function allowedActions(job) {
   return JOB_ACTIONS.filter((action) => action.allowed(job));
 }
 
+export const PRIORITIES = Array.from({ length: 10 }, (_, priority) => priority); // 0 to 9, higher runs first
+export const canSetPriority = (job) => job.state === "queued";
+
 export function setPriority(job, priority) {
   return sendJSON(jobPath(job, "priority"), "PUT", { priority });
+}
+
+/** Giving a queued job a new priority, as an action `runAction` can do. */
+export function priorityAction(priority) {
+  return {
+    key: "set-priority",
+    label: "Set priority",
+    allowed: canSetPriority,
+    perform: (job) => setPriority(job, priority),
+  };
 }
 
 /** A refused transition explained: the job's state now and what it allows. */
@@ -65,16 +78,47 @@ export async function runAction(action, job, { button, errorBox, onDone }) {
   }
 }
 
-/** Small buttons for a table row: only the actions the job's state allows. */
+/** A queued job's priority in a table row: pick one, then "Set" sends it. */
+function rowPriority(job, { errorBox, onDone }) {
+  const current = String(job.priority ?? 0);
+  const select = el("select", {
+    class: "small", dataset: { action: "priority" }, "aria-label": `Priority of ${job.name}`,
+    title: "Priority: higher runs first; equal priorities in the order queued",
+  }, PRIORITIES.map((priority) => el("option", { value: String(priority), selected: String(priority) === current },
+    String(priority))));
+  const button = el("button", {
+    type: "submit", class: "small", dataset: { action: "set-priority" }, disabled: true,
+    "aria-label": `Set priority of ${job.name}`,
+  }, "Set");
+  select.addEventListener("change", () => { button.disabled = select.value === current; });
+  const form = el("form", { class: "row-priority" },
+    el("span", { class: "small muted", "aria-hidden": "true" }, "Priority"), select, button);
+  form.addEventListener("submit", (event) => {
+    event.preventDefault();
+    if (select.value === current) return;
+    runAction(priorityAction(Number(select.value)), job, { button, errorBox, onDone });
+  });
+  return form;
+}
+
+/** What a row's controls depend on, so the row is redrawn only when they change. */
+export function actionsSignature(job) {
+  const priority = canSetPriority(job) ? job.priority ?? 0 : "";
+  return `${job.id}|${allowedActions(job).map((action) => action.key).join(",")}|${priority}`;
+}
+
+/** Small controls for a table row: only the actions the job's state allows. */
 export function actionButtons(job, { errorBox, onDone }) {
-  return el("div", { class: "button-row row-actions" }, allowedActions(job).map((action) => {
+  const buttons = allowedActions(job).map((action) => {
     const button = el("button", {
       type: "button", class: "small", dataset: { action: action.key },
       "aria-label": `${action.label} ${job.name}`,
     }, action.label);
     button.addEventListener("click", () => runAction(action, job, { button, errorBox, onDone }));
     return button;
-  }));
+  });
+  const priority = canSetPriority(job) ? rowPriority(job, { errorBox, onDone }) : null;
+  return el("div", { class: "button-row row-actions" }, priority, buttons);
 }
 
 // The job page's header buttons (`#action-<key>`)

@@ -4,7 +4,7 @@
 import { jobUrl, resultUrl } from "./api.js";
 import { badge, el } from "./dom.js";
 import { formatAgo, formatBytes, formatDuration, formatFullTime, isFinal } from "./format.js";
-import { actionButtons, allowedActions } from "./job-actions.js";
+import { actionButtons, actionsSignature } from "./job-actions.js";
 
 const hasProgress = (job) => job.progress !== null && job.progress !== undefined
   && (job.state === "running" || job.state === "paused");
@@ -52,7 +52,7 @@ export const COLUMNS = {
     label: "Actions",
     hiddenLabel: true,
     className: "num",
-    signature: (job) => `${job.id}|${allowedActions(job).map((action) => action.key).join(",")}`,
+    signature: actionsSignature,
     render: (job, context) => actionButtons(job, context.actions),
   },
   submitted: {
@@ -102,8 +102,11 @@ function updateCell(cell, column, job, context) {
   cell.dataset.signature = signature;
   const hadFocus = cell.contains(document.activeElement) ? document.activeElement.dataset.action : null;
   cell.replaceChildren(...[column.render(job, context)].flat());
-  // A row redrawn under the keyboard keeps the focus on the same control when it is still there.
-  const again = hadFocus && cell.querySelector(`[data-action="${hadFocus}"]`);
+  // A row redrawn under the keyboard keeps the focus on the same control when it is still there,
+  // else on the row's first control that is (Pause becomes Resume, Set is disabled once sent).
+  if (!hadFocus) return;
+  const again = cell.querySelector(`[data-action="${hadFocus}"]:not(:disabled)`)
+    || cell.querySelector("[data-action]:not(:disabled)");
   if (again) again.focus();
 }
 

@@ -4,7 +4,7 @@
 import "./account-menu.js";
 import { csrfHeaders, errorFromBody, getLimits, goToSignIn, jobUrl } from "./api.js";
 import { byId, el } from "./dom.js";
-import { renderCheckReport } from "./dry-run.js";
+import { renderCheckReport, reportFromRefusal } from "./dry-run.js";
 import { formatBytes, formatDuration, plural } from "./format.js";
 import { filesFromFolderInput, isSkipped, walkEntry } from "./project-files.js";
 import { zipFiles } from "./zip.js";
@@ -15,6 +15,7 @@ const progress = byId("upload-progress");
 let limits = null;
 let choice = null; // {kind: "zip", file, label} or {kind: "folder", files: [{path, file}], label, size}
 let currentUpload = null;
+let limitsKnown = null; // settles once the server's limits have been asked for
 
 class UploadRefused extends Error {}
 
@@ -36,7 +37,8 @@ function maxUploadBytes() {
 
 function checkSize(bytes, what) {
   if (bytes > maxUploadBytes()) {
-    throw new UploadRefused(`${what} is ${formatBytes(bytes)}; this server takes uploads up to ${limits.max_upload_mb} MB.`);
+    throw new UploadRefused(
+      `${what} is ${formatBytes(bytes)}, over this server's limit of ${limits.max_upload_mb} MB per upload.`);
   }
 }
 
@@ -215,8 +217,18 @@ function readyToSend() {
   }
 }
 
+function showCheckReport(answer) {
+  byId("progress-block").hidden = true;
+  const report = byId("check-report");
+  renderCheckReport(report, answer, choice.label);
+  report.hidden = false;
+  report.scrollIntoView({ block: "nearest" });
+  report.focus({ preventScroll: true });
+}
+
 async function sendChoice({ dryRun }) {
   if (currentUpload) return;
+  if (!limits) await limitsKnown; // a file chosen before they arrived has been checked against them since
   const options = readyToSend();
   if (!options) return;
   byId("check-report").hidden = true;
@@ -226,17 +238,16 @@ async function sendChoice({ dryRun }) {
     const { blob, filename } = await projectBlob();
     const answer = await send(blob, filename, options, headers, { dryRun });
     if (dryRun) {
-      byId("progress-block").hidden = true;
-      const report = byId("check-report");
-      renderCheckReport(report, answer, choice.label);
-      report.hidden = false;
-      report.scrollIntoView({ block: "nearest" });
-      report.focus({ preventScroll: true });
+      showCheckReport(answer);
       return;
     }
     setProgress("Accepted. Opening the job…", 1, 1);
     window.location.assign(jobUrl(answer.id));
   } catch (error) {
+    if (dryRun && error.status === 400) {
+      showCheckReport(reportFromRefusal(error)); // the zip rules refused it before any other check
+      return;
+    }
     const refusedByServer = error.code && error.status;
     const title = dryRun ? "The project did not pass the check" : "The server refused this upload";
     showProblem(refusedByServer ? title : "The upload did not go through",
@@ -257,6 +268,7 @@ function upload(event) {
 async function showLimits() {
   try {
     limits = await getLimits();
+    if (choice && choice.kind === "zip") chooseZip(choice.file); // chosen before the limits were known
     byId("limit-hint").textContent = `Up to ${limits.max_upload_mb} MB, at most ${plural(limits.max_files, "file")} `
       + `and ${limits.max_unpacked_mb} MB unpacked.`;
     byId("job-timeout").max = limits.job_timeout_s;
@@ -302,4 +314,4 @@ function wire() {
 }
 
 wire();
-showLimits();
+limitsKnown = showLimits();

@@ -296,6 +296,27 @@ def test_upload_page_refuses_a_file_that_is_not_a_zip_before_sending(page, tmp_p
     assert sent == []
 
 
+def test_upload_page_refuses_a_zip_over_the_servers_size_limit_before_sending(page, stack, tmp_path):
+    limit_mb = stack.client.session.get(f"{stack.url}/api/limits", timeout=10).json()["max_upload_mb"]
+    too_big = tmp_path / "too-big.zip"
+    with open(too_big, "wb") as handle:
+        handle.truncate((limit_mb + 1) * 1024 * 1024)  # sparse: the page only looks at its size
+    sent: list[str] = []
+    page.on("request", lambda request: sent.append(request.url) if request.method == "POST" else None)
+    page.goto("/upload.html")
+    expect(page.locator("#limit-hint")).to_contain_text(f"Up to {limit_mb} MB")
+    page.set_input_files("#zip-input", str(too_big))
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("This file cannot be uploaded")
+    expect(alert).to_contain_text(f"too-big.zip is {limit_mb + 1} MB, over this server's limit of {limit_mb} MB")
+    expect(page.locator("#chosen")).to_be_hidden()
+    save_screenshot(page, "upload-too-large")
+    page.get_by_role("button", name="Upload and run").click()
+    page.get_by_role("button", name="Check only").click()
+    expect(alert).to_contain_text("Choose a .zip file or a project folder first")
+    assert sent == []
+
+
 def test_upload_page_takes_a_zip_dropped_on_it(page, tmp_path):
     project = zip_project("hello", tmp_path / "dropped.zip")
     page.goto("/upload.html")
@@ -433,6 +454,18 @@ def test_job_page_previews_only_the_start_of_large_files_and_shows_svg_images(pa
     page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
     assert page.title() != "owned"
     save_screenshot(page, "job-large-files")
+
+
+def test_job_page_shows_a_jpeg_output_inline(page, client, tmp_path):
+    job = client.wait(client.submit(zip_project("photo", tmp_path / "photo.zip"), name=unique("photo"))["id"],
+                      timeout_s=120)
+    assert job["state"] == "succeeded", job["error"]
+    page.goto(f"/job.html?id={job['id']}")
+    image = page.locator('.preview[data-file="photo.jpg"] img')
+    expect(image).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [48, 24]
+    expect(image).to_have_attribute("title", "48 × 24 px")
 
 
 def test_job_page_pauses_resumes_cancels_and_runs_a_job_again(page, client, tmp_path):

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from nias.client import ApiError
+
 from tests.support.browser import (  # noqa: F401 (fixtures)
     LAPTOP, NARROW, ConsoleErrors, _watch, admin_credentials, browser, console_errors, new_page, page,
     save_screenshot, sign_in,
@@ -183,6 +185,66 @@ def test_a_waiting_jobs_page_shows_its_place_in_the_queue_and_run_next_and_prior
             put_state(single_unit, job["id"], "cancelled")
 
 
+def test_results_rows_change_a_priority_and_run_a_job_next_which_reorder_the_queue_and_resume_a_paused_job(
+        single_unit, single_unit_page, tmp_path):
+    client, page = single_unit.client, single_unit_page
+    prefix = unique("rows")
+    blocker = client.submit(zip_entries(tmp_path / "count.zip", {"code.py": COUNTER_CODE}), name=f"{prefix} blocker")
+    wait_until(lambda: client.job(blocker["id"])["state"] == "running", timeout_s=60, message="blocker running")
+    quick = zip_entries(tmp_path / "quick.zip", {"code.py": "print('quick')"})
+    first, second, third = (client.submit(quick, name=f"{prefix} {n}") for n in ("first", "second", "third"))
+    try:
+        page.goto(f"/results.html?q={prefix}")
+        rows = {job["id"]: job_row(page, job["id"]) for job in (blocker, first, second, third)}
+        expect(rows[third["id"]].locator(".badge")).to_have_text("queued")
+        for label in ("Pause", "Resume", "Run again"):
+            expect(rows[third["id"]].get_by_role("button", name=f"{label} {prefix} third", exact=True)).to_have_count(0)
+        expect(rows[blocker["id"]].get_by_role("combobox")).to_have_count(0)
+        expect(rows[blocker["id"]].get_by_role("button", name=f"Run next {prefix} blocker")).to_have_count(0)
+
+        priority = rows[third["id"]].get_by_role("combobox", name=f"Priority of {prefix} third")
+        set_priority = rows[third["id"]].get_by_role("button", name=f"Set priority of {prefix} third")
+        expect(priority).to_have_value("0")
+        expect(set_priority).to_be_disabled()
+        priority.select_option("9")
+        set_priority.click()
+        wait_until(lambda: client.job(third["id"])["priority"] == 9, timeout_s=10, message="priority 9")
+        expect(priority).to_have_value("9")
+        expect(set_priority).to_be_disabled()
+        assert client.job(third["id"])["queue_position"] == 1
+
+        run_next = rows[second["id"]].get_by_role("button", name=f"Run next {prefix} second")
+        run_next.click()
+        expect(run_next).to_have_count(0)
+        moved = client.job(second["id"])
+        assert moved["run_next"] is True and moved["queue_position"] == 1
+        assert [client.job(job["id"])["queue_position"] for job in (third, first)] == [2, 3]
+        save_screenshot(page, "results-queue-controls")
+
+        blocker_row = rows[blocker["id"]]
+        blocker_row.get_by_role("button", name=f"Pause {prefix} blocker").click()
+        expect(blocker_row.locator(".badge")).to_have_text("paused")
+        wait_until(lambda: client.job(blocker["id"])["state"] == "paused", timeout_s=10, message="paused")
+        blocker_row.get_by_role("button", name=f"Resume {prefix} blocker").click()
+        expect(blocker_row.locator(".badge")).to_have_text("running")
+        expect(blocker_row.get_by_role("button", name=f"Pause {prefix} blocker")).to_be_visible()
+        resumed_at = len(client.log(blocker["id"]))
+        wait_until(lambda: len(client.log(blocker["id"])) > resumed_at, timeout_s=10, message="the counter went on")
+        assert client.job(blocker["id"])["state"] == "running"
+
+        page.once("dialog", lambda dialog: dialog.accept())
+        blocker_row.get_by_role("button", name=f"Cancel {prefix} blocker").click()
+        expect(blocker_row.locator(".badge")).to_have_text("cancelled", timeout=SLOW)
+        done = [client.wait(job["id"], timeout_s=60) for job in (first, second, third)]
+        assert [job["state"] for job in done] == ["succeeded"] * 3
+        order = [job["name"] for job in sorted(done, key=lambda job: job["started_at"])]
+        assert order == [f"{prefix} second", f"{prefix} third", f"{prefix} first"]
+        expect(rows[first["id"]].locator(".badge")).to_have_text("succeeded", timeout=SLOW)
+    finally:
+        for job in (blocker, first, second, third):
+            put_state(single_unit, job["id"], "cancelled")
+
+
 # The event stream
 
 
@@ -265,6 +327,69 @@ def test_check_only_reports_syntax_errors_missing_packages_and_a_good_project_wi
     save_screenshot(page, "upload-check-ok")
     assert page.url.endswith("/upload.html")
     assert client.jobs()["total"] == total_before
+
+
+def test_check_only_shows_a_zip_that_breaks_the_upload_rules_as_a_failed_zip_check(
+        page, client, console_errors, tmp_path):
+    no_code = zip_entries(tmp_path / "no-code.zip", {"analysis/notes.txt": "code.py is missing"})
+    with pytest.raises(ApiError) as refusal:
+        client.submit(no_code)
+    console_errors.allow(r"status of 400")  # the server may refuse the dry run outright
+    total_before = client.jobs()["total"]
+    page.goto("/upload.html")
+    report = page.locator("#check-report")
+    zip_check = report.locator('[data-check="zip"]')
+
+    page.set_input_files("#zip-input", str(no_code))
+    page.get_by_role("button", name="Check only").click()
+    expect(report).to_contain_text("The zip breaks the upload rules", timeout=SLOW)
+    expect(zip_check).to_contain_text("Zip: failed")
+    expect(zip_check).to_contain_text(refusal.value.message)
+    expect(zip_check).to_contain_text(f"code: {refusal.value.code}")
+    expect(page.locator("#upload-error")).to_be_hidden()
+    save_screenshot(page, "upload-check-zip")
+
+    # The same refusal as a report (200) rather than an error (400): the page reads both alike.
+    answer = {"dry_run": True, "ok": False, "checks": [
+        {"check": "zip", "ok": False, "code": "no_code_py", "message": "There is no code.py in the zip."},
+        {"check": "syntax", "ok": False, "message": "Not checked: the zip was refused."}]}
+    page.route("**/api/jobs?dry_run=true", lambda route: route.fulfill(status=200, json=answer))
+    page.get_by_role("button", name="Check only").click()
+    expect(zip_check).to_contain_text("There is no code.py in the zip.")
+    expect(zip_check).to_contain_text("code: no_code_py")
+    expect(report.locator('[data-check="syntax"]')).to_contain_text("Not checked: the zip was refused.")
+    expect(report.locator("#check-title")).to_have_text("The zip breaks the upload rules")
+    assert client.jobs()["total"] == total_before
+
+
+def test_pages_show_a_running_job_whose_json_has_no_eta(new_page, client, console_errors, tmp_path):
+    name = unique("no eta")
+    job = client.submit(zip_entries(tmp_path / "progress.zip", {"code.py": PROGRESS_CODE}), name=name)
+    wait_until(lambda: (client.job(job["id"])["progress"] or 0) >= 0.2, timeout_s=60, message="progress")
+    console_errors.allow(r"api/events|ERR_FAILED")
+
+    def without_eta(route):
+        answer = route.fetch()
+        body = answer.json()
+        for shown in body.get("jobs", [body]):
+            shown.pop("eta_s", None)
+        route.fulfill(response=answer, json=body)
+
+    pages = {"job": new_page(), "results": new_page()}
+    for shown in pages.values():
+        shown.route("**/api/events**", lambda route: route.abort())  # so the pages poll the JSON below
+        shown.route(re.compile(r"/api/jobs(\?|/\w+$|/\w+\?)"), without_eta)
+    pages["job"].goto(f"/job.html?id={job['id']}")
+    pages["results"].goto(f"/results.html?q={name}")
+    summary = pages["job"].locator("#progress-text")
+    expect(summary).to_contain_text(re.compile(r"\d+ % · filtering channel \d · running for "))
+    expect(summary).not_to_contain_text("left")
+    row = job_row(pages["results"], job["id"])
+    expect(row.locator(".badge")).to_have_text("running")
+    expect(row.locator(".row-progress")).to_contain_text("%")
+    for shown in pages.values():
+        assert not re.search(r"undefined|NaN", shown.locator("main").inner_text())
+    expect(pages["job"].locator("#job-state")).to_have_text("succeeded", timeout=SLOW)
 
 
 # Admin
