@@ -18,10 +18,8 @@ STACK_ENV = {
 @pytest.fixture(scope="session")
 def stack(tmp_path_factory):
     """The whole stack, started as `make up` starts it, shared by the end-to-end tests."""
-    stack = LocalStack(tmp_path_factory.mktemp("stack"), units=2, **STACK_ENV)
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("stack"), units=2, **STACK_ENV) as stack:
+        yield stack
 
 
 @pytest.fixture

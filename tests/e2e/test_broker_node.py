@@ -23,11 +23,9 @@ def broker():
 
 @pytest.fixture(scope="module")
 def node_stack(broker, tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("node-stack"), units=2, NIAS_AMQP_URL=broker.url,
-                       NIAS_JOB_RETRIES="1", NIAS_LEASE_S="10", NIAS_AMQP_HEARTBEAT_S="5")
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("node-stack"), units=2, NIAS_AMQP_URL=broker.url,
+                    NIAS_JOB_RETRIES="1", NIAS_LEASE_S="10", NIAS_AMQP_HEARTBEAT_S="5") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

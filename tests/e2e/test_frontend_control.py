@@ -69,10 +69,8 @@ def record_requests(page: Page) -> list[str]:
 @pytest.fixture(scope="module")
 def single_unit(tmp_path_factory) -> Iterator[LocalStack]:
     """One processing unit, so jobs wait in the queue behind a blocker."""
-    stack = LocalStack(tmp_path_factory.mktemp("control-pages"), units=1, NIAS_KILL_GRACE_S="2")
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("control-pages"), units=1, NIAS_KILL_GRACE_S="2") as stack:
+        yield stack
 
 
 @pytest.fixture

@@ -26,10 +26,8 @@ COUNTER = (
 @pytest.fixture(scope="module")
 def single_unit(tmp_path_factory):
     """One processing unit, so jobs wait in the queue and their order can be observed."""
-    stack = LocalStack(tmp_path_factory.mktemp("control"), units=1, NIAS_KILL_GRACE_S="2")
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("control"), units=1, NIAS_KILL_GRACE_S="2") as stack:
+        yield stack
 
 
 def put_state(stack, job_id, state) -> requests.Response:

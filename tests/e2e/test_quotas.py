@@ -12,20 +12,16 @@ from tests.support.stack import LocalStack, wait_until
 
 @pytest.fixture(scope="module")
 def quota_stack(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("quota"), units=1, NIAS_MAX_QUEUED_PER_USER="2",
-                       NIAS_MAX_STORAGE_MB_PER_USER="2")
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("quota"), units=1, NIAS_MAX_QUEUED_PER_USER="2",
+                    NIAS_MAX_STORAGE_MB_PER_USER="2") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")
 def retention_stack(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("retention"), units=1, NIAS_RETENTION_DAYS=str(2 / 86400),
-                       NIAS_LEASE_S="4")
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("retention"), units=1, NIAS_RETENTION_DAYS=str(2 / 86400),
+                    NIAS_LEASE_S="4") as stack:
+        yield stack
 
 
 def test_a_user_cannot_keep_more_jobs_waiting_than_the_limit(quota_stack, tmp_path):

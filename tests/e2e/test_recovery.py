@@ -31,11 +31,9 @@ SLOW_JOB = (
 
 @pytest.fixture(scope="module")
 def recovery_stack(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("recovery"), units=2, NIAS_LEASE_S="8", NIAS_JOB_RETRIES="2",
-                       NIAS_STOP_GRACE_S="3")
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("recovery"), units=2, NIAS_LEASE_S="8", NIAS_JOB_RETRIES="2",
+                    NIAS_STOP_GRACE_S="3") as stack:
+        yield stack
 
 
 def marked_job(marker: str, seconds: float = 4) -> str:

@@ -16,12 +16,10 @@ SECRET = f"victim-secret-{uuid.uuid4().hex}"
 
 @pytest.fixture(scope="module")
 def sandboxed(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("sandbox"), units=1, NIAS_SANDBOX="bwrap", NIAS_JOB_PROCESSES="64",
-                       NIAS_JOB_FILE_MB="20", NIAS_JOB_TMP_MB="32", NIAS_JOB_MEMORY_MB="512",
-                       NIAS_JOB_OPEN_FILES="128")
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("sandbox"), units=1, NIAS_SANDBOX="bwrap", NIAS_JOB_PROCESSES="64",
+                    NIAS_JOB_FILE_MB="20", NIAS_JOB_TMP_MB="32", NIAS_JOB_MEMORY_MB="512",
+                    NIAS_JOB_OPEN_FILES="128") as stack:
+        yield stack
 
 
 @pytest.fixture(scope="module")

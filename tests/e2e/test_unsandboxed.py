@@ -13,11 +13,9 @@ from tests.support.stack import LocalStack, wait_until
 
 @pytest.fixture(scope="module")
 def unsandboxed(tmp_path_factory):
-    stack = LocalStack(tmp_path_factory.mktemp("unsandboxed"), units=1, NIAS_SANDBOX="off",
-                       NIAS_KILL_GRACE_S="2")
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("unsandboxed"), units=1, NIAS_SANDBOX="off",
+                    NIAS_KILL_GRACE_S="2") as stack:
+        yield stack
 
 
 def _running_processes(marker: str) -> list[str]:

@@ -198,11 +198,9 @@ def test_clients_that_stall_mid_upload_do_not_hold_the_servers_threads(stack, cl
 @pytest.fixture(scope="module")
 def deadline_stack(tmp_path_factory):
     """A stack of its own (no units needed) whose uploads must be complete within a few seconds."""
-    stack = LocalStack(tmp_path_factory.mktemp("deadline"), units=0, NIAS_READ_TIMEOUT_S="3",
-                       NIAS_UPLOAD_TIMEOUT_S=f"{UPLOAD_TIMEOUT_S:g}")
-    stack.start()
-    yield stack
-    stack.stop()
+    with LocalStack(tmp_path_factory.mktemp("deadline"), units=0, NIAS_READ_TIMEOUT_S="3",
+                    NIAS_UPLOAD_TIMEOUT_S=f"{UPLOAD_TIMEOUT_S:g}") as stack:
+        yield stack
 
 
 def _multipart(project: bytes) -> bytes:

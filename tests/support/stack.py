@@ -100,6 +100,16 @@ class LocalStack:
             time.sleep(0.2)
         raise RuntimeError(f"the stack did not start within {timeout_s} s:\n{self.log_tail()}")
 
+    def __enter__(self) -> "LocalStack":
+        try:
+            return self.start()
+        except BaseException:
+            self.stop()  # a stack that failed to start leaves no process or queue behind
+            raise
+
+    def __exit__(self, *_exc) -> None:
+        self.stop()
+
     def log_tail(self, lines: int = 60) -> str:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
