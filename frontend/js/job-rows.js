@@ -45,7 +45,11 @@ export const COLUMNS = {
     signature: (job, context) => (context.ownerName ? context.ownerName(job.owner) : job.owner) || "",
     render: (job, context) => {
       const name = context.ownerName ? context.ownerName(job.owner) : job.owner;
-      return name ? el("span", { class: "owner", title: job.owner || "" }, name) : el("span", { class: "muted" }, "—");
+      if (!name) return el("span", { class: "muted" }, "—");
+      // An address may wrap after its "@", never inside a word.
+      const at = name.indexOf("@") + 1;
+      const parts = at > 0 ? [name.slice(0, at), el("wbr"), name.slice(at)] : [name];
+      return el("span", { class: "owner", title: job.owner || "" }, parts);
     },
   },
   actions: {
