@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, g, jsonify
 
+from nias.errors import JobNotFound
 from nias.messages import PRESENCE_S
 from nias.states import JobState
 
-from backend.auth import owner_filter
+from backend.auth import is_admin, owner_filter
 from backend.jobs_api import iso_time
 
 bp = Blueprint("summary", __name__, url_prefix="/api")
@@ -29,15 +30,31 @@ def describe_units(rows: list[dict], now: float) -> list[dict]:
     ]
 
 
+def _owns(store, job_id: str) -> bool:
+    try:
+        return store.get_job(job_id)["owner_id"] == g.user["id"]
+    except JobNotFound:
+        return False
+
+
+def visible_units(store) -> list[dict]:
+    """Every unit's state; which job a unit runs only for the job's owner and for admins."""
+    units = describe_units(store.list_units(), time.time())
+    if not is_admin():
+        for unit in units:
+            if unit["job_id"] and not _owns(store, unit["job_id"]):
+                unit["job_id"] = None
+    return units
+
+
 @bp.get("/summary")
 def get_summary():
     store = current_app.extensions["nias"].store
     counts = {state.value: 0 for state in JobState}
     counts.update(store.count_by_state(owner_filter()))
-    return jsonify({"counts": counts, "units": describe_units(store.list_units(), time.time())})
+    return jsonify({"counts": counts, "units": visible_units(store)})
 
 
 @bp.get("/units")
 def get_units():
-    store = current_app.extensions["nias"].store
-    return jsonify({"units": describe_units(store.list_units(), time.time())})
+    return jsonify({"units": visible_units(current_app.extensions["nias"].store)})

@@ -161,3 +161,22 @@ def test_internal_endpoints_refuse_requests_without_the_internal_credential(stac
                         (f"{stack.url}/internal/jobs/0123456789abcdef/claim", "POST")):
         answer = requests.request(method, url, data=b"{}", headers={"X-Nias-Internal-Token": "guess"}, timeout=10)
         assert answer.status_code == 403 and answer.json()["error"]["code"] == "internal_only", url
+
+
+def test_the_units_name_the_job_they_run_only_to_its_owner_and_admins(stack, tmp_path):
+    alice = NiasClient(stack.url, token=token_for(stack, *new_user(stack)))
+    bob = NiasClient(stack.url, token=token_for(stack, *new_user(stack)))
+    job = alice.submit(zip_entries(tmp_path / "slow.zip", {"code.py": "import time\ntime.sleep(30)\n"}))
+
+    def running_ids(client: NiasClient, path: str) -> set[str]:
+        units = client.session.get(f"{stack.url}{path}", timeout=10).json()["units"]
+        return {unit["job_id"] for unit in units if unit["job_id"]}
+
+    try:
+        wait_until(lambda: job["id"] in running_ids(alice, "/api/summary"), timeout_s=60,
+                   message="the owner sees which unit runs her job")
+        assert job["id"] in running_ids(stack.client, "/api/units")
+        for path in ("/api/summary", "/api/units"):
+            assert job["id"] not in running_ids(bob, path), path
+    finally:
+        stack.http.put(f"{stack.url}/api/jobs/{job['id']}/state", json={"state": "cancelled"}, timeout=10)
