@@ -56,6 +56,7 @@ class Settings:
     sandbox: str = "auto"
     job_uid: int = 0
     job_network: int = 0
+    build_sdists: int = 0  # 1: requirements may be built from source (their build code runs as the unit)
     job_memory_mb: int = 8_192
     job_cpu_s: int = 0
     job_processes: int = 256
@@ -155,6 +156,7 @@ ENVIRONMENT = {
     "NIAS_SANDBOX": "sandbox",
     "NIAS_JOB_UID": "job_uid",
     "NIAS_JOB_NETWORK": "job_network",
+    "NIAS_BUILD_SDISTS": "build_sdists",
     "NIAS_JOB_MEMORY_MB": "job_memory_mb",
     "NIAS_JOB_CPU_S": "job_cpu_s",
     "NIAS_JOB_PROCESSES": "job_processes",

@@ -49,8 +49,10 @@ def check_requirements(upload: Upload, settings: Settings) -> dict:
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(settings.data_dir), "NO_COLOR": "1",
            "UV_CACHE_DIR": str(settings.environments_dir / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never",
            **{k: v for k, v in os.environ.items() if k.startswith(("PIP_", "UV_INDEX", "SSL_CERT"))}}
+    # As the units install: wheels only unless the admin allows builds (a build runs the package's code).
+    wheels_only = [] if settings.build_sdists else ["--no-build"]
     argv = [settings.uv, "pip", "compile", "-", "--python", settings.job_python, "--no-header", "--no-annotate",
-            "--quiet"]
+            "--quiet", *wheels_only]
     try:
         done = subprocess.run(argv, input=text, capture_output=True, text=True, env=env, timeout=RESOLVE_TIMEOUT_S)
     except subprocess.TimeoutExpired:

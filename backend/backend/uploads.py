@@ -14,6 +14,7 @@ import socket
 import tempfile
 import threading
 import unicodedata
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from werkzeug.exceptions import ClientDisconnected
 
 from nias.archive import ProjectZip, ZipLimits, inspect_zip
 from nias.errors import BadRequest, BadUpload, NiasError
+from nias.requirements import check_requirements
 from nias.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -167,6 +169,9 @@ def receive_upload(request: UploadRequest, settings: Settings) -> tuple[Upload, 
     part = Path(storage.stream.name)
     storage.stream.close()
     project = inspect_zip(part, zip_limits(settings))
+    if project.has_requirements:
+        with zipfile.ZipFile(part) as archive:
+            check_requirements(archive.read(f"{project.root}requirements.txt").decode(errors="replace"))
     sha256, size = _digest(part)
     stem = Path(storage.filename).stem if storage.filename.lower().endswith(".zip") else storage.filename
     return Upload(part, sha256, size, project), clean_name(request.form.get("name"), stem)

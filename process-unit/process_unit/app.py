@@ -26,7 +26,8 @@ MAX_WAIT_S = 60
 
 def build_runner(settings: Settings) -> Runner:
     settings.unit_work_dir.mkdir(parents=True, exist_ok=True)
-    environments = EnvironmentCache(settings.environments_dir, settings.uv, settings.job_python)
+    environments = EnvironmentCache(settings.environments_dir, settings.uv, settings.job_python,
+                                    bool(settings.build_sdists))
     sandbox = Sandbox(settings)
     sandbox.check_reachable(settings.unit_work_dir, settings.environments_dir)
     return Runner(settings, EventSink(settings), environments, sandbox)

@@ -10,7 +10,6 @@ import fcntl
 import hashlib
 import logging
 import os
-import re
 import shutil
 import subprocess
 import time
@@ -20,10 +19,10 @@ from pathlib import Path
 from typing import Callable
 
 from nias.errors import ExecutionFailed
+from nias.requirements import check_requirements
 
 logger = logging.getLogger(__name__)
 
-INLINE_COMMENT = re.compile(r"(^|\s)#.*$")
 READY_MARKER = ".nias-ready"
 INSTALL_TIMEOUT_S = 900
 # Installed into every environment, so `import nias_job; nias_job.progress(0.5, "half way")` works.
@@ -54,16 +53,6 @@ class Environment:
         return self.path / "bin" / "python"
 
 
-def normalise_requirements(text: str) -> list[str]:
-    """The requirement lines that matter: no comments or blanks, spaces folded, sorted, unique."""
-    lines = set()
-    for raw in text.splitlines():
-        line = INLINE_COMMENT.sub("", raw).strip()  # pip's rule: '#' at the start or after whitespace
-        if line:
-            lines.add(" ".join(line.split()))
-    return sorted(lines)
-
-
 def interpreter_identity(python: str) -> str:
     real = os.path.realpath(python)
     info = os.stat(real)
@@ -77,10 +66,11 @@ def environment_key(requirements: list[str], python_identity: str) -> str:
 
 
 class EnvironmentCache:
-    def __init__(self, root: Path, uv: str, python: str):
+    def __init__(self, root: Path, uv: str, python: str, build_sdists: bool = False):
         self.root = root
         self.uv = uv
         self.python = python
+        self.build_sdists = build_sdists  # building a source distribution runs its code as this unit
         self._identity = interpreter_identity(python)
         root.mkdir(parents=True, exist_ok=True)
 
@@ -99,7 +89,7 @@ class EnvironmentCache:
         """Return a ready environment for these requirements, building it if none is cached."""
         started = time.perf_counter()
         text = requirements_file.read_text(errors="replace") if requirements_file and requirements_file.is_file() else ""
-        requirements = normalise_requirements(text)
+        requirements = check_requirements(text)  # again here: the unit trusts no file on the volume
         key = environment_key(requirements, self._identity)
         target = self.root / key
         if (target / READY_MARKER).exists():
@@ -121,7 +111,8 @@ class EnvironmentCache:
             if requirements:
                 listing = scratch / "requirements.lock.in"
                 listing.write_text("\n".join(requirements) + "\n")
-                self._run([self.uv, "pip", "install", "--python", str(scratch / "bin" / "python"),
+                wheels_only = [] if self.build_sdists else ["--no-build"]
+                self._run([self.uv, "pip", "install", "--python", str(scratch / "bin" / "python"), *wheels_only,
                            "-r", str(listing)], log)
             (scratch / READY_MARKER).write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
             if target.exists():  # a leftover without its marker: never a usable environment

@@ -73,12 +73,22 @@ BAD_UPLOADS = {
     "compression_ratio": _bomb_zip,
     "too_large_unpacked": _too_large_unpacked_zip,
     "name_too_long": lambda p: zip_entries(p, {f"{'x' * 300}/code.py": "pass"}),
+    # installing runs as the unit, outside the sandbox: a path, URL or option would run the job's code there
+    "requirement_from_a_local_path": lambda p: zip_entries(p, {"code.py": "pass", "requirements.txt": "./evil\n",
+                                                             "evil/setup.py": "import os; os.system('id')"}),
+    "requirement_from_a_url": lambda p: zip_entries(p, {"code.py": "pass",
+                                                      "requirements.txt": "six @ https://example.org/six.whl\n"}),
+    "requirement_option": lambda p: zip_entries(p, {"code.py": "pass",
+                                                  "requirements.txt": "--index-url http://10.0.0.1/\nsix\n"}),
 }
 EXPECTED_CODE = {
     "only_mac_metadata_is_empty": "empty_zip",
     "code_py_two_levels_apart": "no_code_py",
     "absolute_path": "unsafe_path",
     "dotdot_path": "unsafe_path",
+    "requirement_from_a_local_path": "unsafe_requirements",
+    "requirement_from_a_url": "unsafe_requirements",
+    "requirement_option": "unsafe_requirements",
 }
 
 

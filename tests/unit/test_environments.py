@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from nias.errors import ExecutionFailed
+from nias.errors import BadUpload, ExecutionFailed
 from process_unit.environments import (
     READY_MARKER,
     EnvironmentCache,
     environment_key,
     interpreter_identity,
-    normalise_requirements,
 )
+from nias.requirements import normalise_requirements
 
 UV = str(Path(sys.executable).with_name("uv"))  # the uv installed in the project venv
 PYTHON = "/usr/bin/python3"
@@ -211,3 +211,31 @@ def test_an_environment_tool_that_cannot_start_fails_as_execution_failed(tmp_pat
         cache.prepare(None, Log())
     assert "could not start" in caught.value.message
     assert leftovers(cache.root) == []
+
+
+def test_requirements_that_name_a_path_are_refused_before_anything_is_built(cache, tmp_path):
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("six==1.16.0\n-e ./evil\n")
+    log = Log()
+    with pytest.raises(BadUpload) as caught:
+        cache.prepare(requirements, log)
+    assert caught.value.code == "unsafe_requirements" and "line 2" in caught.value.message
+    assert log == [] and leftovers(cache.root) == []
+
+
+def recording_uv(tmp_path) -> Path:
+    """A stand-in for uv that records each command line, then runs the real uv."""
+    script = tmp_path / "uv"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'uv-calls.txt'}\nexec {UV} \"$@\"\n")
+    script.chmod(0o755)
+    return script
+
+
+@pytest.mark.parametrize("build_sdists, builds", [(False, False), (True, True)])
+def test_requirements_install_from_wheels_only_unless_the_admin_allows_builds(tmp_path, build_sdists, builds):
+    cache = EnvironmentCache(tmp_path / "envs", str(recording_uv(tmp_path)), PYTHON, build_sdists=build_sdists)
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text("six==1.16.0\n")
+    cache.prepare(requirements, Log())
+    install = next(line for line in (tmp_path / "uv-calls.txt").read_text().splitlines() if " install " in line)
+    assert ("--no-build" not in install.split()) is builds
