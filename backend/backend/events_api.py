@@ -31,12 +31,14 @@ def stream_events():
         ends = time.monotonic() + STREAM_LIFETIME_S
         with feed.subscribe() as changes:
             yield "retry: 2000\n\n"
-            while time.monotonic() < ends:
+            while time.monotonic() < ends and not feed.closed.is_set():
                 try:
                     job = changes.get(timeout=KEEPALIVE_S)
                 except queue.Empty:
                     yield ": keepalive\n\n"
                     continue
+                if job is None:  # the backend is stopping
+                    break
                 if (only and job["id"] != only) or (owner and job.get("owner_id") != owner):
                     continue
                 yield f"event: job\ndata: {json.dumps(job_to_json(job))}\n\n"

@@ -17,6 +17,7 @@ class JobFeed:
     def __init__(self) -> None:
         self.changed = threading.Condition()
         self.version = 0  # counts changes, so a reader can wait for one it has not seen yet
+        self.closed = threading.Event()  # set when the backend stops: every stream ends at once
         self._lock = threading.Lock()
         self._subscribers: set[queue.Queue] = set()
 
@@ -30,6 +31,17 @@ class JobFeed:
         with self.changed:
             self.version += 1
             self.changed.notify_all()
+
+    def close(self) -> None:
+        """End every event stream now (the backend is stopping): an open stream would otherwise
+        hold the graceful stop for its whole timeout. Browsers reconnect to the next backend."""
+        self.closed.set()
+        with self._lock:
+            for subscriber in self._subscribers:
+                try:
+                    subscriber.put_nowait(None)
+                except queue.Full:  # that reader sees `closed` after the news it has queued
+                    pass
 
     @contextmanager
     def subscribe(self) -> Iterator[queue.Queue]:

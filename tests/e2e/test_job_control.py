@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import threading
 import time
@@ -13,7 +14,7 @@ import requests
 
 from nias.client import ApiError
 from tests.support.projects import zip_entries, zip_project
-from tests.support.stack import LocalStack, wait_until
+from tests.support.stack import LocalStack, healthy, wait_until
 
 COUNTER = (
     "import time\n"
@@ -26,7 +27,9 @@ COUNTER = (
 @pytest.fixture(scope="module")
 def single_unit(tmp_path_factory):
     """One processing unit, so jobs wait in the queue and their order can be observed."""
-    with LocalStack(tmp_path_factory.mktemp("control"), units=1, NIAS_KILL_GRACE_S="2") as stack:
+    # The web graceful stop far above how long a stop takes, so a stream that waited for it would show.
+    with LocalStack(tmp_path_factory.mktemp("control"), units=1, NIAS_KILL_GRACE_S="2",
+                    NIAS_WEB_GRACEFUL_S="60") as stack:
         yield stack
 
 
@@ -323,3 +326,27 @@ def test_the_events_stream_reports_a_jobs_state_changes(single_unit, tmp_path):
     client.submit(zip_entries(tmp_path / "sse.zip", {"code.py": "import time; time.sleep(0.5)"}), name="sse-probe")
     listener.join(60)
     assert "running" in states and states[-1] == "succeeded"
+
+
+def test_a_stopping_backend_ends_its_event_streams_at_once_and_its_successor_serves_them(single_unit):
+    """Last in this module: it restarts the backend."""
+    stack = single_unit
+    ended = threading.Event()
+
+    def listen():
+        with stack.http.get(f"{stack.url}/api/events", stream=True, timeout=120) as response:
+            for _line in response.iter_lines():
+                pass
+        ended.set()
+
+    listener = threading.Thread(target=listen, daemon=True)
+    listener.start()
+    time.sleep(0.5)
+    stack.kill_service("backend", signal.SIGTERM)
+    # Within half the 60 s grace the backend may take: the stream did not wait for it.
+    assert ended.wait(30), "the event stream stayed open through the backend's graceful stop"
+    wait_until(lambda: healthy(stack.url), timeout_s=60, message="the restarted backend answers")
+    with stack.http.get(f"{stack.url}/api/events", stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        assert next(response.iter_lines(decode_unicode=True)).startswith("retry:")
+
