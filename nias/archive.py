@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -24,6 +25,7 @@ RATIO_FLOOR_BYTES = 1024 * 1024
 AGGREGATE_RATIO_FLOOR_BYTES = 64 * 1024 * 1024
 MAX_NAME_PART_BYTES = 255  # what Linux filesystems allow for one name
 MAX_PATH_BYTES = 1024
+MAX_REQUIREMENTS_BYTES = 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -38,7 +40,11 @@ class ProjectZip:
     root: str  # "" or "top-folder/": where code.py lives
     members: tuple[zipfile.ZipInfo, ...]
     unpacked_bytes: int
-    has_requirements: bool
+    requirements: zipfile.ZipInfo | None = None  # the project's requirements.txt, as the zip names it
+
+    @property
+    def has_requirements(self) -> bool:
+        return self.requirements is not None
 
 
 def _is_ignored(parts: tuple[str, ...]) -> bool:
@@ -94,7 +100,7 @@ def inspect_zip(path: Path, limits: ZipLimits) -> ProjectZip:
         infos = archive.infolist()
     files: list[tuple[str, ...]] = []
     members: list[zipfile.ZipInfo] = []
-    seen: set[str] = set()
+    seen: dict[str, zipfile.ZipInfo] = {}
     unpacked = packed = 0
     for info in infos:
         parts = _check_name(info)
@@ -103,7 +109,7 @@ def inspect_zip(path: Path, limits: ZipLimits) -> ProjectZip:
         key = "/".join(parts)
         if key in seen:
             raise BadUpload(f"The entry {key!r} appears twice in the zip.", code="duplicate_entry")
-        seen.add(key)
+        seen[key] = info
         files.append(parts)
         members.append(info)
         unpacked += info.file_size
@@ -128,8 +134,23 @@ def inspect_zip(path: Path, limits: ZipLimits) -> ProjectZip:
             code="compression_ratio",
         )
     root = _find_root(files)
-    has_requirements = f"{root}requirements.txt" in seen
-    return ProjectZip(root=root, members=tuple(members), unpacked_bytes=unpacked, has_requirements=has_requirements)
+    return ProjectZip(root=root, members=tuple(members), unpacked_bytes=unpacked,
+                      requirements=seen.get(f"{root}requirements.txt"))
+
+
+def read_requirements(path: Path, project: ProjectZip) -> str:
+    """The text of the project's requirements.txt ("" without one); BadUpload if it cannot be read."""
+    if project.requirements is None:
+        return ""
+    if project.requirements.file_size > MAX_REQUIREMENTS_BYTES:
+        raise BadUpload(f"requirements.txt is larger than {MAX_REQUIREMENTS_BYTES // 1024} KiB.",
+                        code="unsafe_requirements")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read(project.requirements)
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, RuntimeError, zlib.error):
+        raise BadUpload("requirements.txt could not be read from the zip (it is damaged).", code="not_a_zip") from None
+    return data.decode(errors="replace")
 
 
 def extract_project(path: Path, dest: Path, limits: ZipLimits) -> Path:

@@ -6,7 +6,9 @@ import logging
 import os
 import subprocess
 import zipfile
+import zlib
 
+from nias.archive import read_requirements
 from nias.errors import BadUpload
 from nias.settings import Settings
 
@@ -35,6 +37,9 @@ def check_syntax(upload: Upload) -> dict:
                                "text": (exc.text or "").rstrip("\n")})
             except ValueError as exc:  # e.g. a NUL byte in the source
                 errors.append({"file": name, "line": None, "column": None, "message": str(exc), "text": ""})
+            except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError, OSError):
+                errors.append({"file": name, "line": None, "column": None, "text": "",
+                               "message": "This file could not be read from the zip (it is damaged)."})
             if len(errors) >= MAX_SYNTAX_ERRORS:
                 break
     return {"check": "syntax", "ok": not errors, "errors": errors}
@@ -44,8 +49,7 @@ def check_requirements(upload: Upload, settings: Settings) -> dict:
     """Resolve requirements.txt with uv against the index, as the unit would, without installing."""
     if not upload.project.has_requirements:
         return {"check": "requirements", "ok": True, "message": "No requirements.txt: nothing to install."}
-    with zipfile.ZipFile(upload.path) as archive:
-        text = archive.read(f"{upload.project.root}requirements.txt").decode(errors="replace")
+    text = read_requirements(upload.path, upload.project)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(settings.data_dir), "NO_COLOR": "1",
            "UV_CACHE_DIR": str(settings.environments_dir / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never",
            **{k: v for k, v in os.environ.items() if k.startswith(("PIP_", "UV_INDEX", "SSL_CERT"))}}

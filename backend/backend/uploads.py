@@ -14,14 +14,13 @@ import socket
 import tempfile
 import threading
 import unicodedata
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Request
 from werkzeug.exceptions import ClientDisconnected
 
-from nias.archive import ProjectZip, ZipLimits, inspect_zip
+from nias.archive import ProjectZip, ZipLimits, inspect_zip, read_requirements
 from nias.errors import BadRequest, BadUpload, NiasError
 from nias.requirements import check_requirements
 from nias.settings import Settings
@@ -169,9 +168,7 @@ def receive_upload(request: UploadRequest, settings: Settings) -> tuple[Upload, 
     part = Path(storage.stream.name)
     storage.stream.close()
     project = inspect_zip(part, zip_limits(settings))
-    if project.has_requirements:
-        with zipfile.ZipFile(part) as archive:
-            check_requirements(archive.read(f"{project.root}requirements.txt").decode(errors="replace"))
+    check_requirements(read_requirements(part, project))
     sha256, size = _digest(part)
     stem = Path(storage.filename).stem if storage.filename.lower().endswith(".zip") else storage.filename
     return Upload(part, sha256, size, project), clean_name(request.form.get("name"), stem)

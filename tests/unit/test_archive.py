@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nias.archive import ZipLimits, extract_project, inspect_zip
+from nias.archive import MAX_REQUIREMENTS_BYTES, ZipLimits, extract_project, inspect_zip, read_requirements
 from nias.errors import BadUpload
 
 CODE = "print('hello')\n"
@@ -220,6 +220,34 @@ def test_macos_metadata_beside_one_top_folder_is_ignored(make_zip, limits):
 def test_requirements_outside_the_project_root_do_not_count(make_zip, limits):
     path = make_zip({"code.py": CODE, "vendor/requirements.txt": "numpy\n"})
     assert inspect_zip(path, limits).has_requirements is False
+
+
+def test_requirements_are_read_as_the_zip_names_them_even_when_that_name_is_not_plain(make_zip, limits):
+    path = make_zip({"./code.py": CODE, "./requirements.txt": "six==1.16.0\n"})
+    project = inspect_zip(path, limits)
+    assert project.has_requirements and read_requirements(path, project) == "six==1.16.0\n"
+    assert read_requirements(make_zip({"code.py": CODE}), inspect_zip(make_zip({"code.py": CODE}), limits)) == ""
+
+
+def test_damaged_requirements_are_refused_as_a_bad_zip_not_a_server_error(tmp_path, limits):
+    path = tmp_path / "damaged.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:
+        archive.writestr("code.py", CODE)
+        archive.writestr("requirements.txt", "six==1.16.0\n")
+    path.write_bytes(path.read_bytes().replace(b"six==1.16.0", b"six==9.99.9"))  # the CRC no longer matches
+    project = inspect_zip(path, limits)
+    with pytest.raises(BadUpload) as caught:
+        read_requirements(path, project)
+    assert caught.value.code == "not_a_zip" and caught.value.status == 400
+
+
+def test_a_huge_requirements_file_is_refused_before_it_is_read(tmp_path, limits):
+    path = tmp_path / "huge.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as archive:  # stored: no zip-bomb ratio to trip first
+        archive.writestr("code.py", CODE)
+        archive.writestr("requirements.txt", "six\n" * (MAX_REQUIREMENTS_BYTES // 4 + 1))
+    with pytest.raises(BadUpload, match="larger than"):
+        read_requirements(path, inspect_zip(path, limits))
 
 
 # --- extract_project -------------------------------------------------------------------------
