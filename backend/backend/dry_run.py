@@ -10,6 +10,7 @@ import zlib
 
 from nias.archive import read_requirements
 from nias.errors import BadUpload
+from nias.requirements import check_requirements as check_requirements_text
 from nias.settings import Settings
 
 from backend.uploads import Upload
@@ -49,7 +50,11 @@ def check_requirements(upload: Upload, settings: Settings) -> dict:
     """Resolve requirements.txt with uv against the index, as the unit would, without installing."""
     if not upload.project.has_requirements:
         return {"check": "requirements", "ok": True, "message": "No requirements.txt: nothing to install."}
-    text = read_requirements(upload.path, upload.project)
+    try:
+        text = read_requirements(upload.path, upload.project)
+        check_requirements_text(text)  # what a real upload would refuse, before asking the index
+    except BadUpload as exc:
+        return {"check": "requirements", "ok": False, "code": exc.code, "message": exc.message}
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(settings.data_dir), "NO_COLOR": "1",
            "UV_CACHE_DIR": str(settings.environments_dir / ".uv-cache"), "UV_PYTHON_DOWNLOADS": "never",
            **{k: v for k, v in os.environ.items() if k.startswith(("PIP_", "UV_INDEX", "SSL_CERT"))}}

@@ -146,7 +146,7 @@ def job_json_with_position(job: dict) -> dict:
 def dry_run(settings: Settings) -> dict:
     """The dry-run report; a zip that breaks an upload rule is a failed "zip" check, not a 400."""
     try:
-        upload, _name = receive_upload(request, settings)
+        upload, _name = receive_upload(request, settings, screen_requirements=False)
         return check_project(upload, settings)
     except BadUpload as exc:
         if exc.code == "missing_file":  # nothing was sent to check

@@ -144,8 +144,10 @@ def _cut_off(settings: Settings, deadline: UploadDeadline) -> NiasError:
                      "or the connection closed) and was dropped.", code="upload_stalled", status=408)
 
 
-def receive_upload(request: UploadRequest, settings: Settings) -> tuple[Upload, str]:
-    """Parse the multipart body, check the zip, and return it with the name the client gave."""
+def receive_upload(request: UploadRequest, settings: Settings, *,
+                   screen_requirements: bool = True) -> tuple[Upload, str]:
+    """Parse the multipart body, check the zip (and what requirements.txt names, unless a dry run
+    reports on that itself), and return it with the name the client gave."""
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     request.upload_dir = settings.uploads_dir
     deadline = UploadDeadline(request.environ.get("gunicorn.socket"), settings.upload_timeout_s)
@@ -168,7 +170,8 @@ def receive_upload(request: UploadRequest, settings: Settings) -> tuple[Upload, 
     part = Path(storage.stream.name)
     storage.stream.close()
     project = inspect_zip(part, zip_limits(settings))
-    check_requirements(read_requirements(part, project))
+    if screen_requirements:
+        check_requirements(read_requirements(part, project))
     sha256, size = _digest(part)
     stem = Path(storage.filename).stem if storage.filename.lower().endswith(".zip") else storage.filename
     return Upload(part, sha256, size, project), clean_name(request.form.get("name"), stem)

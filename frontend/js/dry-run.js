@@ -32,6 +32,10 @@ const DESCRIBE = {
     };
   },
   requirements: (check) => {
+    if (!check.ok && check.code === "unsafe_requirements") {
+      return { title: "Requirements", body: ["requirements.txt may name packages from the index only:",
+        el("pre", { class: "code-line" }, check.message)] };
+    }
     if (!check.ok) {
       return { title: "Requirements", body: ["requirements.txt does not resolve against the package index:",
         el("pre", { class: "code-line" }, check.message || "no reason given")] };

@@ -65,3 +65,20 @@ def test_the_same_zip_uploaded_for_real_is_still_refused_with_400(stack, tmp_pat
 def test_a_dry_run_without_a_file_is_still_a_400(stack):
     answer = stack.http.post(f"{stack.url}/api/jobs", params={"dry_run": "true"}, data={"name": "x"}, timeout=10)
     assert answer.status_code == 400 and answer.json()["error"]["code"] == "missing_file"
+
+
+def test_a_dry_run_reports_requirements_a_real_upload_would_refuse_beside_the_other_checks(stack, tmp_path):
+    path = zip_entries(tmp_path / "evil.zip", {"code.py": "print(1)\n", "requirements.txt": "six\n-e ./evil\n",
+                                               "evil/setup.py": "raise SystemExit('built')\n"})
+    before = stored(stack)
+    answer = dry_run(stack, path)
+    assert answer.status_code == 200, answer.text
+    checks = {check["check"]: check for check in answer.json()["checks"]}
+    assert answer.json()["ok"] is False
+    assert checks["zip"]["ok"] is True and checks["syntax"]["ok"] is True
+    assert checks["requirements"]["ok"] is False and checks["requirements"]["code"] == "unsafe_requirements"
+    assert "line 2" in checks["requirements"]["message"]
+    assert stored(stack) == before
+    with open(path, "rb") as handle:  # and a real upload of it is refused
+        real = stack.http.post(f"{stack.url}/api/jobs", files={"file": ("evil.zip", handle)}, timeout=60)
+    assert real.status_code == 400 and real.json()["error"]["code"] == "unsafe_requirements"
