@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 
 import pika
-import requests
 
 from nias.amqp import Topology, connect
 from nias.messages import JobMessage

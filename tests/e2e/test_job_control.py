@@ -12,7 +12,6 @@ import zipfile
 import pytest
 import requests
 
-from nias.client import ApiError
 from tests.support.projects import zip_entries, zip_project
 from tests.support.stack import LocalStack, healthy, wait_until
 

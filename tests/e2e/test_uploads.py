@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import http.client
-import io
 import json
 import os
 import socket
@@ -13,7 +12,6 @@ import warnings
 import zipfile
 
 import pytest
-import requests
 
 from nias.client import ApiError
 from tests.support.projects import zip_entries
