@@ -3,7 +3,8 @@
 Threading follows pika 1.4.x's `basic_consumer_threaded.py`: the AMQP connection lives in the
 main thread, which keeps answering heartbeats; the job is handled in a worker thread, whose
 acks go back through `add_callback_threadsafe`. While a job runs the consumer cancels its
-subscription, so no second message waits unseen behind a busy unit.
+subscription, so no second message waits unseen behind a busy unit; and it subscribes again only
+once its unit is healthy and idle, so a dead unit never takes (and spends) other jobs' attempts.
 """
 from __future__ import annotations
 
