@@ -3,7 +3,7 @@
 import "./account-menu.js";
 import { getJSON, getMe, request, sendJSON } from "./api.js";
 import { createInvitation } from "./invitations.js";
-import { byId, el, showError } from "./dom.js";
+import { byId, copyButton, el, showError } from "./dom.js";
 import { formatAgo, formatFullTime } from "./format.js";
 
 function timeCell(iso, label) {
@@ -35,17 +35,6 @@ async function showTokens() {
   const body = byId("tokens-table").tBodies[0];
   body.replaceChildren(...(tokens.length ? tokens.map(tokenRow)
     : [el("tr", {}, el("td", { class: "empty", colspan: 4 }, "No API tokens yet."))]));
-}
-
-function copyButton(buttonId, sourceId) {
-  byId(buttonId).addEventListener("click", async () => {
-    try {
-      await navigator.clipboard.writeText(byId(sourceId).textContent);
-      byId(buttonId).textContent = "Copied";
-    } catch (_) {
-      window.getSelection().selectAllChildren(byId(sourceId));
-    }
-  });
 }
 
 async function createToken(event) {

@@ -3,7 +3,7 @@
 import "./account-menu.js";
 import { getJSON, getMe, sendJSON } from "./api.js";
 import { createInvitation } from "./invitations.js";
-import { byId, el, showError, setText } from "./dom.js";
+import { byId, copyButton, el, showError, setText } from "./dom.js";
 import { formatAgo, formatBytes, formatFullTime, plural } from "./format.js";
 
 function timeCell(iso, label) {
@@ -88,17 +88,6 @@ async function showDeadLetters() {
     body.replaceChildren();
     showError(byId("dead-error"), error, "The dead-letter queue cannot be read");
   }
-}
-
-function copyButton(buttonId, sourceId) {
-  byId(buttonId).addEventListener("click", async () => {
-    try {
-      await navigator.clipboard.writeText(byId(sourceId).textContent);
-      byId(buttonId).textContent = "Copied";
-    } catch (_) {
-      window.getSelection().selectAllChildren(byId(sourceId));
-    }
-  });
 }
 
 async function start() {

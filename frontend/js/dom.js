@@ -43,3 +43,15 @@ export function showError(container, error, title = "Something went wrong") {
   if (!error) return;
   container.append(el("strong", { text: title }), el("span", { text: error.message || String(error) }));
 }
+
+/** A button that copies the text of element `sourceId`; where the clipboard is refused, it selects it. */
+export function copyButton(buttonId, sourceId) {
+  byId(buttonId).addEventListener("click", async () => {
+    try {
+      await navigator.clipboard.writeText(byId(sourceId).textContent);
+      byId(buttonId).textContent = "Copied";
+    } catch (_) {
+      window.getSelection().selectAllChildren(byId(sourceId));
+    }
+  });
+}
