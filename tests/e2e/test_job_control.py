@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 import zipfile
+from datetime import datetime
 
 import pytest
 import requests
@@ -30,6 +31,10 @@ def single_unit(tmp_path_factory):
     with LocalStack(tmp_path_factory.mktemp("control"), units=1, NIAS_KILL_GRACE_S="2",
                     NIAS_WEB_GRACEFUL_S="60") as stack:
         yield stack
+
+
+def _timestamp(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
 
 
 def put_state(stack, job_id, state) -> requests.Response:
@@ -58,7 +63,8 @@ def test_pausing_a_counting_script_stops_it_and_resuming_continues_without_count
     wait_until(lambda: len(client.log(job["id"])) > len(frozen_log), timeout_s=10, message="counter resumed")
     done = client.wait(job["id"], timeout_s=60)
     assert done["state"] == "succeeded"
-    assert done["elapsed_s"] < 40 * 0.2 + 2.0  # the 2.5 s pause is not in it
+    wall = _timestamp(done["finished_at"]) - _timestamp(done["started_at"])
+    assert 40 * 0.2 - 1.0 < done["elapsed_s"] < wall - 2.0, (done["elapsed_s"], wall)  # the 2.5 s pause is not in it
     assert "count 39" in client.log(job["id"])
 
 
@@ -244,13 +250,24 @@ def test_progress_and_eta_appear_in_the_api_and_progress_lines_stay_out_of_the_l
 
 def test_paused_time_does_not_count_against_the_time_limit(single_unit, tmp_path):
     stack, client = single_unit, single_unit.client
+    limit_s = 4  # the job needs about 2.5 s of run time; it stays paused until its wall time is past 4 s
     code = "import time\nfor i in range(10):\n    print('step', i, flush=True)\n    time.sleep(0.25)\n"
-    job = client.submit(zip_entries(tmp_path / "t.zip", {"code.py": code}), timeout_s=4)
+    job = client.submit(zip_entries(tmp_path / "t.zip", {"code.py": code}), timeout_s=limit_s)
     running(client, job["id"], "step 2")
-    put_state(stack, job["id"], "paused")
-    time.sleep(3)
-    put_state(stack, job["id"], "running")
-    assert client.wait(job["id"], timeout_s=60)["state"] == "succeeded"
+    paused = put_state(stack, job["id"], "paused")
+    assert paused.status_code == 200 and paused.json()["state"] == "paused", paused.text
+    started = _timestamp(client.job(job["id"])["started_at"])
+    wait_until(lambda: time.time() > started + limit_s + 1, timeout_s=limit_s + 10, message="past the time limit")
+    during = client.job(job["id"])
+    assert during["state"] == "paused", during
+    assert "step 9" not in client.log(job["id"]), "the job kept running while it was paused"
+    resumed = put_state(stack, job["id"], "running")
+    assert resumed.status_code == 200 and resumed.json()["state"] == "running", resumed.text
+    done = client.wait(job["id"], timeout_s=60)
+    assert done["state"] == "succeeded" and done["exit_code"] == 0, done
+    assert "step 9" in client.log(job["id"])
+    assert _timestamp(done["finished_at"]) - started > limit_s + 1, "the job ended before its wall time passed the limit"
+    assert [t["to"] for t in client.history(job["id"])] == ["queued", "running", "paused", "running", "succeeded"]
 
 
 def test_a_rerun_makes_a_new_job_from_the_same_upload_linked_to_the_original(single_unit, tmp_path):
@@ -309,8 +326,10 @@ def test_the_events_stream_reports_a_jobs_state_changes(single_unit, tmp_path):
 
     def listen():
         with stack.http.get(f"{stack.url}/api/events", stream=True, timeout=60) as response:
-            ready.set()
-            for line in response.iter_lines(decode_unicode=True):
+            lines = response.iter_lines(decode_unicode=True)
+            if next(lines, None) is not None:  # the stream's first line: it is subscribed to the changes
+                ready.set()
+            for line in lines:
                 if line and line.startswith("data:"):
                     event = json.loads(line[5:])
                     if event["name"] == "sse-probe":
@@ -320,27 +339,30 @@ def test_the_events_stream_reports_a_jobs_state_changes(single_unit, tmp_path):
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    ready.wait(10)
-    time.sleep(0.2)
+    assert ready.wait(10), "the event stream did not open"
     client.submit(zip_entries(tmp_path / "sse.zip", {"code.py": "import time; time.sleep(0.5)"}), name="sse-probe")
     listener.join(60)
+    assert not listener.is_alive(), f"the stream never reported the job succeeded; it reported {states}"
     assert "running" in states and states[-1] == "succeeded"
 
 
 def test_a_stopping_backend_ends_its_event_streams_at_once_and_its_successor_serves_them(single_unit):
     """Last in this module: it restarts the backend."""
     stack = single_unit
-    ended = threading.Event()
+    opened, ended = threading.Event(), threading.Event()
 
     def listen():
         with stack.http.get(f"{stack.url}/api/events", stream=True, timeout=120) as response:
-            for _line in response.iter_lines():
+            lines = response.iter_lines()
+            if next(lines, None) is not None:  # the first line came from the backend about to stop
+                opened.set()
+            for _line in lines:
                 pass
         ended.set()
 
     listener = threading.Thread(target=listen, daemon=True)
     listener.start()
-    time.sleep(0.5)
+    assert opened.wait(10), "the event stream did not open"
     stack.kill_service("backend", signal.SIGTERM)
     # Within half the 60 s grace the backend may take: the stream did not wait for it.
     assert ended.wait(30), "the event stream stayed open through the backend's graceful stop"
