@@ -157,9 +157,9 @@ def test_a_job_whose_consumer_is_killed_finishes_once_and_the_consumer_comes_bac
     done = client.wait(job["id"], timeout_s=120)
     assert done["state"] == "succeeded" and done["attempts"] == 1
     assert client.log(job["id"]).count("started") == 1
-    wait_until(lambda: stack.service_pid(f"consumer-{unit.split('-')[1]}") != old, timeout_s=30,
-               message="consumer restarted")
-    assert "exited with code -9; restarting" in stack.log_tail(400)
+    consumer = f"consumer-{unit.split('-')[1]}"
+    wait_until(lambda: stack.service_pid(consumer) != old, timeout_s=30, message="consumer restarted")
+    assert f"{consumer} exited with code -9; restarting" in stack.log_tail(400)  # not another service's restart
 
 
 @contextlib.contextmanager

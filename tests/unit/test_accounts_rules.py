@@ -1,7 +1,10 @@
 """Account rules that need no server: what a password, an e-mail and a role may be."""
 from __future__ import annotations
 
+import hashlib
+
 import pytest
+from werkzeug.security import check_password_hash
 
 from backend import accounts
 from nias.errors import BadRequest
@@ -36,7 +39,23 @@ def test_a_password_is_stored_as_a_salted_scrypt_hash_never_in_clear():
     assert one["email"] == "one@lab.example"
     assert one["password_hash"].startswith("scrypt:") and "same password" not in one["password_hash"]
     assert one["password_hash"] != two["password_hash"]
+    assert check_password_hash(one["password_hash"], "same password")
+    assert not check_password_hash(one["password_hash"], "other password")
+
+
+class TokenStore:
+    """Just enough of the store for create_token: what would be written."""
+
+    def __init__(self):
+        self.rows: list[dict] = []
+
+    def insert_token(self, **values):
+        self.rows.append(values)
 
 
 def test_tokens_are_kept_only_as_digests():
-    assert accounts.digest("nias_secret") != "nias_secret" and len(accounts.digest("nias_secret")) == 64
+    store = TokenStore()
+    made = accounts.create_token(store, {"id": "user-1"}, "laptop")
+    [row] = store.rows
+    assert made["token"].startswith("nias_") and made["token"] not in row.values()
+    assert row["token_hash"] == hashlib.sha256(made["token"].encode()).hexdigest()
