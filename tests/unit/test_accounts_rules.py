@@ -24,12 +24,14 @@ class MemoryStore:
         return values
 
 
-@pytest.mark.parametrize("email,password,role", [("not-an-email", "long enough pw", "user"),
-                                                 ("a@b.c", "short", "user"),
-                                                 ("a@b.c", "long enough pw", "superuser")])
-def test_a_bad_email_short_password_or_unknown_role_is_refused(email, password, role):
-    with pytest.raises(BadRequest):
-        accounts.create_user(MemoryStore(), email, password, role)
+@pytest.mark.parametrize("email,password,role,says", [("not-an-email", "long enough pw", "user", "e-mail"),
+                                                      ("a@b.c", "short", "user", "password"),
+                                                      ("a@b.c", "long enough pw", "superuser", "role")])
+def test_a_bad_email_short_password_or_unknown_role_is_refused(email, password, role, says):
+    store = MemoryStore()
+    with pytest.raises(BadRequest, match=says):
+        accounts.create_user(store, email, password, role)
+    assert store.users == {}
 
 
 def test_a_password_is_stored_as_a_salted_scrypt_hash_never_in_clear():
