@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, expect
 
 from nias.client import ApiError
@@ -434,6 +435,35 @@ def test_the_admin_page_lists_users_creates_one_who_can_sign_in_and_makes_an_inv
     assert stack.http.get(f"{stack.url}/api/users", timeout=10).ok
     denied = colleague.context.request.get("/api/users")
     assert denied.status == 403
+
+
+def test_the_admin_page_ends_a_colleagues_sessions_and_their_old_cookie_answers_401(new_page, stack,
+                                                                                   console_errors):
+    console_errors.allow(r"status of 401")
+    email, password = f"{uuid.uuid4().hex[:8]}@lab.example", "a long enough password"
+    assert stack.http.post(f"{stack.url}/api/users", json={"email": email, "password": password},
+                           timeout=10).status_code == 201
+    colleague = new_page(signed_in=False)
+    sign_in(colleague.context, email, password)
+    colleague.goto("/results.html")
+    expect(colleague.locator("#account")).to_contain_text(email)
+    cookie = next(c["value"] for c in colleague.context.cookies() if c["name"] == "nias_session")
+
+    page = new_page()
+    page.goto("/admin.html")
+    row = page.locator("#users-table tr", has_text=email)
+    expect(row.locator(".session-count")).to_have_text("1 session")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=f"End the sessions of {email}").click()
+    expect(page.locator("#new-user-done")).to_contain_text(f"{email} is signed out")
+    expect(row.locator(".session-count")).to_have_text("not signed in")
+    expect(row.get_by_role("button", name=f"End the sessions of {email}")).to_be_disabled()
+
+    stolen = requests.Session()
+    stolen.cookies.set("nias_session", cookie)
+    assert stolen.get(f"{stack.url}/api/me", timeout=10).status_code == 401
+    colleague.goto("/upload.html")
+    expect(colleague).to_have_url(re.compile(r"/signin\.html\?next=%2Fupload\.html$"))
 
 
 def test_the_new_controls_are_reachable_by_keyboard(page, client, tmp_path):
