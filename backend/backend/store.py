@@ -395,6 +395,17 @@ class Store:
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
+    def overdue_results(self, now: float) -> list[dict]:
+        """Cancelled jobs still awaiting their attempt's kept result past its lease."""
+        query = select(jobs).where(jobs.c.result_due.is_not(None), jobs.c.result_due < now)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def paused_since_before(self, moment: float) -> list[dict]:
+        query = select(jobs).where(jobs.c.state == "paused", jobs.c.paused_at < moment)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
     def extend_leases(self, until: float) -> None:
         """Give every running job a fresh lease (used at start-up, before heartbeats catch up)."""
         with self.engine.begin() as conn:
