@@ -222,7 +222,7 @@ function restartLogIfNewAttempt() {
 async function refreshLog() {
   if (!job || !job.attempts) return true;
   restartLogIfNewAttempt();
-  const final = isFinal(job.state);
+  const final = settled(job); // a cancelled job's unit still writes its last lines while it saves the result
   const response = await request(`${logUrl(job.id)}?offset=${log.offset}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
   const size = parseInt(response.headers.get("X-Log-Size"), 10);
