@@ -251,7 +251,7 @@ def request_state(store: Store, job_id: str, target: str, send_control: SendCont
               JobState.CANCELLED: "cancelled on request"}[wanted]
     extra = {"error": "Cancelled on request."} if wanted is JobState.CANCELLED else {}
     if wanted is JobState.CANCELLED and current is not JobState.QUEUED:
-        extra["result_due"] = time.time() + (settings.lease_s if settings else 60)
+        extra["result_due"] = time.time() + (settings or Settings()).lease_s  # its unit still saves the result
     changed = apply_transition(store, job_id, wanted, guard={"attempt": job["attempt"]}, reason=reason, **extra)
     if current is not JobState.QUEUED:
         action = {JobState.PAUSED: ControlMessage.PAUSE, JobState.RUNNING: ControlMessage.RESUME,

@@ -8,7 +8,9 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import LAPTOP, ConsoleErrors, _watch, admin_credentials, browser, console_errors, sign_in  # noqa: F401
+from tests.support.browser import (  # noqa: F401 (fixtures)
+    LAPTOP, ConsoleErrors, _watch, admin_credentials, browser, console_errors, sign_in,
+)
 from tests.support.projects import zip_entries
 from tests.support.stack import LocalStack, wait_until
 
