@@ -67,10 +67,11 @@ class NiasClient:
         return self._request("GET", "/api/jobs", params=params).json()
 
     def wait(self, job_id: str, *, timeout_s: float = 600) -> dict:
-        """Block until the job reaches a final state; raises TimeoutError past `timeout_s`."""
+        """Block until the job reaches a final state with its result recorded (a cancelled job's kept
+        result comes a moment later); raises TimeoutError past `timeout_s`."""
         deadline = time.monotonic() + timeout_s
         job = self.job(job_id)
-        while not is_final(job["state"]):
+        while not is_final(job["state"]) or job.get("result_pending"):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeoutError(f"job {job_id} is still {job['state']} after {timeout_s} s")

@@ -70,6 +70,8 @@ class Settings:
     admin_password: str = ""
     admin_token: str = ""
     cookie_secure: int = 0
+    session_days: float = 14.0
+    max_pause_s: int = 3_600
     max_queued_per_user: int = 100
     max_storage_mb_per_user: int = 20_480
     retention_days: float = 30.0  # 0 keeps results for ever
@@ -170,6 +172,8 @@ ENVIRONMENT = {
     "NIAS_ADMIN_PASSWORD": "admin_password",
     "NIAS_ADMIN_TOKEN": "admin_token",
     "NIAS_COOKIE_SECURE": "cookie_secure",
+    "NIAS_SESSION_DAYS": "session_days",
+    "NIAS_MAX_PAUSE_S": "max_pause_s",
     "NIAS_MAX_QUEUED_PER_USER": "max_queued_per_user",
     "NIAS_MAX_STORAGE_MB_PER_USER": "max_storage_mb_per_user",
     "NIAS_RETENTION_DAYS": "retention_days",
@@ -218,4 +222,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigurationError("NIAS_DATA_DIR must name a folder")
     if settings.registration not in ("open", "invite", "closed"):
         raise ConfigurationError(f"NIAS_REGISTRATION must be open, invite or closed, not {settings.registration!r}")
+    if settings.session_days <= 0:
+        raise ConfigurationError(f"NIAS_SESSION_DAYS must be more than 0, got {settings.session_days!r}")
     return dataclasses.replace(settings, data_dir=Path(settings.data_dir).resolve())

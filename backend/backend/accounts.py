@@ -48,12 +48,17 @@ def public_user(user: dict) -> dict:
     return {"id": user["id"], "email": user["email"], "role": user["role"]}
 
 
+def check_new_password(password: object) -> str:
+    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
+        raise BadRequest(f"The password must have at least {MIN_PASSWORD} characters.")
+    return password
+
+
 def create_user(store: Store, email: str, password: str, role: str = "user", user_id: str | None = None) -> dict:
     email = (email or "").strip().lower()
     if not EMAIL.match(email):
         raise BadRequest("Give a valid e-mail address.")
-    if not isinstance(password, str) or len(password) < MIN_PASSWORD:
-        raise BadRequest(f"The password must have at least {MIN_PASSWORD} characters.")
+    check_new_password(password)
     if role not in ROLES:
         raise BadRequest(f"role must be one of {', '.join(ROLES)}.")
     if store.find_user(email):
@@ -69,6 +74,20 @@ def authenticate(store: Store, email: str, password: str) -> dict:
     if user is None or not isinstance(password, str) or not check_password_hash(user["password_hash"], password):
         raise AuthenticationFailed("Wrong e-mail address or password.")
     return user
+
+
+def set_password(store: Store, user: dict, new: object) -> None:
+    """Give a user a new password (the caller ends their other sessions)."""
+    store.set_password_hash(user["id"], generate_password_hash(check_new_password(new)))
+    logger.info("User %s: password changed", user["id"])
+
+
+def change_password(store: Store, user: dict, current: object, new: object) -> None:
+    """A user's own change: the current password must be right, as at sign-in."""
+    if not isinstance(current, str) or not check_password_hash(user["password_hash"], current):
+        raise Forbidden("The current password is not right; the password was not changed.",
+                        code="wrong_password")
+    set_password(store, user, new)
 
 
 def create_token(store: Store, user: dict, name: str, secret: str | None = None) -> dict:

@@ -1,13 +1,16 @@
-"""Accounts over the API: register, sign in and out, who am I, API tokens, users, invitations."""
+"""Accounts over the API: register, sign in and out, who am I, password, API tokens, users, sessions,
+invitations."""
 from __future__ import annotations
 
-from flask import Blueprint, Response, current_app, jsonify, session
+import time
+
+from flask import Blueprint, Response, current_app, jsonify
 
 from nias.errors import NiasError
 from nias.web import read_json
 
-from backend import accounts
-from backend.auth import current_user, require_admin, sign_in
+from backend import accounts, sessions
+from backend.auth import csrf_token, current_session_id, current_user, require_admin, sign_in, sign_out
 from backend.jobs_api import iso_time
 
 bp = Blueprint("accounts", __name__, url_prefix="/api")
@@ -18,7 +21,7 @@ def _nias():
 
 
 def _me(user: dict) -> dict:
-    return {**accounts.public_user(user), "csrf_token": session.get("csrf"),
+    return {**accounts.public_user(user), "csrf_token": csrf_token(),
             "registration": _nias().settings.registration}
 
 
@@ -42,13 +45,24 @@ def login():
 
 @bp.post("/auth/logout")
 def logout():
-    session.clear()
+    sign_out()
     return Response(status=204)
 
 
 @bp.get("/me")
 def me():
     return jsonify(_me(current_user()))
+
+
+@bp.post("/me/password")
+def change_password():
+    """`{"current", "new"}`: a new password; every other session of the account ends (API tokens stay)."""
+    body = read_json()
+    nias = _nias()
+    user = current_user()
+    accounts.change_password(nias.store, user, body.get("current"), body.get("new"))
+    ended = sessions.end_user_sessions(nias.store, user["id"], keep=current_session_id())
+    return jsonify({"other_sessions_ended": ended})
 
 
 @bp.get("/tokens")
@@ -74,8 +88,10 @@ def delete_token(token_id: str):
 @bp.get("/users")
 def list_users():
     require_admin()
-    users = _nias().store.list_users()
-    return jsonify({"users": [{**accounts.public_user(u), "created_at": iso_time(u["created_at"])} for u in users]})
+    store = _nias().store
+    open_sessions = store.count_sessions(time.time())
+    return jsonify({"users": [{**accounts.public_user(u), "created_at": iso_time(u["created_at"]),
+                               "sessions": open_sessions.get(u["id"], 0)} for u in store.list_users()]})
 
 
 @bp.post("/users")
@@ -84,6 +100,16 @@ def create_user():
     body = read_json()
     user = accounts.create_user(_nias().store, body.get("email"), body.get("password"), body.get("role", "user"))
     return jsonify(accounts.public_user(user)), 201
+
+
+@bp.delete("/users/<user_id>/sessions")
+def end_user_sessions(user_id: str):
+    """Admins: sign a user out everywhere (their API tokens stay; revoke those on their side)."""
+    require_admin()
+    store = _nias().store
+    if store.get_user(user_id) is None:
+        raise NiasError("No user has this id.", code="user_not_found", status=404)
+    return jsonify({"ended": sessions.end_user_sessions(store, user_id)})
 
 
 @bp.post("/invitations")

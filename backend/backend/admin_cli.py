@@ -1,4 +1,4 @@
-"""`nias-admin`: manage accounts from the server's shell (the first admin, invitations, users)."""
+"""`nias-admin`: manage accounts from the server's shell (the first admin, invitations, users, sessions)."""
 from __future__ import annotations
 
 import click
@@ -6,7 +6,7 @@ import click
 from nias.errors import NiasError
 from nias.settings import load_settings
 
-from backend import accounts
+from backend import accounts, sessions
 from backend.store import open_store
 
 
@@ -40,16 +40,44 @@ def list_users() -> None:
         click.echo(f"{user['id']}  {user['role']:5}  {user['email']}")
 
 
+def _user(store, email: str) -> dict:
+    user = store.find_user(email.strip().lower())
+    if user is None:
+        raise click.ClickException(f"no account for {email}")
+    return user
+
+
+@main.command("set-password")
+@click.option("--email", required=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def set_password(email: str, password: str) -> None:
+    """Give an account a new password and end all its browser sessions."""
+    store = _store()
+    user = _user(store, email)
+    try:
+        accounts.set_password(store, user, password)
+    except NiasError as exc:
+        raise click.ClickException(exc.message) from None
+    ended = sessions.end_user_sessions(store, user["id"])
+    click.echo(f"password changed for {user['email']}; {ended} session(s) ended")
+
+
+@main.command("end-sessions")
+@click.option("--email", required=True)
+def end_sessions(email: str) -> None:
+    """Sign an account out of every browser (its API tokens stay)."""
+    store = _store()
+    user = _user(store, email)
+    click.echo(f"{sessions.end_user_sessions(store, user['id'])} session(s) of {user['email']} ended")
+
+
 @main.command("create-token")
 @click.option("--email", required=True)
 @click.option("--name", default="cli", show_default=True)
 def create_token(email: str, name: str) -> None:
     """Issue an API token for an account (shown once)."""
     store = _store()
-    user = store.find_user(email.strip().lower())
-    if user is None:
-        raise click.ClickException(f"no account for {email}")
-    click.echo(accounts.create_token(store, user, name)["token"])
+    click.echo(accounts.create_token(store, _user(store, email), name)["token"])
 
 
 @main.command("create-invitation")

@@ -40,7 +40,7 @@ class Backend:
 
 
 def secret_key(settings: Settings) -> str:
-    """NIAS_SECRET_KEY, or one made once and kept (0600) in the data dir, so sessions survive restarts."""
+    """NIAS_SECRET_KEY, or one made once and kept (0600) in the data dir, so CSRF tokens survive restarts."""
     if settings.secret_key:
         return settings.secret_key
     path = settings.private_dir / "secret_key"
@@ -60,9 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app = Flask(__name__, static_folder=None)
     app.request_class = UploadRequest
     app.config["MAX_CONTENT_LENGTH"] = settings.max_upload_bytes
-    app.config.update(SECRET_KEY=secret_key(settings), SESSION_COOKIE_HTTPONLY=True,
-                      SESSION_COOKIE_SAMESITE="Lax", SESSION_COOKIE_SECURE=bool(settings.cookie_secure),
-                      SESSION_COOKIE_NAME="nias_session", PERMANENT_SESSION_LIFETIME=14 * 24 * 3600)
+    app.config.update(SECRET_KEY=secret_key(settings))  # derives CSRF tokens; sessions live in the store
     app.json.sort_keys = False
     dispatcher = Dispatcher(store, settings)
     recorder = Recorder(store, settings, dispatcher.send_control)

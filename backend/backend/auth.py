@@ -2,22 +2,23 @@
 
 Every `/api/` request needs one, except signing in and registering. A request signed in by
 cookie that changes anything must carry the session's CSRF token in `X-CSRF-Token`; requests
-with a bearer token carry no ambient credential and need none.
+with a bearer token carry no ambient credential and need none. Sessions live in the job store
+(`backend.sessions`): the cookie holds only a random id, worthless once the session has ended.
 """
 from __future__ import annotations
 
 import hmac
-import secrets
 
-from flask import Flask, g, request, session
+from flask import Flask, Response, current_app, g, request
 
 from nias.errors import JobNotFound
 
-from backend import accounts
+from backend import accounts, sessions
 from backend.accounts import AuthenticationFailed, Forbidden
 
 OPEN_PATHS = ("/api/auth/login", "/api/auth/register", "/api/limits")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
+_CLEAR = ""  # `g.new_cookie` value that removes the session cookie
 
 
 class CsrfFailed(Forbidden):
@@ -27,12 +28,31 @@ class CsrfFailed(Forbidden):
 
 
 def sign_in(user: dict) -> str:
-    """Start a browser session; returns its CSRF token."""
-    session.clear()
-    session["user_id"] = user["id"]
-    session["csrf"] = secrets.token_urlsafe(24)
-    session.permanent = True
-    return session["csrf"]
+    """Start a browser session (ending the one this browser had); returns its CSRF token."""
+    nias = g.nias
+    if g.get("session_id"):
+        sessions.end_session(nias.store, g.session_id)
+    g.session_id = sessions.start_session(nias.store, nias.settings, user)
+    g.new_cookie = g.session_id
+    return csrf_token()
+
+
+def sign_out() -> None:
+    """End this browser's session: its cookie no longer signs anyone in, here or anywhere."""
+    if g.get("session_id"):
+        sessions.end_session(g.nias.store, g.session_id)
+    g.session_id = None
+    g.new_cookie = _CLEAR
+
+
+def current_session_id() -> str | None:
+    """The id of the session the request came with (None for API tokens)."""
+    return g.get("session_id")
+
+
+def csrf_token() -> str | None:
+    session_id = current_session_id()
+    return sessions.csrf_token(current_app.secret_key, session_id) if session_id else None
 
 
 def _identify():
@@ -42,8 +62,29 @@ def _identify():
         g.via_token = True
         return accounts.user_for_token(store, header[len("Bearer "):].strip())
     g.via_token = False
-    user_id = session.get("user_id")
-    return store.get_user(user_id) if user_id else None
+    sent = request.cookies.get(sessions.COOKIE_NAME)
+    if not sent:
+        return None
+    user = sessions.user_for_session(store, sent)
+    if user is None:
+        g.new_cookie = _CLEAR  # ended or expired: the browser may as well forget it
+        return None
+    g.session_id = sent
+    return user
+
+
+def _write_cookie(response: Response) -> Response:
+    new_cookie = g.get("new_cookie")
+    if new_cookie is None:
+        return response
+    settings = g.nias.settings
+    if new_cookie == _CLEAR:
+        response.delete_cookie(sessions.COOKIE_NAME, path="/", httponly=True, samesite="Lax",
+                               secure=bool(settings.cookie_secure))
+    else:
+        response.set_cookie(sessions.COOKIE_NAME, new_cookie, max_age=sessions.lifetime_s(settings), path="/",
+                            httponly=True, samesite="Lax", secure=bool(settings.cookie_secure))
+    return response
 
 
 def install_auth(app: Flask) -> None:
@@ -51,6 +92,7 @@ def install_auth(app: Flask) -> None:
     def _authenticate():
         g.nias = app.extensions["nias"]
         g.user = None
+        g.session_id = None
         if not request.path.startswith("/api/"):
             return None
         g.user = _identify()
@@ -60,9 +102,11 @@ def install_auth(app: Flask) -> None:
             raise AuthenticationFailed("Sign in, or send an API token as 'Authorization: Bearer <token>'.")
         if request.method not in SAFE_METHODS and not g.via_token:
             sent = request.headers.get("X-CSRF-Token", "")
-            if not hmac.compare_digest(sent, session.get("csrf", "")):
+            if not hmac.compare_digest(sent, csrf_token() or ""):
                 raise CsrfFailed("This request lacks the page's CSRF token; reload the page and try again.")
         return None
+
+    app.after_request(_write_cookie)
 
 
 def current_user() -> dict:

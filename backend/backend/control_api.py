@@ -35,7 +35,7 @@ def put_state(job_id: str):
         raise BadRequest("Send {\"state\": \"paused\" | \"running\" | \"cancelled\"}.")
     nias = _nias()
     visible_job(job_id)
-    job = job_rules.request_state(nias.store, job_id, target, nias.dispatcher.send_control)
+    job = job_rules.request_state(nias.store, job_id, target, nias.dispatcher.send_control, nias.settings)
     return jsonify(job_json_with_position(job))
 
 

@@ -131,6 +131,8 @@ class Dispatcher:
                     waited = 0.0
                     if self.recorder is not None and self.recorder.hears_heartbeats_for() > lease_check:
                         job_rules.expire_leases(self._store, self._settings)
+                        job_rules.settle_overdue_results(self._store, self._settings)
+                    job_rules.cancel_overlong_pauses(self._store, self._settings, self.send_control)
                     expire_old_results(self._store, self._settings)
             except Exception:  # keep the outbox alive through store hiccups
                 logger.exception("Dispatcher pass failed; retrying")

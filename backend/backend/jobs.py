@@ -171,14 +171,7 @@ def apply_event(store: Store, settings: Settings, event: JobEvent, send_control:
         logger.info("Job %s: ignoring %s of old attempt %s", event.job_id, event.event, event.attempt)
         return None
     if job["state"] == JobState.CANCELLED.value:
-        if event.event == JobEvent.FINISHED:
-            # Cancelled on request: the state is settled; keep what the run left behind.
-            store.update_job_fields(event.job_id, {"attempt": event.attempt}, {
-                "exit_code": event.exit_code, "result_size": event.result_size,
-                "run_seconds": (event.details or {}).get("run_seconds")})
-            keep_only_run(settings, event.job_id, event.attempt)
-        else:
-            _reconcile(job, event, send_control)
+        record_cancelled_outcome(store, settings, job, event, send_control)
         return None
     if job["state"] not in (JobState.RUNNING.value, JobState.PAUSED.value):
         logger.info("Job %s: ignoring %s (job is %s)", event.job_id, event.event, job["state"])
@@ -221,7 +214,25 @@ def apply_event(store: Store, settings: Settings, event: JobEvent, send_control:
     return None
 
 
-def request_state(store: Store, job_id: str, target: str, send_control: SendControl) -> dict:
+def record_cancelled_outcome(store: Store, settings: Settings, job: dict, event: JobEvent,
+                             send_control: SendControl | None) -> None:
+    """A cancelled job's attempt reports in: its outcome fills the kept result, a heartbeat says it
+    is still being saved (the result stays pending a lease longer)."""
+    if event.event == JobEvent.FINISHED:
+        values = {"exit_code": event.exit_code, "result_size": event.result_size,
+                  "run_seconds": (event.details or {}).get("run_seconds"), "result_due": None}
+        if store.update_job_fields(event.job_id, {"attempt": event.attempt}, values):
+            feed.publish({**job, **values})  # the pages waiting for the kept result show it now
+        keep_only_run(settings, event.job_id, event.attempt)
+        return
+    if event.event == JobEvent.HEARTBEAT and job.get("result_due") is not None:
+        store.update_job_fields(event.job_id, {"attempt": event.attempt, "state": JobState.CANCELLED.value},
+                                {"result_due": time.time() + settings.lease_s})
+    _reconcile(job, event, send_control)
+
+
+def request_state(store: Store, job_id: str, target: str, send_control: SendControl,
+                  settings: Settings | None = None) -> dict:
     """A user asks to pause, resume or cancel. Asking for the current state again changes nothing."""
     valid = {JobState.PAUSED.value, JobState.RUNNING.value, JobState.CANCELLED.value}
     if target not in valid:
@@ -239,6 +250,8 @@ def request_state(store: Store, job_id: str, target: str, send_control: SendCont
     reason = {JobState.PAUSED: "paused on request", JobState.RUNNING: "resumed on request",
               JobState.CANCELLED: "cancelled on request"}[wanted]
     extra = {"error": "Cancelled on request."} if wanted is JobState.CANCELLED else {}
+    if wanted is JobState.CANCELLED and current is not JobState.QUEUED:
+        extra["result_due"] = time.time() + (settings or Settings()).lease_s  # its unit still saves the result
     changed = apply_transition(store, job_id, wanted, guard={"attempt": job["attempt"]}, reason=reason, **extra)
     if current is not JobState.QUEUED:
         action = {JobState.PAUSED: ControlMessage.PAUSE, JobState.RUNNING: ControlMessage.RESUME,
@@ -276,3 +289,37 @@ def expire_leases(store: Store, settings: Settings) -> int:
         except Conflict:
             continue  # it changed meanwhile (finished, or a heartbeat came): nothing to do
     return expired
+
+
+def settle_overdue_results(store: Store, settings: Settings) -> int:
+    """A cancelled attempt that never reported its outcome within its lease has no result to wait for."""
+    settled = 0
+    for job in store.overdue_results(time.time()):
+        if store.update_job_fields(job["id"], {"attempt": job["attempt"], "result_due": job["result_due"]},
+                                   {"result_due": None}):
+            logger.info("Job %s: the cancelled attempt's result never came; not waiting for it", job["id"])
+            feed.publish({**job, "result_due": None})
+            settled += 1
+    return settled
+
+
+def pause_limit_reason(settings: Settings) -> str:
+    return f"paused for longer than the limit of {settings.max_pause_s} s"
+
+
+def cancel_overlong_pauses(store: Store, settings: Settings, send_control: SendControl) -> int:
+    """Cancel every job paused longer than NIAS_MAX_PAUSE_S: a paused job holds its unit."""
+    if not settings.max_pause_s:
+        return 0
+    cancelled = 0
+    reason = pause_limit_reason(settings)
+    for job in store.paused_since_before(time.time() - settings.max_pause_s):
+        try:
+            apply_transition(store, job["id"], JobState.CANCELLED, reason=reason,
+                             guard={"attempt": job["attempt"], "paused_at": job["paused_at"]},
+                             error=f"Cancelled: {reason}.", result_due=time.time() + settings.lease_s)
+        except (Conflict, InvalidTransition):
+            continue  # resumed or cancelled meanwhile
+        send_control(ControlMessage(job_id=job["id"], attempt=job["attempt"], action=ControlMessage.CANCEL))
+        cancelled += 1
+    return cancelled

@@ -51,6 +51,14 @@ def eta_seconds(job: dict, elapsed: float | None) -> float | None:
     return max(at * (1 - progress) / progress - max(elapsed - at, 0.0), 0.0)
 
 
+def pause_deadline(job: dict) -> str | None:
+    """When a paused job is cancelled unless resumed (NIAS_MAX_PAUSE_S); None while not paused."""
+    limit = current_app.extensions["nias"].settings.max_pause_s
+    if job["state"] != JobState.PAUSED.value or not job["paused_at"] or not limit:
+        return None
+    return iso_time(job["paused_at"] + limit)
+
+
 def job_to_json(job: dict, *, position: int | None = None) -> dict:
     elapsed = elapsed_seconds(job, time.time())
     eta = eta_seconds(job, elapsed)
@@ -81,6 +89,8 @@ def job_to_json(job: dict, *, position: int | None = None) -> dict:
         "rerun_of": job["rerun_of"],
         "owner": job["owner_id"],
         "expired_at": iso_time(job["expired_at"]),
+        "result_pending": job.get("result_due") is not None,  # cancelled: the kept result is still coming
+        "pause_deadline": pause_deadline(job),
         "queue_position": position,
         "run_next": job["queue_priority"] > job["priority"],
         "links": {
@@ -210,7 +220,8 @@ def get_job(job_id: str):
     wait_s = parse_int_field(request.args.get("wait_s"), "wait_s", 0, MAX_WAIT_S) or 0
     deadline = time.monotonic() + wait_s
     seen = request.args.get("state") or job["state"]
-    while job["state"] == seen and not is_final(job["state"]) and time.monotonic() < deadline:
+    while (job["state"] == seen and (not is_final(job["state"]) or job["result_due"] is not None)
+           and time.monotonic() < deadline):  # a cancelled job's kept result is news worth waiting for
         # capped: the store stays the truth even for a change that was never published
         version = feed.wait(min(1.0, max(deadline - time.monotonic(), 0)), since=version)
         job = store.get_job(job_id)
@@ -241,6 +252,9 @@ def finished_result(job_id: str) -> tuple[dict, Path]:
     if job["expired_at"]:
         raise NiasError(f"Job {job_id}'s result was removed after the retention period, on "
                         f"{iso_time(job['expired_at'])[:10]}.", code="result_expired", status=410)
+    if job["result_due"] is not None:
+        raise Conflict(f"Job {job_id} was cancelled; what it wrote is still being saved as its result.",
+                       state=job["state"], code="result_pending")
     path = run_dir(job) / "result.zip"
     if not path.is_file():
         raise NiasError(f"Job {job_id} ended without a result: {job['error'] or 'it never ran'}",

@@ -79,6 +79,7 @@ jobs = Table(
     Column("owner_id", String(32), index=True),
     Column("expired_at", Float),  # when retention removed its files
     Column("limits", JSON(none_as_null=True)),  # the lower resource limits the job asked for, e.g. {"memory_mb": 64}
+    Column("result_due", Float),  # cancelled while running: until when the attempt's kept result is awaited
 )
 
 users = Table(
@@ -100,6 +101,16 @@ tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float),
+)
+
+sessions = Table(
+    "sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),  # SHA-256 of the cookie's random session id
+    Column("user_id", String(32), nullable=False, index=True),
+    Column("created_at", Float, nullable=False),
+    Column("last_seen", Float, nullable=False),
+    Column("expires_at", Float, nullable=False, index=True),
 )
 
 invitations = Table(
@@ -304,6 +315,50 @@ class Store:
         with self.engine.begin() as conn:
             return conn.execute(delete(tokens).where(tokens.c.id == token_id, tokens.c.user_id == user_id)).rowcount == 1
 
+    def insert_session(self, **values: Any) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(insert(sessions).values(**values))
+
+    def user_for_session(self, id_hash: str, now: float, touch_after_s: float = 60.0) -> dict | None:
+        """The user of a session that has not expired; its `last_seen` is moved on now and then."""
+        query = (select(users).join(sessions, sessions.c.user_id == users.c.id)
+                 .where(sessions.c.id_hash == id_hash, sessions.c.expires_at > now))
+        with self.engine.begin() as conn:
+            row = conn.execute(query).mappings().first()
+            if row is not None:
+                conn.execute(update(sessions).where(sessions.c.id_hash == id_hash,
+                                                    sessions.c.last_seen < now - touch_after_s)
+                             .values(last_seen=now))
+        return dict(row) if row else None
+
+    def delete_session(self, id_hash: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(sessions).where(sessions.c.id_hash == id_hash)).rowcount == 1
+
+    def delete_user_sessions(self, user_id: str, keep: str | None = None) -> int:
+        """End every session of a user (but `keep`, a session id digest); returns how many ended."""
+        conditions = [sessions.c.user_id == user_id]
+        if keep:
+            conditions.append(sessions.c.id_hash != keep)
+        with self.engine.begin() as conn:
+            return conn.execute(delete(sessions).where(*conditions)).rowcount
+
+    def delete_expired_sessions(self, now: float) -> int:
+        with self.engine.begin() as conn:
+            return conn.execute(delete(sessions).where(sessions.c.expires_at <= now)).rowcount
+
+    def count_sessions(self, now: float) -> dict[str, int]:
+        """Open sessions per user id."""
+        query = (select(sessions.c.user_id, func.count()).where(sessions.c.expires_at > now)
+                 .group_by(sessions.c.user_id))
+        with self.engine.connect() as conn:
+            return {user_id: n for user_id, n in conn.execute(query).all()}
+
+    def set_password_hash(self, user_id: str, password_hash: str) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(update(users).where(users.c.id == user_id)
+                                .values(password_hash=password_hash)).rowcount == 1
+
     def insert_invitation(self, code_hash: str, created_by: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(insert(invitations).values(code_hash=code_hash, created_by=created_by, created_at=time.time()))
@@ -337,6 +392,17 @@ class Store:
 
     def expired_leases(self, now: float) -> list[dict]:
         query = select(jobs).where(jobs.c.state.in_(("running", "paused")), jobs.c.lease_until < now)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def overdue_results(self, now: float) -> list[dict]:
+        """Cancelled jobs still awaiting their attempt's kept result past its lease."""
+        query = select(jobs).where(jobs.c.result_due.is_not(None), jobs.c.result_due < now)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def paused_since_before(self, moment: float) -> list[dict]:
+        query = select(jobs).where(jobs.c.state == "paused", jobs.c.paused_at < moment)
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 

@@ -1,4 +1,4 @@
-// Admin page: users (listed, created), invitations, everyone's jobs and the dead-letter queue.
+// Admin page: users (listed, created, signed out), invitations, everyone's jobs and the dead-letter queue.
 
 import "./account-menu.js";
 import { getJSON, getMe, sendJSON } from "./api.js";
@@ -12,12 +12,46 @@ function timeCell(iso, label) {
     : el("span", { class: "muted" }, "—"));
 }
 
+/** Sign a user out of every browser; signing oneself out leads to the sign-in page. */
+async function endSessions(user, me, button) {
+  const whose = user.id === me.id ? "your own sessions, this one too" : `every session of ${user.email}`;
+  if (!window.confirm(`End ${whose}? API tokens keep working.`)) return;
+  button.disabled = true;
+  try {
+    const { ended } = await sendJSON(`/api/users/${encodeURIComponent(user.id)}/sessions`, "DELETE");
+    if (user.id === me.id) {
+      window.location.assign("/signin.html");
+      return;
+    }
+    const done = byId("new-user-done");
+    done.replaceChildren(el("strong", {}, `${user.email} is signed out`),
+      el("span", {}, `${plural(ended, "session")} ended.`));
+    done.hidden = false;
+    await showUsers(me);
+  } catch (error) {
+    showError(byId("users-error"), error, "The sessions were not ended");
+    button.disabled = false;
+  }
+}
+
+function sessionsCell(user, me) {
+  const count = user.sessions ?? 0;
+  const button = el("button", {
+    type: "button", class: "small", dataset: { action: "end-sessions" }, disabled: count === 0,
+    "aria-label": `End the sessions of ${user.email}`,
+  }, "End sessions");
+  button.addEventListener("click", () => endSessions(user, me, button));
+  return el("td", { dataset: { label: "Signed in" } }, el("div", { class: "button-row" },
+    el("span", { class: "session-count" }, count ? plural(count, "session") : "not signed in"), button));
+}
+
 function userRow(user, me) {
   return el("tr", { dataset: { userId: user.id } },
     el("td", { class: "primary" }, el("strong", { class: "user-email" }, user.email),
       user.id === me.id ? el("span", { class: "muted small" }, " (you)") : null),
     el("td", { dataset: { label: "Role" } }, user.role === "admin" ? el("span", { class: "role" }, "admin") : "user"),
-    timeCell(user.created_at, "Created"));
+    timeCell(user.created_at, "Created"),
+    sessionsCell(user, me));
 }
 
 async function showUsers(me) {

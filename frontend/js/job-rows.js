@@ -78,10 +78,11 @@ export const COLUMNS = {
   },
   result: {
     label: "Result",
-    signature: (job) => `${job.state}|${job.result_size}|${job.expired_at}`,
+    signature: (job) => `${job.state}|${job.result_pending}|${job.result_size}|${job.expired_at}`,
     render: (job) => {
       if (!isFinal(job.state)) return el("span", { class: "muted" }, "not yet");
       if (job.expired_at) return el("span", { class: "muted", title: `removed ${formatFullTime(job.expired_at)}` }, "expired");
+      if (job.result_pending) return el("span", { class: "muted" }, "being saved");
       if (job.result_size === null || job.result_size === undefined) return el("span", { class: "muted" }, "none");
       return el("a", {
         class: "button small",

@@ -27,7 +27,17 @@ const openPreviews = new Map();
 // Details
 
 function hasResult(current) {
-  return isFinal(current.state) && current.result_size !== null && !current.expired_at;
+  return isFinal(current.state) && !current.result_pending && current.result_size !== null && !current.expired_at;
+}
+
+/** Final, and nothing more to hear: a cancelled job's kept result may still be on its way. */
+function settled(current) {
+  return isFinal(current.state) && !current.result_pending;
+}
+
+/** "14:05": when a paused job is cancelled unless resumed. */
+function clockTime(iso) {
+  return new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", hourCycle: "h23" });
 }
 
 /** Seconds since the job was last heard of, while its clock runs. */
@@ -150,7 +160,11 @@ function renderQueue() {
 function headline(current) {
   if (current.state === "queued") return "waiting for a free processing unit";
   if (current.state === "running") return `running on ${current.unit || "a processing unit"}`;
-  if (current.state === "paused") return "paused";
+  if (current.state === "paused") {
+    return current.pause_deadline
+      ? `Paused: it keeps its unit; it will be cancelled at ${clockTime(current.pause_deadline)} unless resumed`
+      : "Paused: it keeps its unit until resumed or cancelled";
+  }
   const took = current.duration_s === null ? "" : ` after ${formatDuration(current.duration_s)}`;
   return `${current.state}${took}`;
 }
@@ -208,7 +222,7 @@ function restartLogIfNewAttempt() {
 async function refreshLog() {
   if (!job || !job.attempts) return true;
   restartLogIfNewAttempt();
-  const final = isFinal(job.state);
+  const final = settled(job); // a cancelled job's unit still writes its last lines while it saves the result
   const response = await request(`${logUrl(job.id)}?offset=${log.offset}`);
   const bytes = new Uint8Array(await response.arrayBuffer());
   const size = parseInt(response.headers.get("X-Log-Size"), 10);
@@ -292,6 +306,12 @@ async function loadResult() {
       `The result was removed after the retention period, on ${formatTime(job.expired_at)}. The log and details stay.`));
     return;
   }
+  if (job.result_pending) {
+    setText(byId("result-summary"), "");
+    body.replaceChildren(el("p", { class: "muted", id: "result-pending" },
+      "The job was stopped; what it wrote to output/ so far is being saved as its result…"));
+    return;
+  }
   if (job.result_size === null) {
     setText(byId("result-summary"), "");
     body.replaceChildren(el("p", { class: "muted" }, `This job ended without a result${job.error ? "; see the error above" : ""}.`));
@@ -353,8 +373,8 @@ function applyJob(fresh) {
   refreshHistory().catch(() => { historyState = null; });
   if (logPoller && previous && previous.state !== job.state) logPoller.now();
   if (isFinal(job.state)) {
-    if (!previous || !isFinal(previous.state)) loadResult();
-    if (stream) stream.close();
+    if (!previous || !settled(previous)) loadResult();
+    if (stream && settled(job)) stream.close();
   } else if (positionMissing && jobPoller) {
     jobPoller.now();
   }
@@ -369,7 +389,7 @@ async function fetchJob() {
 
 /** The fallback poll: rare while the stream works (a safety net), except for a waiting job's place. */
 async function pollJob() {
-  if (job && isFinal(job.state)) return false;
+  if (job && settled(job)) return false;
   const recent = Date.now() - lastFetch < SAFETY_POLL_MS;
   if (job && stream && stream.open && job.state !== "queued" && recent) return true;
   try {
@@ -378,7 +398,7 @@ async function pollJob() {
     showPageError("This page is not updating", error.message);
     throw error;
   }
-  return !isFinal(job.state);
+  return !settled(job);
 }
 
 function pollInterval() {
@@ -434,7 +454,7 @@ async function start() {
     showPageError(missing ? "No such job" : "The job cannot be loaded", error.message);
     if (missing) return;
   }
-  if (!job || !isFinal(job.state)) {
+  if (!job || !settled(job)) {
     followJob();
     jobPoller = startPolling(pollJob, { intervalMs: pollInterval });
   }

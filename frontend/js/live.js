@@ -11,7 +11,9 @@
  * unfinished one.
  */
 export function isStale(known, fresh) {
-  return Boolean(known) && FINAL.has(known.state) && !FINAL.has(fresh.state);
+  if (!known || !FINAL.has(known.state)) return false;
+  // Nor does a job whose kept result has been recorded go back to waiting for it.
+  return !FINAL.has(fresh.state) || (!known.result_pending && Boolean(fresh.result_pending));
 }
 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);

@@ -161,6 +161,13 @@ function setProgress(text, loaded, total) {
   }
 }
 
+/** The accepted job, linked: the page opens it, and the link stays should the browser not. */
+function showAccepted(job) {
+  setProgress("", 1, 1);
+  byId("progress-text").replaceChildren("Accepted as ",
+    el("a", { href: jobUrl(job.id), id: "accepted-job" }, job.name || job.id), ". Opening the job…");
+}
+
 async function projectBlob() {
   if (choice.kind === "zip") return { blob: choice.file, filename: choice.file.name };
   setProgress("Zipping the folder…", 0, choice.files.length);
@@ -241,7 +248,8 @@ async function sendChoice({ dryRun }) {
       showCheckReport(answer);
       return;
     }
-    setProgress("Accepted. Opening the job…", 1, 1);
+    currentUpload = null; // the upload is over: opening the job must not ask "Leave site?"
+    showAccepted(answer);
     window.location.assign(jobUrl(answer.id));
   } catch (error) {
     if (dryRun && error.status === 400) {

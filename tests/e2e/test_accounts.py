@@ -60,6 +60,38 @@ def test_a_wrong_password_is_refused_and_a_right_one_opens_a_session(stack):
     assert browser.get(f"{stack.url}/api/me", timeout=10).status_code == 401
 
 
+def with_cookie(stack, cookie: str) -> requests.Response:
+    """`GET /api/me` with a copied session cookie, as a forgotten tab or a thief would send it."""
+    return requests.get(f"{stack.url}/api/me", cookies={"nias_session": cookie}, timeout=10)
+
+
+def test_after_sign_out_the_old_session_cookie_answers_401(stack):
+    browser, csrf = signed_in(stack, *new_user(stack))
+    cookie = browser.cookies["nias_session"]
+    assert with_cookie(stack, cookie).status_code == 200
+    assert browser.post(f"{stack.url}/api/auth/logout", headers={"X-CSRF-Token": csrf}, timeout=10).status_code == 204
+    assert with_cookie(stack, cookie).status_code == 401
+
+
+def test_a_password_change_signs_out_the_accounts_other_browsers(stack):
+    email, password = new_user(stack)
+    (laptop, csrf), (phone, _) = signed_in(stack, email, password), signed_in(stack, email, password)
+    changed = laptop.post(f"{stack.url}/api/me/password", json={"current": password, "new": "another long one"},
+                          headers={"X-CSRF-Token": csrf}, timeout=10)
+    assert changed.status_code == 200 and changed.json()["other_sessions_ended"] == 1
+    assert phone.get(f"{stack.url}/api/me", timeout=10).status_code == 401
+    assert laptop.get(f"{stack.url}/api/me", timeout=10).status_code == 200
+    signed_in(stack, email, "another long one")
+
+
+def test_an_admin_ends_every_session_of_a_user(stack):
+    browser, _ = signed_in(stack, *new_user(stack))
+    user_id = browser.get(f"{stack.url}/api/me", timeout=10).json()["id"]
+    ended = stack.http.delete(f"{stack.url}/api/users/{user_id}/sessions", timeout=10)
+    assert ended.status_code == 200 and ended.json()["ended"] == 1
+    assert with_cookie(stack, browser.cookies["nias_session"]).status_code == 401
+
+
 def test_a_change_made_with_the_session_cookie_needs_the_csrf_token(stack, tmp_path):
     browser, csrf = signed_in(stack, *new_user(stack))
     project = zip_entries(tmp_path / "p.zip", {"code.py": "pass"})

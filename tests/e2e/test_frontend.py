@@ -207,6 +207,30 @@ def test_upload_by_file_picker_runs_the_project_and_shows_its_log_result_and_pre
         assert result.read("channels.csv").decode().splitlines()[0] == "channel,mean,std"
 
 
+def test_a_successful_upload_opens_the_job_without_a_leave_site_dialog_and_links_it(page, tmp_path):
+    dialogs: list[str] = []
+
+    def record(dialog) -> None:
+        dialogs.append(dialog.type)
+        dialog.dismiss()  # "Stay": the page must still lead to the job
+
+    page.on("dialog", record)
+    # The job page answers 204 at first, so the browser stays on the upload page to be looked at.
+    page.route("**/job.html?*", lambda route: route.fulfill(status=204))
+    page.goto("/upload.html")
+    page.set_input_files("#zip-input", str(zip_project("hello", tmp_path / "hello.zip")))
+    page.get_by_role("button", name="Upload and run").click()
+    link = page.locator("#progress-text").get_by_role("link")
+    expect(link).to_have_attribute("href", re.compile(r"^/job\.html\?id=\w+$"), timeout=SLOW)
+    expect(page.locator("#progress-text")).to_contain_text("Accepted as")
+    assert dialogs == [], f"the page asked before leaving: {dialogs}"
+    page.unroute("**/job.html?*")
+    link.click()
+    open_job_page_id(page)
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=SLOW)
+    assert dialogs == []
+
+
 def big_project(destination: Path, megabytes: int) -> Path:
     with zipfile.ZipFile(destination, "w", zipfile.ZIP_STORED) as archive:
         archive.writestr("big/code.py", "import os\nprint('read', os.path.getsize('data.bin'), 'bytes')\n")

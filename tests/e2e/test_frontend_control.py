@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+import requests
 from playwright.sync_api import Browser, Page, expect
 
 from nias.client import ApiError
@@ -390,6 +391,64 @@ def test_pages_show_a_running_job_whose_json_has_no_eta(new_page, client, consol
     expect(pages["job"].locator("#job-state")).to_have_text("succeeded", timeout=SLOW)
 
 
+WRITER_CODE = (
+    "import time\n"
+    "open('output/partial.txt', 'w').write('half of the work')\n"
+    "for i in range(600):\n"
+    "    print('step', i, flush=True)\n"
+    "    time.sleep(0.2)\n"
+)
+NO_RESULT = "This job ended without a result"
+
+
+def watch_for_text(page: Page, selector: str, text: str) -> None:
+    """Note in `window.sawText` whether `text` ever appears in `selector`, however briefly."""
+    page.evaluate("""([selector, text]) => {
+        window.sawText = false;
+        const target = document.querySelector(selector);
+        const check = () => { if (target.textContent.includes(text)) window.sawText = true; };
+        new MutationObserver(check).observe(target, {childList: true, subtree: true, characterData: true});
+        check();
+    }""", [selector, text])
+
+
+@pytest.mark.parametrize("paused_first", [False, True], ids=["running", "paused"])
+def test_cancelling_a_job_that_wrote_output_shows_the_kept_result_without_a_reload(page, client, tmp_path,
+                                                                                 paused_first):
+    job = client.submit(zip_entries(tmp_path / "writer.zip", {"code.py": WRITER_CODE}), name=unique("kept"))
+    wait_until(lambda: "step 3" in client.log(job["id"]), timeout_s=60, message="the job wrote its output")
+    page.goto(f"/job.html?id={job['id']}")
+    state = page.locator("#job-state")
+    expect(state).to_have_text("running", timeout=SLOW)
+    watch_for_text(page, "#result-body", NO_RESULT)
+    if paused_first:
+        page.get_by_role("button", name="Pause").click()
+        expect(state).to_have_text("paused", timeout=SLOW)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Cancel job").click()
+    expect(state).to_have_text("cancelled", timeout=SLOW)
+    expect(page.locator('#files-table tr[data-file="partial.txt"]')).to_be_visible(timeout=SLOW)
+    expect(page.locator('.preview[data-file="partial.txt"] pre')).to_have_text("half of the work")
+    expect(page.locator("#download-result")).to_be_visible()
+    assert not page.evaluate("() => window.sawText"), "the page said the job had no result"
+    expect(page.locator("#log")).to_contain_text("kept as the result")
+    done = client.job(job["id"])
+    assert done["result_pending"] is False and done["result_size"] > 0
+
+
+def test_a_cancelled_jobs_result_is_pending_until_the_unit_reports_it(client, tmp_path):
+    job = client.submit(zip_entries(tmp_path / "writer.zip", {"code.py": WRITER_CODE}), name=unique("pending"))
+    wait_until(lambda: "step 3" in client.log(job["id"]), timeout_s=60, message="the job wrote its output")
+    cancelled = client.set_state(job["id"], "cancelled")
+    assert cancelled["state"] == "cancelled" and cancelled["result_pending"] is True
+    early = client.session.get(f"{client.base_url}/api/jobs/{job['id']}/result", timeout=10)
+    if early.status_code != 200:  # unless the unit was quicker than this request
+        assert early.status_code == 409 and early.json()["error"]["code"] == "result_pending"
+    settled = client.job(job["id"], wait_s=30, state="cancelled")
+    assert settled["result_pending"] is False and settled["result_size"] > 0
+    assert client.session.get(f"{client.base_url}/api/jobs/{job['id']}/result", timeout=10).status_code == 200
+
+
 # Admin
 
 
@@ -434,6 +493,35 @@ def test_the_admin_page_lists_users_creates_one_who_can_sign_in_and_makes_an_inv
     assert stack.http.get(f"{stack.url}/api/users", timeout=10).ok
     denied = colleague.context.request.get("/api/users")
     assert denied.status == 403
+
+
+def test_the_admin_page_ends_a_colleagues_sessions_and_their_old_cookie_answers_401(new_page, stack,
+                                                                                   console_errors):
+    console_errors.allow(r"status of 401")
+    email, password = f"{uuid.uuid4().hex[:8]}@lab.example", "a long enough password"
+    assert stack.http.post(f"{stack.url}/api/users", json={"email": email, "password": password},
+                           timeout=10).status_code == 201
+    colleague = new_page(signed_in=False)
+    sign_in(colleague.context, email, password)
+    colleague.goto("/results.html")
+    expect(colleague.locator("#account")).to_contain_text(email)
+    cookie = next(c["value"] for c in colleague.context.cookies() if c["name"] == "nias_session")
+
+    page = new_page()
+    page.goto("/admin.html")
+    row = page.locator("#users-table tr", has_text=email)
+    expect(row.locator(".session-count")).to_have_text("1 session")
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=f"End the sessions of {email}").click()
+    expect(page.locator("#new-user-done")).to_contain_text(f"{email} is signed out")
+    expect(row.locator(".session-count")).to_have_text("not signed in")
+    expect(row.get_by_role("button", name=f"End the sessions of {email}")).to_be_disabled()
+
+    stolen = requests.Session()
+    stolen.cookies.set("nias_session", cookie)
+    assert stolen.get(f"{stack.url}/api/me", timeout=10).status_code == 401
+    colleague.goto("/upload.html")
+    expect(colleague).to_have_url(re.compile(r"/signin\.html\?next=%2Fupload\.html$"))
 
 
 def test_the_new_controls_are_reachable_by_keyboard(page, client, tmp_path):
