@@ -239,6 +239,12 @@ class _Message:
     def validate(self) -> None:
         """Checks across fields, once each field is of its type."""
 
+    def __str__(self) -> str:  # for logs: what and whose, never a whole error or body
+        named = ", ".join(f"{name}={_plain(getattr(self, name))!r}" for name in ("job_id", "attempt", "unit", "event",
+                                                                                  "state", "action", "dispatch")
+                          if hasattr(self, name))
+        return f"{self.kind} message ({named})"[:300]
+
 
 def _no_check(_value: Any) -> None:
     return None
