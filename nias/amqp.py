@@ -17,7 +17,7 @@ import pika
 import pika.exceptions
 
 from nias.errors import BrokerUnavailable
-from nias.messages import JobEvent, UnitStatus
+from nias.messages import JobEvent, UnitStatus, unit_key
 from nias.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -191,9 +191,10 @@ class Publisher:
 
 
 class EventSink:
-    """Sends job events to the backend's durable events queue."""
+    """Sends job events to the backend's durable events queue, signed with this unit's key."""
 
     def __init__(self, settings: Settings):
+        self._key = unit_key(settings.internal_token, settings.unit_name)
         self._queue = Topology(settings.queue_prefix).events
         self._publisher = Publisher(settings)
         self._stop = threading.Event()
@@ -201,7 +202,7 @@ class EventSink:
     def send(self, event: JobEvent | UnitStatus) -> bool:
         """Publish once; False when RabbitMQ is unreachable (enough for heartbeats)."""
         try:
-            self._publisher.publish(self._queue, event.encode())
+            self._publisher.publish(self._queue, event.encode(key=self._key))
             return True
         except BrokerUnavailable as exc:
             logger.warning("%s not sent: %s", event, exc.message)

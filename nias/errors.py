@@ -89,6 +89,20 @@ class BadMessage(NiasError):
     status = 400
 
 
+class BadSignature(BadMessage):
+    """Raised when a message that must be signed by its unit is unsigned or its signature does not verify."""
+
+    code = "bad_signature"
+    status = 403
+
+
+class ForeignEvent(NiasError):
+    """Raised when an event comes from a unit that does not hold the attempt it reports on."""
+
+    code = "foreign_event"
+    status = 403
+
+
 class ExecutionFailed(NiasError):
     """Raised when a job cannot be prepared or run; the message is shown to the researcher."""
 

@@ -1,59 +1,260 @@
-"""What travels over RabbitMQ: the job message (a reference to an upload) and job events.
+"""What travels over RabbitMQ: the job message (a reference to an upload), job events, controls and
+unit presence.
 
-Both are frozen dataclasses with `encode()` to JSON bytes and `decode()` that raises
-`BadMessage` for anything that is not exactly a message of this schema.
+All are frozen dataclasses with `encode()` to JSON bytes and `decode()` that raises `BadMessage`
+for anything that is not exactly a message of this schema: every field of its type, enums where
+a field names one of a few things, every size bounded, and each event kind's `details` of its
+one shape (`DETAILS`). What passes `decode` can be applied; what does not is a dead letter.
+
+Events and presence messages are signed by their unit: `encode(key=unit_key(token, unit))` adds
+an HMAC-SHA256 (`sig`) over the job id, the attempt, the unit and the encoded content, and
+`decode(raw, key_for=...)` refuses (`BadSignature`) a message whose signature is missing or does
+not verify under the key of the unit it names.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import hmac
 import json
+import math
+import re
 import time
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, TypeVar
+from enum import Enum
+from typing import Any, Callable, ClassVar, TypeVar
 
-from nias.errors import BadMessage
+from nias.errors import BadMessage, BadSignature
+from nias.states import FINAL_STATES, JobState
 
 SCHEMA_VERSION = 1
 T = TypeVar("T", bound="_Message")
+
+MAX_MESSAGE_BYTES = 64 * 1024  # a whole encoded message
+MAX_ERROR_BYTES = 8 * 1024  # a job's error: the reason and the last lines of stderr; the rest stays in the log
+MAX_TEXT_BYTES = 1024  # any other text field
+MAX_INT = 2**53  # what every JSON reader and the store's BIGINT hold exactly
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}")  # job ids and unit names
+LIMIT_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}")
+SHA256 = re.compile(r"[0-9a-f]{64}")
+KeyFor = Callable[[str], bytes]  # a unit's name -> the key its messages are signed with
+
+
+class EventKind(str, Enum):
+    HEARTBEAT = "heartbeat"  # the unit still holds the attempt: renews its lease
+    PROGRESS = "progress"  # the job reported how far it is
+    FINISHED = "finished"  # the attempt ended: `state` says how
+    LOST = "lost"  # the attempt is gone (unit stopped or died): queue the job again
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class ControlAction(str, Enum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CANCEL = "cancel"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class UnitState(str, Enum):
+    IDLE = "idle"
+    BUSY = "busy"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def clip_text(text: str, limit: int = MAX_ERROR_BYTES) -> str:
+    """`text` cut to at most `limit` bytes of UTF-8, with a marker when something was cut."""
+    raw = text.encode(errors="replace")
+    if len(raw) <= limit:
+        return text
+    marker = f"\n[... {len(raw) - limit + 64} more bytes not shown]"
+    return raw[: limit - len(marker.encode())].decode(errors="ignore") + marker
+
+
+def unit_key(internal_token: str, unit: str) -> bytes:
+    """The key a unit signs its events with, derived from the internal token: the backend knows them all."""
+    return hmac.new(internal_token.encode(), f"unit:{unit}".encode(), hashlib.sha256).digest()
+
+
+def _signature(key: bytes, body: dict[str, Any]) -> str:
+    signed = f"{body.get('job_id')}\n{body.get('attempt')}\n{body.get('unit')}\n".encode()
+    signed += json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return hmac.new(key, signed, hashlib.sha256).hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    return value.value if isinstance(value, Enum) else value
+
+
+# -- checks of single values: each returns what is wrong, or None --------------------------------
+Check = Callable[[Any], "str | None"]
+
+
+def _number(low: float, high: float, *, integer: bool = False, nullable: bool = True) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None if nullable else "is missing"
+        if isinstance(value, bool) or not isinstance(value, int if integer else (int, float)):
+            return "must be an integer" if integer else "must be a number"
+        if not math.isfinite(value) or not low <= value <= high:
+            return f"must be between {low:g} and {high:g}"
+        return None
+    return check
+
+
+def _flag(value: Any) -> str | None:
+    return None if value is None or isinstance(value, bool) else "must be true or false"
+
+
+def _text(limit: int = MAX_TEXT_BYTES) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            return "must be text"
+        return f"is longer than {limit} bytes" if len(value.encode(errors="replace")) > limit else None
+    return check
+
+
+def _matching(pattern: re.Pattern, what: str, *, nullable: bool = False) -> Check:
+    def check(value: Any) -> str | None:
+        if value is None and nullable:
+            return None
+        return None if isinstance(value, str) and pattern.fullmatch(value) else f"must be {what}"
+    return check
+
+
+def _limits(value: Any) -> str | None:
+    if not isinstance(value, dict) or len(value) > 16:
+        return "must be an object of at most 16 limits"
+    for name, amount in value.items():
+        if not LIMIT_NAME.fullmatch(name) or _number(0, MAX_INT, integer=True, nullable=False)(amount):
+            return "must map limit names to non-negative integers"
+    return None
+
+
+def _upload_path(value: Any) -> str | None:
+    if not isinstance(value, str) or not 0 < len(value) <= 300:
+        return "must be a path of at most 300 characters"
+    if value.startswith("/") or ".." in value.split("/") or "\0" in value:
+        return "must be a path inside the data dir"
+    return None
+
+
+_SECONDS = _number(0, MAX_INT)
+_COUNT = _number(0, MAX_INT, integer=True)
+_NAME = _matching(NAME, "a name of letters, digits and _.:- (at most 100)")
+
+# The one shape of each event kind's details. A key not listed is refused.
+_LIVE: dict[str, Check] = {"paused": _flag, "active_s": _SECONDS, "progress": _number(0, 1),
+                           "message": _text()}
+DETAILS: dict[EventKind, dict[str, Check]] = {
+    EventKind.HEARTBEAT: _LIVE,
+    EventKind.PROGRESS: _LIVE,
+    EventKind.FINISHED: {
+        **_LIVE, "env_seconds": _SECONDS, "env_cached": _flag, "run_seconds": _SECONDS,
+        "total_seconds": _SECONDS, "log_bytes": _COUNT, "limits": _limits, "log_incomplete": _text(),
+        "handed_back": _flag,
+    },
+    EventKind.LOST: {},
+}
 
 
 @dataclass(frozen=True)
 class _Message:
     kind: ClassVar[str] = ""
+    checks: ClassVar[dict[str, Check]] = {}  # per field, beyond its type
+    enums: ClassVar[dict[str, type[Enum]]] = {}  # fields decoded into an enum
 
-    def encode(self) -> bytes:
-        body = {"v": SCHEMA_VERSION, "type": self.kind, **dataclasses.asdict(self)}
+    def encode(self, key: bytes | None = None) -> bytes:
+        """JSON bytes; signed (a `sig` field) when a unit's `key` is given."""
+        fields = {name: _plain(value) for name, value in dataclasses.asdict(self).items()}
+        body = {"v": SCHEMA_VERSION, "type": self.kind, **fields}
+        if key is not None:
+            body["sig"] = _signature(key, body)
         return json.dumps(body, separators=(",", ":")).encode()
 
     @classmethod
-    def decode(cls: type[T], raw: bytes | str) -> T:
+    def decode(cls: type[T], raw: bytes | str, key_for: KeyFor | None = None) -> T:
+        """The message in `raw`, checked; with `key_for`, only if signed by the unit it names."""
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise BadMessage(f"message is larger than {MAX_MESSAGE_BYTES} bytes ({len(raw)})")
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadMessage(f"message is not JSON: {exc}") from None
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            raise BadMessage(f"message is not JSON: {str(exc)[:100]}") from None
         if not isinstance(body, dict):
             raise BadMessage("message is not a JSON object")
+        signature = body.pop("sig", None)
+        signed = dict(body)
         if body.pop("v", None) != SCHEMA_VERSION or body.pop("type", None) != cls.kind:
             raise BadMessage(f"message is not a version {SCHEMA_VERSION} {cls.kind!r} message")
-        return cls.from_dict(body)
+        message = cls.from_dict(body)
+        if key_for is not None:
+            _verify(signature, key_for(str(signed.get("unit"))), signed, cls.kind)
+        return message
 
     @classmethod
     def from_dict(cls: type[T], body: dict[str, Any]) -> T:
         fields = {f.name: f for f in dataclasses.fields(cls)}
         unknown = set(body) - set(fields)
         if unknown:
-            raise BadMessage(f"unknown fields in {cls.kind} message: {', '.join(sorted(unknown))}")
+            raise BadMessage(f"unknown fields in {cls.kind} message: {', '.join(sorted(unknown)[:10])[:300]}")
+        values = dict(body)
         for name, spec in fields.items():
             if name not in body:
                 if spec.default is dataclasses.MISSING and spec.default_factory is dataclasses.MISSING:
                     raise BadMessage(f"{cls.kind} message lacks {name!r}")
                 continue
-            expected = _TYPES.get(str(spec.type))
-            value = body[name]
-            # bool is an int to Python, never to the schema.
-            if expected and (not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected)):
-                raise BadMessage(f"{cls.kind} message field {name!r} has the wrong type")
-        return cls(**body)
+            values[name] = cls._checked(name, str(spec.type), body[name])
+        message = cls(**values)
+        message.validate()
+        return message
+
+    @classmethod
+    def _checked(cls, name: str, annotation: str, value: Any) -> Any:
+        expected = _TYPES.get(annotation)
+        # bool is an int to Python, never to the schema.
+        if expected and (not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected)):
+            raise BadMessage(f"{cls.kind} message field {name!r} has the wrong type")
+        problem = cls.checks.get(name, _text() if isinstance(value, str) else _no_check)(value)
+        if problem is None and isinstance(value, float) and not math.isfinite(value):
+            problem = "must be a finite number"
+        if problem:
+            raise BadMessage(f"{cls.kind} message field {name!r} {problem}")
+        enum = cls.enums.get(name)
+        if enum is not None and value is not None:
+            try:
+                return enum(value)
+            except ValueError:
+                choices = ", ".join(member.value for member in enum)
+                raise BadMessage(f"{cls.kind} message field {name!r} must be one of {choices}") from None
+        return value
+
+    def validate(self) -> None:
+        """Checks across fields, once each field is of its type."""
+
+    def __str__(self) -> str:  # for logs: what and whose, never a whole error or body
+        named = ", ".join(f"{name}={_plain(getattr(self, name))!r}" for name in ("job_id", "attempt", "unit", "event",
+                                                                                  "state", "action", "dispatch")
+                          if hasattr(self, name))
+        return f"{self.kind} message ({named})"[:300]
+
+
+def _no_check(_value: Any) -> None:
+    return None
+
+
+def _verify(signature: Any, key: bytes, signed: dict[str, Any], kind: str) -> None:
+    if not isinstance(signature, str):
+        raise BadSignature(f"{kind} message from {signed.get('unit')!r} is not signed")
+    if not hmac.compare_digest(signature, _signature(key, signed)):
+        raise BadSignature(f"{kind} message's signature does not verify for unit {signed.get('unit')!r}")
 
 
 _TYPES: dict[str, tuple[type, ...]] = {
@@ -64,6 +265,10 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "int | None": (int, type(None)),
     "float | None": (int, float, type(None)),
     "dict": (dict,),
+    "EventKind": (str,),
+    "ControlAction": (str,),
+    "UnitState": (str,),
+    "JobState | None": (str, type(None)),
 }
 
 
@@ -72,6 +277,11 @@ class JobMessage(_Message):
     """Asks a processing unit to run a job. A few hundred bytes whatever the upload's size."""
 
     kind: ClassVar[str] = "job"
+    checks: ClassVar[dict[str, Check]] = {
+        "job_id": _NAME, "upload": _upload_path, "sha256": _matching(SHA256, "64 lowercase hex digits"),
+        "size": _COUNT, "dispatch": _COUNT, "priority": _number(0, 10, integer=True),
+        "timeout_s": _number(1, 2**31, integer=True), "limits": _limits,
+    }
     job_id: str
     upload: str  # path of the zip relative to the data dir
     sha256: str
@@ -87,21 +297,45 @@ class JobEvent(_Message):
     """Reports what happened to one attempt of a job. Applied by the backend's recorder."""
 
     kind: ClassVar[str] = "event"
-    HEARTBEAT: ClassVar[str] = "heartbeat"  # details: paused, active_s
-    PROGRESS: ClassVar[str] = "progress"  # details: progress (0..1), message, active_s
-    FINISHED: ClassVar[str] = "finished"
-    LOST: ClassVar[str] = "lost"
+    HEARTBEAT: ClassVar[EventKind] = EventKind.HEARTBEAT  # details: paused, active_s, progress, message
+    PROGRESS: ClassVar[EventKind] = EventKind.PROGRESS  # details: progress (0..1), message, active_s
+    FINISHED: ClassVar[EventKind] = EventKind.FINISHED
+    LOST: ClassVar[EventKind] = EventKind.LOST
+    checks: ClassVar[dict[str, Check]] = {
+        "job_id": _NAME, "attempt": _number(0, 10**6, integer=True), "unit": _NAME, "at": _SECONDS,
+        "exit_code": _number(-(2**31), 2**31, integer=True), "error": _text(MAX_ERROR_BYTES),
+        "result_size": _COUNT,
+    }
+    enums: ClassVar[dict[str, type[Enum]]] = {"event": EventKind, "state": JobState}
 
     job_id: str
     attempt: int
     unit: str
-    event: str
+    event: EventKind
     at: float = field(default_factory=time.time)
-    state: str | None = None
+    state: JobState | None = None
     exit_code: int | None = None
     error: str | None = None
     result_size: int | None = None
     details: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Whatever a job printed, its error stays a few kilobytes: the rest is in its log.
+        if isinstance(self.error, str):
+            object.__setattr__(self, "error", clip_text(self.error, MAX_ERROR_BYTES))
+
+    def validate(self) -> None:
+        if self.state is not None and (self.event is not EventKind.FINISHED or self.state not in FINAL_STATES):
+            raise BadMessage(f"a {self.event.value} event cannot report the state {self.state.value!r}")
+        shape = DETAILS[self.event]
+        unknown = set(self.details) - set(shape)
+        if unknown:
+            raise BadMessage(f"unknown details in a {self.event.value} event: "
+                             f"{', '.join(sorted(map(str, unknown))[:10])[:300]}")
+        for name, value in self.details.items():
+            problem = shape[name](value)
+            if problem:
+                raise BadMessage(f"{self.event.value} event detail {name!r} {problem}")
 
 
 @dataclass(frozen=True)
@@ -109,13 +343,15 @@ class ControlMessage(_Message):
     """Asks whichever unit holds a job's attempt to pause, resume or cancel it (fanned out)."""
 
     kind: ClassVar[str] = "control"
-    PAUSE: ClassVar[str] = "pause"
-    RESUME: ClassVar[str] = "resume"
-    CANCEL: ClassVar[str] = "cancel"
+    PAUSE: ClassVar[ControlAction] = ControlAction.PAUSE
+    RESUME: ClassVar[ControlAction] = ControlAction.RESUME
+    CANCEL: ClassVar[ControlAction] = ControlAction.CANCEL
+    checks: ClassVar[dict[str, Check]] = {"job_id": _NAME, "attempt": _number(0, 10**6, integer=True)}
+    enums: ClassVar[dict[str, type[Enum]]] = {"action": ControlAction}
 
     job_id: str
     attempt: int
-    action: str
+    action: ControlAction
 
 
 PRESENCE_S = 5  # how often a processing unit announces itself
@@ -126,16 +362,20 @@ class UnitStatus(_Message):
     """A processing unit's periodic "I am here": idle, or busy with a job."""
 
     kind: ClassVar[str] = "unit"
+    checks: ClassVar[dict[str, Check]] = {"unit": _NAME, "job_id": _matching(NAME, "a job id", nullable=True),
+                                          "at": _SECONDS}
+    enums: ClassVar[dict[str, type[Enum]]] = {"state": UnitState}
     unit: str
-    state: str  # "idle" or "busy"
+    state: UnitState  # "idle" or "busy"
     job_id: str | None = None
     at: float = field(default_factory=time.time)
 
 
-def decode_event(raw: bytes | str) -> JobEvent | UnitStatus:
-    """Decode a message from the events queue, whichever of its kinds it is."""
+def decode_event(raw: bytes | str, key_for: KeyFor | None = None) -> JobEvent | UnitStatus:
+    """Decode a message from the events queue, whichever of its kinds it is (signed, given `key_for`)."""
     try:
-        kind = json.loads(raw).get("type")
-    except (ValueError, UnicodeDecodeError, AttributeError):
+        kind = json.loads(raw).get("type") if len(raw) <= MAX_MESSAGE_BYTES else None
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
         kind = None
-    return UnitStatus.decode(raw) if kind == UnitStatus.kind else JobEvent.decode(raw)
+    message_class = UnitStatus if kind == UnitStatus.kind else JobEvent
+    return message_class.decode(raw, key_for)

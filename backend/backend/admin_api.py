@@ -7,6 +7,7 @@ import pika.exceptions
 from flask import Blueprint, current_app, jsonify, request
 
 from nias.amqp import Topology, connect
+from nias.dead_letters import reason_of
 from nias.errors import BrokerUnavailable
 
 from backend.auth import require_admin
@@ -21,16 +22,14 @@ BODY_PREVIEW = 1000
 
 
 def _describe(properties, body: bytes) -> dict:
-    deaths = (properties.headers or {}).get("x-death") or [{}]
-    first = deaths[0]
-    when = first.get("time")
+    reason, queue, when = reason_of(properties)
     return {
         "body": body[:BODY_PREVIEW].decode(errors="replace"),
         "size": len(body),
         "message_id": properties.message_id,
-        "reason": first.get("reason"),
-        "queue": first.get("queue"),
-        "dead_lettered_at": iso_time(when.timestamp()) if hasattr(when, "timestamp") else None,
+        "reason": reason,  # why NIAS could not use it, or RabbitMQ's word for a message it dead-lettered
+        "queue": queue,
+        "dead_lettered_at": iso_time(when) if when is not None else None,
     }
 
 

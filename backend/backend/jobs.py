@@ -10,8 +10,8 @@ import shutil
 import time
 from typing import Any, Callable
 
-from nias.errors import BadRequest, Conflict, InvalidTransition
-from nias.messages import ControlMessage, JobEvent
+from nias.errors import BadRequest, Conflict, ForeignEvent, InvalidTransition
+from nias.messages import ControlMessage, EventKind, JobEvent
 from nias.states import REQUESTABLE, JobState, allowed_targets, can_transition, is_final
 from nias.settings import Settings
 
@@ -164,68 +164,80 @@ def _record_progress(store: Store, job: dict, event: JobEvent) -> None:
         feed.publish({**job, **values})
 
 
+def check_sender(job: dict, event: JobEvent) -> None:
+    """Only the unit that holds the attempt may report on it (ForeignEvent otherwise)."""
+    if job["unit"] is not None and event.unit != job["unit"]:
+        raise ForeignEvent(f"Unit {event.unit} reported on attempt {event.attempt} of job {job['id']}, "
+                           f"which unit {job['unit']} holds.")
+
+
 def apply_event(store: Store, settings: Settings, event: JobEvent, send_control: SendControl | None = None) -> dict | None:
-    """Apply one event from a unit or consumer; events about a stale attempt are ignored."""
+    """Apply one event from a unit or consumer; events about a stale attempt are ignored.
+
+    Raises ForeignEvent when the current attempt is held by another unit than the sender.
+    """
     job = store.get_job(event.job_id)
     if job["attempt"] != event.attempt:
         logger.info("Job %s: ignoring %s of old attempt %s", event.job_id, event.event, event.attempt)
         return None
+    check_sender(job, event)
     if job["state"] == JobState.CANCELLED.value:
         record_cancelled_outcome(store, settings, job, event, send_control)
         return None
     if job["state"] not in (JobState.RUNNING.value, JobState.PAUSED.value):
         logger.info("Job %s: ignoring %s (job is %s)", event.job_id, event.event, job["state"])
         return None
-    if event.event == JobEvent.HEARTBEAT:
+    if event.event is EventKind.HEARTBEAT:
         store.renew_lease(event.job_id, event.attempt, time.time() + settings.lease_s)
         _record_progress(store, job, event)
         _reconcile(job, event, send_control)
         return None
-    if event.event == JobEvent.PROGRESS:
+    if event.event is EventKind.PROGRESS:
         _record_progress(store, job, event)
         return None
-    if event.event == JobEvent.LOST:
+    if event.event is EventKind.LOST:
         return retry_or_fail(store, settings, job, event.error or "The processing unit stopped during the job.")
-    if event.event == JobEvent.FINISHED:
-        details = event.details or {}
-        target = JobState(event.state or JobState.FAILED.value)
-        if target is JobState.CANCELLED:  # a cancel the store never asked for: call it a failure
-            target = JobState.FAILED
-        finished = apply_transition(
-            store,
-            event.job_id,
-            target,
-            guard={"attempt": event.attempt},
-            reason=event.error,
-            exit_code=event.exit_code,
-            error=event.error,
-            result_size=event.result_size,
-            finished_at=event.at,
-            env_seconds=details.get("env_seconds"),
-            env_cached=details.get("env_cached"),
-            run_seconds=details.get("run_seconds"),
-            progress=details.get("progress", job["progress"]),
-            progress_message=details.get("message", job["progress_message"]),
-            progress_active_s=details.get("active_s"),
-        )
-        keep_only_run(settings, event.job_id, event.attempt)
-        return finished
-    logger.warning("Job %s: unknown event %r ignored", event.job_id, event.event)
-    return None
+    return _record_finish(store, settings, job, event)
+
+
+def _record_finish(store: Store, settings: Settings, job: dict, event: JobEvent) -> dict:
+    details = event.details
+    target = JobState(event.state or JobState.FAILED)
+    if target is JobState.CANCELLED:  # a cancel the store never asked for: call it a failure
+        target = JobState.FAILED
+    finished = apply_transition(
+        store,
+        event.job_id,
+        target,
+        guard={"attempt": event.attempt},
+        reason=event.error,
+        exit_code=event.exit_code,
+        error=event.error,
+        result_size=event.result_size,
+        finished_at=event.at,
+        env_seconds=details.get("env_seconds"),
+        env_cached=details.get("env_cached"),
+        run_seconds=details.get("run_seconds"),
+        progress=details.get("progress", job["progress"]),
+        progress_message=details.get("message", job["progress_message"]),
+        progress_active_s=details.get("active_s"),
+    )
+    keep_only_run(settings, event.job_id, event.attempt)
+    return finished
 
 
 def record_cancelled_outcome(store: Store, settings: Settings, job: dict, event: JobEvent,
                              send_control: SendControl | None) -> None:
     """A cancelled job's attempt reports in: its outcome fills the kept result, a heartbeat says it
     is still being saved (the result stays pending a lease longer)."""
-    if event.event == JobEvent.FINISHED:
+    if event.event is EventKind.FINISHED:
         values = {"exit_code": event.exit_code, "result_size": event.result_size,
-                  "run_seconds": (event.details or {}).get("run_seconds"), "result_due": None}
+                  "run_seconds": event.details.get("run_seconds"), "result_due": None}
         if store.update_job_fields(event.job_id, {"attempt": event.attempt}, values):
             feed.publish({**job, **values})  # the pages waiting for the kept result show it now
         keep_only_run(settings, event.job_id, event.attempt)
         return
-    if event.event == JobEvent.HEARTBEAT and job.get("result_due") is not None:
+    if event.event is EventKind.HEARTBEAT and job.get("result_due") is not None:
         store.update_job_fields(event.job_id, {"attempt": event.attempt, "state": JobState.CANCELLED.value},
                                 {"result_due": time.time() + settings.lease_s})
     _reconcile(job, event, send_control)

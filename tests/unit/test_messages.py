@@ -5,8 +5,10 @@ import json
 
 import pytest
 
-from nias.errors import BadMessage
-from nias.messages import ControlMessage, JobEvent, JobMessage, UnitStatus, decode_event
+from nias.errors import BadMessage, BadSignature
+from nias.messages import (MAX_ERROR_BYTES, MAX_MESSAGE_BYTES, ControlAction, ControlMessage, EventKind, JobEvent,
+                           JobMessage, UnitStatus, decode_event, unit_key)
+from nias.states import JobState
 
 
 def job_message(**changes) -> JobMessage:
@@ -153,3 +155,146 @@ def test_an_event_with_a_wrong_field_type_is_refused():
 def test_a_number_where_a_float_is_expected_may_be_an_integer():
     body = json.loads(JobEvent(job_id="j", attempt=1, unit="u", event=JobEvent.HEARTBEAT).encode())
     assert JobEvent.decode(encoded({**body, "at": 1700000000})).at == 1700000000
+
+
+# --- strict decoding: enums, shapes, bounds -----------------------------------------------------
+
+def event_body(**changes) -> dict:
+    body = json.loads(JobEvent(job_id="3f9a2c7d1e5b4a60", attempt=1, unit="unit-1", event=JobEvent.FINISHED,
+                               state="succeeded", exit_code=0).encode())
+    body.update(changes)
+    return body
+
+
+def test_a_finished_event_with_a_state_that_is_not_final_is_refused_at_decode():
+    assert "state" in refuse(encoded(event_body(state="done")), JobEvent).message
+    refuse(encoded(event_body(state="running")), JobEvent)
+
+
+def test_a_state_on_an_event_other_than_finished_is_refused():
+    refuse(encoded(event_body(event="heartbeat", state="failed")), JobEvent)
+
+
+def test_an_unknown_event_kind_is_refused_naming_the_kinds():
+    message = refuse(encoded(event_body(event="exploded")), JobEvent).message
+    assert "heartbeat" in message and "finished" in message
+
+
+def test_decoded_kinds_and_states_are_enums():
+    event = JobEvent.decode(encoded(event_body()))
+    assert event.event is EventKind.FINISHED and event.state is JobState.SUCCEEDED
+
+
+def test_what_the_unit_sends_when_a_job_ends_decodes():
+    details = {"env_seconds": 0.4, "env_cached": True, "run_seconds": 12.5, "total_seconds": 13.0, "active_s": 12.9,
+               "progress": None, "message": "", "log_bytes": 1234, "limits": {"memory_mb": 512},
+               "log_incomplete": "No space left on device"}
+    event = JobEvent(job_id="j1", attempt=1, unit="unit-1", event=JobEvent.FINISHED, state="failed", exit_code=1,
+                     error="code.py exited with code 1.", details=details)
+    assert JobEvent.decode(event.encode()) == event
+
+
+@pytest.mark.parametrize("kind, details", [
+    ("heartbeat", {"paused": "yes"}),
+    ("heartbeat", {"active_s": -1}),
+    ("heartbeat", {"progress": 1.5}),
+    ("progress", {"message": "m" * 5000}),
+    ("heartbeat", {"env_seconds": 1.0}),  # a finished event's detail
+    ("finished", {"limits": {"memory_mb": "512"}}),
+    ("finished", {"log_bytes": 1.5}),
+    ("finished", {"shell": "rm -rf /"}),
+    ("lost", {"paused": True}),
+])
+def test_details_outside_their_kinds_shape_are_refused(kind, details):
+    state = "failed" if kind == "finished" else None
+    refuse(encoded(event_body(event=kind, state=state, details=details)), JobEvent)
+
+
+def test_an_error_over_the_bound_is_refused_at_decode_and_cut_when_an_event_is_made():
+    refuse(encoded(event_body(error="E" * (MAX_ERROR_BYTES + 1))), JobEvent)
+    made = JobEvent(job_id="j", attempt=1, unit="u", event=JobEvent.FINISHED, state="failed",
+                    error="code.py exited with code 1.\n" + "E" * (150 * 2**20))
+    assert len(made.error.encode()) <= MAX_ERROR_BYTES and made.error.startswith("code.py exited")
+    assert JobEvent.decode(made.encode()) == made
+
+
+def test_a_message_larger_than_the_bound_is_refused_before_it_is_parsed():
+    assert "larger" in refuse(b" " * (MAX_MESSAGE_BYTES + 1)).message
+
+
+@pytest.mark.parametrize("field, value", [
+    ("job_id", "x" * 101), ("job_id", "../etc"), ("job_id", ""), ("attempt", -1), ("unit", "unit 1"),
+    ("at", float("nan")), ("at", float("inf")), ("exit_code", 2**40),
+])
+def test_event_fields_out_of_bounds_are_refused(field, value):
+    refuse(json.dumps(event_body(**{field: value})).encode(), JobEvent)
+
+
+@pytest.mark.parametrize("field, value", [
+    ("upload", "/etc/passwd"), ("upload", "jobs/../../private/nias.db"), ("sha256", "0" * 63),
+    ("priority", 11), ("timeout_s", 0), ("limits", {"memory_mb": -1}), ("limits", {"Memory MB": 1}),
+    ("size", -5),
+])
+def test_job_message_fields_out_of_bounds_are_refused(field, value):
+    refuse(encoded(job_body(**{field: value})))
+
+
+def test_a_control_message_with_an_unknown_action_is_refused():
+    body = json.loads(ControlMessage(job_id="j", attempt=1, action=ControlMessage.CANCEL).encode())
+    refuse(encoded({**body, "action": "explode"}), ControlMessage)
+    assert ControlMessage.decode(encoded(body)).action is ControlAction.CANCEL
+
+
+def test_a_unit_status_with_an_unknown_state_is_refused():
+    body = json.loads(UnitStatus(unit="unit-1", state="idle").encode())
+    refuse(encoded({**body, "state": "asleep"}), UnitStatus)
+
+
+# --- signatures ---------------------------------------------------------------------------------
+
+TOKEN = "internal-token"
+
+
+def keys(unit: str) -> bytes:
+    return unit_key(TOKEN, unit)
+
+
+def test_a_signed_event_verifies_under_its_units_key():
+    event = JobEvent(job_id="j1", attempt=2, unit="unit-1", event=JobEvent.HEARTBEAT, details={"paused": False})
+    assert decode_event(event.encode(key=keys("unit-1")), key_for=keys) == event
+
+
+def test_an_unsigned_event_is_refused_when_a_signature_is_required():
+    event = JobEvent(job_id="j1", attempt=2, unit="unit-1", event=JobEvent.HEARTBEAT)
+    with pytest.raises(BadSignature) as caught:
+        decode_event(event.encode(), key_for=keys)
+    assert "not signed" in caught.value.message
+
+
+@pytest.mark.parametrize("change", [{"attempt": 3}, {"job_id": "j2"}, {"unit": "unit-2"}, {"state": "failed"},
+                                    {"error": "forged"}])
+def test_a_signed_event_changed_after_signing_is_refused(change):
+    body = json.loads(JobEvent(job_id="j1", attempt=2, unit="unit-1", event=JobEvent.FINISHED, state="succeeded",
+                               exit_code=0).encode(key=keys("unit-1")))
+    with pytest.raises(BadSignature):
+        decode_event(encoded({**body, **change}), key_for=keys)
+
+
+def test_an_event_signed_with_another_units_key_is_refused():
+    event = JobEvent(job_id="j1", attempt=2, unit="unit-1", event=JobEvent.LOST)
+    with pytest.raises(BadSignature):
+        decode_event(event.encode(key=keys("unit-2")), key_for=keys)
+    with pytest.raises(BadSignature):
+        decode_event(event.encode(key=unit_key("another-token", "unit-1")), key_for=keys)
+
+
+def test_a_unit_status_is_signed_too():
+    status = UnitStatus(unit="unit-1", state="busy", job_id="j1", at=5.0)
+    assert decode_event(status.encode(key=keys("unit-1")), key_for=keys) == status
+    with pytest.raises(BadSignature):
+        decode_event(status.encode(), key_for=keys)
+
+
+def test_each_unit_has_its_own_key_derived_from_the_internal_token():
+    assert unit_key(TOKEN, "unit-1") != unit_key(TOKEN, "unit-2") != unit_key("other", "unit-2")
+    assert unit_key(TOKEN, "unit-1") == unit_key(TOKEN, "unit-1")
