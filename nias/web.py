@@ -14,6 +14,7 @@ from nias.errors import BadRequest, NiasError
 from nias.settings import Settings
 
 INTERNAL_HEADER = "X-Nias-Internal-Token"
+PROBE_PREFIX = ".nias-probe-"  # the health checks' short-lived files, so watchers can tell them apart
 
 logger = logging.getLogger(__name__)
 
@@ -21,7 +22,7 @@ logger = logging.getLogger(__name__)
 def folder_writable(folder: Path) -> bool:
     """A real write, for health checks: `os.access` says yes to root on a read-only mount."""
     try:
-        with tempfile.NamedTemporaryFile(dir=folder):
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=PROBE_PREFIX):
             return True
     except OSError:
         return False
