@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import pika
 import pika.exceptions
 
-from nias.errors import BrokerUnavailable
-from nias.messages import JobEvent, UnitStatus, unit_key
+from nias.errors import BrokerUnavailable, MessageRefused
+from nias.messages import MAX_MESSAGE_BYTES, JobEvent, UnitStatus, unit_key
 from nias.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -150,6 +150,16 @@ class Publisher:
                     return
                 except BrokerUnavailable:
                     raise
+                except (pika.exceptions.UnroutableError, pika.exceptions.NackError) as exc:
+                    raise MessageRefused(f"RabbitMQ refused the message to {queue}: {exc.__class__.__name__}") from None
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    self._close_quietly()
+                    if exc.reply_code == 406:  # PRECONDITION_FAILED: e.g. over max_message_size
+                        raise MessageRefused(f"RabbitMQ refused the message to {queue}: "
+                                             f"{exc.reply_text[:200]}") from None
+                    if attempt == 2:
+                        raise BrokerUnavailable(f"RabbitMQ did not confirm the message: {exc!r}") from None
+                    logger.warning("Publish to %s failed (%r); reconnecting", queue, exc)
                 except (pika.exceptions.AMQPError, OSError) as exc:
                     self._close_quietly()
                     if attempt == 2:
@@ -199,24 +209,40 @@ class EventSink:
         self._publisher = Publisher(settings)
         self._stop = threading.Event()
 
+    def _publish(self, event: JobEvent | UnitStatus) -> None:
+        body = event.encode(key=self._key)
+        if len(body) > MAX_MESSAGE_BYTES:  # the recorder would only dead-letter it
+            raise MessageRefused(f"{event} is {len(body)} bytes, over the limit of {MAX_MESSAGE_BYTES}")
+        self._publisher.publish(self._queue, body)
+
     def send(self, event: JobEvent | UnitStatus) -> bool:
-        """Publish once; False when RabbitMQ is unreachable (enough for heartbeats)."""
+        """Publish once; False when it was not sent (enough for heartbeats, which come again)."""
         try:
-            self._publisher.publish(self._queue, event.encode(key=self._key))
+            self._publish(event)
             return True
         except BrokerUnavailable as exc:
             logger.warning("%s not sent: %s", event, exc.message)
             return False
 
     def deliver(self, event: JobEvent | UnitStatus) -> bool:
-        """Publish with retries until RabbitMQ confirms it: an outcome is never dropped silently."""
+        """Publish, retrying while RabbitMQ is unreachable, until it confirms: an outcome is never dropped.
+
+        Raises MessageRefused for an event refused for itself (no retry can help: the caller sends a
+        smaller one); returns False only when the sink is closed meanwhile.
+        """
         delay = 0.5
-        while not self.send(event):
+        while True:
+            try:
+                self._publish(event)
+                return True
+            except MessageRefused:
+                raise
+            except BrokerUnavailable as exc:
+                logger.warning("%s not sent: %s; retrying in %.1f s", event, exc.message, delay)
             if self._stop.wait(delay):
                 logger.error("Stopping with an event unsent: %s", event)
                 return False
             delay = min(delay * 2, 10.0)
-        return True
 
     def is_connected(self) -> bool:
         return self._publisher.is_connected()

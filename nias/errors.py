@@ -75,6 +75,13 @@ class BrokerUnavailable(NiasError):
     status = 503
 
 
+class MessageRefused(BrokerUnavailable):
+    """Raised when a message is refused for itself (too large, unroutable): sending it again cannot help."""
+
+    code = "message_refused"
+    status = 502
+
+
 class ServiceUnavailable(NiasError):
     """Raised when another NIAS service cannot be reached over HTTP."""
 

@@ -159,7 +159,7 @@ DETAILS: dict[EventKind, dict[str, Check]] = {
     EventKind.FINISHED: {
         **_LIVE, "env_seconds": _SECONDS, "env_cached": _flag, "run_seconds": _SECONDS,
         "total_seconds": _SECONDS, "log_bytes": _COUNT, "limits": _limits, "log_incomplete": _text(),
-        "handed_back": _flag,
+        "handed_back": _flag, "result_files": _COUNT, "result_left_out": _COUNT,
     },
     EventKind.LOST: {},
 }

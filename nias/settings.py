@@ -46,6 +46,8 @@ class Settings:
     max_unpacked_mb: int = 2_048
     max_ratio: int = 200
     max_result_mb: int = 1_024
+    max_result_files: int = 200_000
+    max_log_mb: int = 100
     job_timeout_s: int = 3_600
     job_retries: int = 2
     lease_s: int = 60
@@ -119,6 +121,10 @@ class Settings:
     def max_result_bytes(self) -> int:
         return self.max_result_mb * 1024 * 1024
 
+    @property
+    def max_log_bytes(self) -> int:
+        return self.max_log_mb * 1024 * 1024
+
     def __repr__(self) -> str:  # never print secrets into a log
         hidden = {"internal_token", "secret_key", "admin_password", "admin_token", "amqp_url", "database_url"}
         shown = ", ".join(f"{f.name}={'***' if f.name in hidden else getattr(self, f.name)!r}"
@@ -148,6 +154,8 @@ ENVIRONMENT = {
     "NIAS_MAX_UNPACKED_MB": "max_unpacked_mb",
     "NIAS_MAX_RATIO": "max_ratio",
     "NIAS_MAX_RESULT_MB": "max_result_mb",
+    "NIAS_MAX_RESULT_FILES": "max_result_files",
+    "NIAS_MAX_LOG_MB": "max_log_mb",
     "NIAS_JOB_TIMEOUT_S": "job_timeout_s",
     "NIAS_JOB_RETRIES": "job_retries",
     "NIAS_LEASE_S": "lease_s",

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
+from pathlib import Path
 
 from flask import Flask, jsonify, request
 
@@ -22,10 +24,25 @@ from process_unit.sandbox import Sandbox
 logger = logging.getLogger(__name__)
 
 MAX_WAIT_S = 60
+RUN_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}-[0-9]+")  # <job id>-<attempt>, as the runner names them
+
+
+def remove_leftover_work(work_dir: Path) -> list[str]:
+    """Remove the work folders of attempts a killed unit left behind: at start this unit runs nothing."""
+    removed = []
+    for folder in sorted(work_dir.iterdir()):
+        if RUN_FOLDER.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    if removed:
+        logger.warning("Removed %s work folder(s) of attempts this unit did not finish: %s",
+                       len(removed), ", ".join(removed[:20]))
+    return removed
 
 
 def build_runner(settings: Settings) -> Runner:
     settings.unit_work_dir.mkdir(parents=True, exist_ok=True)
+    remove_leftover_work(settings.unit_work_dir)
     environments = EnvironmentCache(settings.environments_dir, settings.uv, settings.job_python,
                                     bool(settings.build_sdists))
     sandbox = Sandbox(settings)

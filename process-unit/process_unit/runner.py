@@ -6,6 +6,7 @@ heartbeat event renews its lease so the backend knows this unit still holds it.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -20,18 +21,20 @@ from pathlib import Path
 
 from nias.amqp import EventSink
 from nias.archive import ZipLimits, extract_project
-from nias.errors import ExecutionFailed, NiasError, UnitBusy
+from nias.errors import ExecutionFailed, MessageRefused, NiasError, UnitBusy
 from nias.messages import PRESENCE_S, ControlMessage, JobEvent, JobMessage, UnitStatus
 from nias.settings import Settings
 from nias.states import JobState
 
 from process_unit.environments import EnvironmentCache
-from process_unit.results import pack_output
+from process_unit.results import ResultLimits, pack_output
 from process_unit.sandbox import Limits, Sandbox
 
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 12
+TAIL_LINE_CHARS = 300  # of each stderr line in a job's error; the whole line stays in the log
+LINE_BYTES = 64 * 1024  # read from a job's pipes at a time
 PROGRESS_PREFIX = b"##nias progress "
 PROGRESS_EVERY_S = 0.5
 
@@ -59,6 +62,13 @@ class Run:
     def job_id(self) -> str:
         return self.message.job_id
 
+    def fail(self, error: str) -> None:
+        """End as failed with `error`; a cancelled run stays cancelled, with `error` added."""
+        if self.state == JobState.CANCELLED.value:
+            self.error = f"{self.error or ''} {error}".strip()
+        else:
+            self.state, self.error = JobState.FAILED.value, error
+
     @property
     def paused(self) -> bool:
         return self.paused_since is not None
@@ -82,32 +92,53 @@ class Run:
 
 
 class JobLog:
-    """The job's stdout and stderr, appended line by line to `log.txt` on the shared volume.
+    """The job's stdout and stderr, appended to `log.txt` on the shared volume, up to a limit.
 
-    A write that fails (a full volume) drops the rest of the log rather than the job: the job's
-    pipes must keep being drained or it would block.
+    Past `max_bytes` the rest is dropped with one note saying so (the job's pipes keep being
+    drained, or it would block). A write that fails (a full volume) drops the rest the same way.
     """
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_bytes: int):
         self._handle = open(path, "ab", buffering=0)
         self._lock = threading.Lock()
+        self._max_bytes = max_bytes
+        self.written = 0  # bytes in the log
+        self.produced = 0  # bytes the job wrote, kept or not
         self.failure: str | None = None
 
     def write(self, data: bytes) -> None:
         with self._lock:
+            self.produced += len(data)
             if self.failure is not None:
                 return
+            if self.written + len(data) > self._max_bytes:
+                self.failure = f"the log reached its limit of {self._max_bytes // (1024 * 1024)} MB"
+                data = (f"\n[nias] The log reached its limit of {self._max_bytes // (1024 * 1024)} MB "
+                        "(NIAS_MAX_LOG_MB); the rest of stdout and stderr is dropped.\n").encode()
             try:
                 self._handle.write(data)
+                self.written += len(data)
             except OSError as exc:
-                self.failure = exc.strerror or str(exc)
-                logger.error("Log %s: writing failed (%s); the rest is dropped", self._handle.name, self.failure)
+                self.failure = f"writing the log failed: {exc.strerror or exc}"
+                logger.error("Log %s: %s; the rest is dropped", self._handle.name, self.failure)
 
     def note(self, text: str) -> None:
-        self.write(f"[nias] {text}\n".encode())
+        """A line of NIAS's own; written even past the limit, so the log says how the job ended."""
+        line = f"[nias] {text}\n".encode()
+        with self._lock:
+            if self._handle.closed:
+                return
+            try:
+                self._handle.write(line)
+                self.written += len(line)
+            except OSError:
+                pass
 
     def close(self) -> None:
-        self._handle.close()
+        """Close the log; a pipe still held open by a job's leftover process writes nowhere after this."""
+        with self._lock:
+            self.failure = self.failure or "closed"
+            self._handle.close()
 
 
 def _verify_upload(path: Path, message: JobMessage) -> None:
@@ -143,16 +174,28 @@ def parse_progress(line: bytes) -> tuple[float, str] | None:
     return min(max(value, 0.0), 1.0), message.strip()[:200]
 
 
+def _tail_line(piece: bytes, whole: bool) -> str:
+    text = piece.decode(errors="replace").rstrip()
+    return text if whole and len(text) <= TAIL_LINE_CHARS else text[:TAIL_LINE_CHARS] + " [...]"
+
+
 def _pump(stream, log: JobLog, tail: deque | None, on_progress=None) -> None:
-    for line in iter(stream.readline, b""):
-        if on_progress is not None:
-            progress = parse_progress(line)
+    """Copy a job's pipe to its log in pieces of at most LINE_BYTES, whatever its lines' length.
+
+    Only the start of each line reaches the stderr tail (the job's error): a line of any length
+    costs the unit LINE_BYTES of memory, and the error a few hundred characters.
+    """
+    starts_line = True
+    for piece in iter(functools.partial(stream.readline, LINE_BYTES), b""):
+        first, starts_line = starts_line, piece.endswith(b"\n")
+        if on_progress is not None and first and starts_line:
+            progress = parse_progress(piece)
             if progress is not None:
                 on_progress(*progress)
                 continue  # progress lines do not clutter the log
-        log.write(line)
-        if tail is not None:
-            tail.append(line.decode(errors="replace").rstrip())
+        log.write(piece)
+        if tail is not None and first:
+            tail.append(_tail_line(piece, whole=starts_line))
     stream.close()
 
 
@@ -164,6 +207,7 @@ class Runner:
         self.environments = environments
         self.sandbox = sandbox or Sandbox(settings)
         self.limits = ZipLimits(settings.max_files, settings.max_unpacked_bytes, settings.max_ratio)
+        self.result_limits = ResultLimits(settings.max_result_bytes, settings.max_result_files)
         self._lock = threading.Lock()
         self._current: Run | None = None
         self._recent: dict[str, Run] = {}
@@ -265,17 +309,32 @@ class Runner:
         return JobEvent(job_id=run.job_id, attempt=run.attempt, unit=self.settings.unit_name, event=kind, **fields)
 
     def _perform(self, run: Run) -> None:
+        """Run one attempt. Whatever happens in it, the attempt ends with one outcome and the unit is idle."""
         started = time.perf_counter()
         threading.Thread(target=self._heartbeat, args=(run,), name=f"heartbeat-{run.job_id}", daemon=True).start()
+        try:
+            self._attempt(run)
+        except NiasError as exc:
+            run.fail(exc.message)
+        except BaseException as exc:  # noqa: BLE001 - a bug must not leave the job without an outcome
+            logger.exception("Job %s: unexpected failure", run.job_id)
+            run.fail(f"The processing unit failed while running the job ({exc.__class__.__name__}: "
+                     f"{str(exc)[:300]}).")
+        finally:
+            run.details["total_seconds"] = round(time.perf_counter() - started, 4)
+            run.details.update(progress=run.progress, message=run.progress_message,
+                               active_s=round(run.active_seconds(), 3))
+            self._finish(run)
+
+    def _attempt(self, run: Run) -> None:
         run_dir = self.settings.jobs_dir / run.job_id / "runs" / str(run.attempt)
         work = self.settings.unit_work_dir / f"{run.job_id}-{run.attempt}"
-        project: Path | None = None
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
-            log = JobLog(run_dir / "log.txt")
+            log = JobLog(run_dir / "log.txt", self.settings.max_log_bytes)
         except OSError as exc:
-            self._finish(run, JobState.FAILED, f"The job's folder could not be written: {exc.strerror}.")
-            return
+            raise ExecutionFailed(f"The job's folder could not be written: {exc.strerror}.") from None
+        project: Path | None = None
         try:
             log.note(f"Job {run.job_id}, attempt {run.attempt}, on {self.settings.unit_name}")
             shutil.rmtree(work, ignore_errors=True)
@@ -287,38 +346,65 @@ class Runner:
             environment = self.environments.prepare(project / "requirements.txt", log.note)
             run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached)
             self._execute(run, environment.python, environment.path, project, work, log)
-        except NiasError as exc:
-            run.state, run.error = JobState.FAILED.value, exc.message
-        except Exception as exc:  # never leave a job without an outcome
-            logger.exception("Job %s: unexpected failure", run.job_id)
-            run.state, run.error = JobState.FAILED.value, f"The processing unit failed: {exc.__class__.__name__}."
-        if project is not None:
+        finally:
             try:
-                run.result_size, skipped = pack_output(project / "output", run_dir / "result.zip",
-                                                       self.settings.max_result_bytes)
-                for name in skipped:
-                    log.note(f"output/{name} is not a regular file and was left out of the result")
-            except NiasError as exc:
-                run.state, run.error = JobState.FAILED.value, exc.message
-        if log.failure and run.state == JobState.SUCCEEDED.value:
-            run.details["log_incomplete"] = log.failure
-        log.close()
-        shutil.rmtree(work, ignore_errors=True)
-        run.details["total_seconds"] = round(time.perf_counter() - started, 4)
-        run.details.update(progress=run.progress, message=run.progress_message, active_s=round(run.active_seconds(), 3))
-        self._finish(run, JobState(run.state), run.error)
+                if project is not None:
+                    self._keep_result(run, project, run_dir / "result.zip", log)
+            finally:
+                run.details["log_bytes"] = log.produced
+                if log.failure:
+                    run.details["log_incomplete"] = log.failure
+                log.close()
+                shutil.rmtree(work, ignore_errors=True)
 
-    def _finish(self, run: Run, state: JobState, error: str | None) -> None:
-        run.state, run.error = state.value, error
+    def _keep_result(self, run: Run, project: Path, target: Path, log: JobLog) -> None:
+        """Pack output/ as the result, even of a failed or cancelled run; say what was left out."""
+        try:
+            packed = pack_output(project, target, self.result_limits)
+        except NiasError as exc:
+            log.note(f"No result was kept: {exc.message}")
+            if run.state == JobState.FAILED.value:
+                run.error = f"{run.error or ''}\nNo result was kept: {exc.message}".strip()
+            else:
+                run.fail(exc.message)
+            return
+        run.result_size = packed.size
+        run.details.update(result_files=packed.files, result_left_out=packed.left_out_count)
+        for note in packed.left_out:
+            log.note(f"Left out of the result: {note}")
+        if packed.left_out_count > len(packed.left_out):
+            log.note(f"... and {packed.left_out_count - len(packed.left_out)} more entries left out")
+
+    def _finish(self, run: Run) -> None:
+        """Send the attempt's outcome; never raises, and always frees the unit."""
+        try:
+            if run.state == JobState.RUNNING.value:  # no step set an outcome: that is a failure too
+                run.fail("The run ended without an outcome.")
+            self._deliver_outcome(run)
+            logger.info("Job %s: attempt %s %s", run.job_id, run.attempt, run.state)
+        except BaseException:  # noqa: BLE001
+            logger.exception("Job %s: the outcome could not be sent; the backend's lease will expire", run.job_id)
+        finally:
+            run.done.set()
+            try:
+                self.announce()
+            except Exception:  # noqa: BLE001 - presence is sent again in a few seconds
+                logger.exception("Unit status not sent")
+
+    def _deliver_outcome(self, run: Run) -> None:
         if run.details.get("handed_back"):
-            event = self._event(run, JobEvent.LOST, error="The processing unit was stopped during the job.")
-        else:
-            event = self._event(run, JobEvent.FINISHED, state=state.value, exit_code=run.exit_code, error=error,
-                                result_size=run.result_size, details=run.details)
-        self.events.deliver(event)
-        logger.info("Job %s: attempt %s %s", run.job_id, run.attempt, state.value)
-        run.done.set()
-        self.announce()
+            self.events.deliver(self._event(run, JobEvent.LOST, error="The processing unit was stopped during the job."))
+            return
+        event = self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code, error=run.error,
+                            result_size=run.result_size, details=run.details)
+        try:
+            self.events.deliver(event)
+        except MessageRefused as exc:
+            # RabbitMQ refused this one event (never a matter of retrying): send the outcome without extras.
+            logger.error("Job %s: outcome refused by RabbitMQ (%s); sending it without details", run.job_id, exc.message)
+            error = f"The outcome could not be sent in full ({exc.message}); see the log. {run.error or ''}"
+            self.events.deliver(self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code,
+                                            error=error[:1000], result_size=run.result_size))
 
     def _job_environment(self, run: Run, python: Path, project: Path, work: Path) -> dict[str, str]:
         """What the job sees: its own environment and folders, none of the services' variables."""
