@@ -301,7 +301,10 @@ class Runner:
         """Renew the lease; the first one at once, so the backend can reconcile a control it sent early."""
         interval = max(self.settings.lease_s / 4, 0.5)
         while True:
-            self.events.send(self._event(run, JobEvent.HEARTBEAT, details=run.live_details()))
+            try:
+                self.events.send(self._event(run, JobEvent.HEARTBEAT, details=run.live_details()))
+            except Exception:  # noqa: BLE001 - a lost beat is sent again; a dead thread would lose the lease
+                logger.exception("Job %s: heartbeat not sent", run.job_id)
             if run.done.wait(interval):
                 return
 

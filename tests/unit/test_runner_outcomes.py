@@ -1,0 +1,120 @@
+"""`process_unit.runner`: whatever a run raises, its attempt ends with one outcome and the unit is
+free again; what a job writes reaches memory, the log and the error only in bounded pieces."""
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+import zipfile
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+from nias.errors import MessageRefused
+from nias.messages import EventKind, JobMessage
+from nias.settings import load_settings
+from process_unit import runner as runner_module
+from process_unit.environments import Environment
+from process_unit.runner import LINE_BYTES, TAIL_LINE_CHARS, JobLog, Runner, _pump
+from process_unit.sandbox import Sandbox
+
+
+class RecordedEvents:
+    """Stands in for the EventSink: keeps what would be published; can refuse the first outcome."""
+
+    def __init__(self, refuse_first_outcome: bool = False):
+        self.sent: list = []
+        self.refuse = refuse_first_outcome
+
+    def send(self, event) -> bool:
+        self.sent.append(event)
+        return True
+
+    def deliver(self, event) -> bool:
+        if self.refuse and getattr(event, "event", None) is EventKind.FINISHED:
+            self.refuse = False
+            raise MessageRefused("RabbitMQ refused the message to nias.events: PRECONDITION_FAILED")
+        self.sent.append(event)
+        return True
+
+    def outcomes(self) -> list:
+        return [e for e in self.sent if getattr(e, "event", None) is EventKind.FINISHED]
+
+
+class ThisInterpreter:
+    def prepare(self, _requirements, _log) -> Environment:
+        return Environment(Path(sys.prefix), "test", True, 0.0)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return load_settings({"NIAS_DATA_DIR": str(tmp_path / "data"), "NIAS_SANDBOX": "off", "NIAS_LEASE_S": "60",
+                          "NIAS_MAX_LOG_MB": "1"})
+
+
+def _message(settings, code: str, job_id: str = "job1") -> JobMessage:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("code.py", code)
+    upload = settings.data_dir / "uploads" / f"{job_id}.zip"
+    upload.parent.mkdir(parents=True, exist_ok=True)
+    upload.write_bytes(buffer.getvalue())
+    return JobMessage(job_id=job_id, upload=f"uploads/{job_id}.zip", sha256=hashlib.sha256(buffer.getvalue()).hexdigest(),
+                      size=len(buffer.getvalue()), dispatch=1)
+
+
+def _run(settings, events, code: str, job_id: str = "job1"):
+    sandbox = Sandbox(settings)
+    sandbox.uid = None  # run as this user: pytest's folders are private to it
+    unit = Runner(settings, events, ThisInterpreter(), sandbox)
+    run = unit.start(_message(settings, code, job_id), 1)
+    assert run.done.wait(60), "the run never ended"
+    return unit, run
+
+
+def test_an_unexpected_error_while_packing_the_result_fails_the_attempt_and_frees_the_unit(settings, monkeypatch):
+    def broken_pack(*_args, **_kwargs):
+        raise UnicodeEncodeError("utf-8", "\udcff", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(runner_module, "pack_output", broken_pack)
+    events = RecordedEvents()
+    unit, run = _run(settings, events, "print('hello')\n")
+    [outcome] = events.outcomes()
+    assert outcome.state == "failed"
+    assert outcome.error.startswith("The processing unit failed while running the job (UnicodeEncodeError")
+    assert unit.current() is None  # idle: the next start is accepted
+    monkeypatch.undo()
+    _, second = _run(settings, events, "print('next')\n", job_id="job2")
+    assert second.state == "succeeded"
+
+
+def test_an_outcome_refused_for_itself_is_sent_again_without_its_details(settings):
+    events = RecordedEvents(refuse_first_outcome=True)
+    unit, run = _run(settings, events, "print('hello')\n")
+    [outcome] = events.outcomes()
+    assert outcome.state == "succeeded" and outcome.details == {}
+    assert outcome.error.startswith("The outcome could not be sent in full (RabbitMQ refused")
+    assert unit.current() is None
+
+
+def test_the_log_keeps_its_limit_and_says_where_it_was_cut(tmp_path):
+    log = JobLog(tmp_path / "log.txt", max_bytes=1000)
+    for _ in range(30):
+        log.write(b"x" * 99 + b"\n")
+    log.note("done")
+    log.close()
+    text = (tmp_path / "log.txt").read_text()
+    assert text.count("x" * 99) == 10
+    assert "The log reached its limit of 0 MB (NIAS_MAX_LOG_MB)" in text and text.endswith("[nias] done\n")
+    assert log.produced == 3000 and log.failure == "the log reached its limit of 0 MB"
+
+
+def test_a_line_of_any_length_reaches_the_error_tail_as_its_first_characters_only(tmp_path):
+    log = JobLog(tmp_path / "log.txt", max_bytes=10 * LINE_BYTES)
+    stream = io.BytesIO(b"E" * (5 * LINE_BYTES) + b"\nshort line\n")
+    tail: deque[str] = deque(maxlen=12)
+    _pump(stream, log, tail)
+    assert list(tail) == ["E" * TAIL_LINE_CHARS + " [...]", "short line"]
+    log.close()
+    assert (tmp_path / "log.txt").stat().st_size == 5 * LINE_BYTES + len(b"\nshort line\n")
