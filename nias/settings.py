@@ -46,7 +46,7 @@ class Settings:
     max_unpacked_mb: int = 2_048
     max_ratio: int = 200
     max_result_mb: int = 1_024
-    max_result_files: int = 200_000
+    max_result_files: int = 10_000
     max_log_mb: int = 100
     job_timeout_s: int = 3_600
     job_retries: int = 2

@@ -68,16 +68,21 @@ def test_a_long_name_is_kept_and_a_path_past_the_limit_is_left_out(lone_unit, tm
     _assert_the_unit_runs_the_next_job(lone_unit, tmp_path)
 
 
-def test_a_hundred_thousand_small_files_all_come_back(lone_unit, tmp_path):
-    done, _ = _run(lone_unit, tmp_path, (
-        "import os\n"
-        "for folder in range(100):\n"
-        "    os.makedirs(f'output/{folder}')\n"
-        "    for number in range(1000):\n"
-        "        open(f'output/{folder}/{number}.txt', 'w').write(str(number))\n"))
+def test_a_hundred_thousand_small_files_fail_with_the_file_limit_named_and_ten_thousand_come_back(
+        lone_unit, tmp_path):
+    many = ("import os\n"
+            "for folder in range({folders}):\n"
+            "    os.makedirs(f'output/{{folder}}')\n"
+            "    for number in range(1000):\n"
+            "        open(f'output/{{folder}}/{{number}}.txt', 'w').write(str(number))\n")
+    done, log = _run(lone_unit, tmp_path, many.format(folders=100))
+    assert done["state"] == "failed", done
+    assert "more than the result limit of 10000 files" in done["error"] and "10000 files" in log
+    assert done["result_size"] is None
+    done, _ = _run(lone_unit, tmp_path, many.format(folders=10))
     assert done["state"] == "succeeded", done
     files = _result(lone_unit, done, tmp_path)
-    assert len(files) == 100_000 and files["42/999.txt"] == b"999"
+    assert len(files) == 10_000 and files["9/999.txt"] == b"999"
     _assert_the_unit_runs_the_next_job(lone_unit, tmp_path)
 
 
