@@ -214,6 +214,7 @@ def _record_finish(store: Store, settings: Settings, job: dict, event: JobEvent)
         exit_code=event.exit_code,
         error=event.error,
         result_size=event.result_size,
+        log_size=details.get("log_bytes"),
         finished_at=event.at,
         env_seconds=details.get("env_seconds"),
         env_cached=details.get("env_cached"),
@@ -232,7 +233,8 @@ def record_cancelled_outcome(store: Store, settings: Settings, job: dict, event:
     is still being saved (the result stays pending a lease longer)."""
     if event.event is EventKind.FINISHED:
         values = {"exit_code": event.exit_code, "result_size": event.result_size,
-                  "run_seconds": event.details.get("run_seconds"), "result_due": None}
+                  "log_size": event.details.get("log_bytes"), "run_seconds": event.details.get("run_seconds"),
+                  "result_due": None}
         if store.update_job_fields(event.job_id, {"attempt": event.attempt}, values):
             feed.publish({**job, **values})  # the pages waiting for the kept result show it now
         keep_only_run(settings, event.job_id, event.attempt)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import time
 from datetime import datetime, timezone
@@ -76,6 +77,7 @@ def job_to_json(job: dict, *, position: int | None = None) -> dict:
         "unit": job["unit"],
         "attempts": job["attempt"],
         "result_size": job["result_size"],
+        "log_size": job["log_size"],
         "upload_size": job["upload_size"],
         "timeout_s": job["timeout_s"],
         "env_seconds": job["env_seconds"],
@@ -268,17 +270,40 @@ def get_result(job_id: str):
     return send_file(path, mimetype="application/zip", as_attachment=True, download_name=f"{job['name']}-{job_id}.zip")
 
 
+LOG_CHUNK_BYTES = 256 * 1024
+
+
+def _log_chunks(handle, length: int):
+    """`length` bytes from `handle` in bounded chunks: a log of any size costs one chunk of memory."""
+    with handle:
+        while length > 0:
+            chunk = handle.read(min(LOG_CHUNK_BYTES, length))
+            if not chunk:
+                return
+            length -= len(chunk)
+            yield chunk
+
+
 @bp.get("/<job_id>/log")
 def get_log(job_id: str):
-    """The run's output as text; `?offset=N` returns only what came after byte N."""
+    """The run's output as text, streamed; `?offset=N` returns only what came after byte N.
+
+    The answer holds what the log had when it was asked for (`X-Log-Size` is that size), so a
+    growing log is read on by asking again from there."""
     job = visible_job(job_id)
     offset = parse_int_field(request.args.get("offset"), "offset", 0, 2**62) or 0
     path = run_dir(job) / "log.txt"
-    data = b""
-    if job["attempt"] and path.is_file():
-        with open(path, "rb") as handle:
-            handle.seek(offset)
-            data = handle.read()
-    response = Response(data, mimetype="text/plain", headers={"X-Log-Size": str(offset + len(data))})
+    handle, length = None, 0
+    if job["attempt"]:
+        try:
+            handle = open(path, "rb")
+        except FileNotFoundError:
+            handle = None
+    if handle is not None:
+        length = max(0, os.fstat(handle.fileno()).st_size - offset)
+        handle.seek(offset)
+    headers = {"X-Log-Size": str(offset + length), "Content-Length": str(length)}
+    body = _log_chunks(handle, length) if handle is not None else iter(())
+    response = Response(body, mimetype="text/plain", headers=headers, direct_passthrough=True)
     response.charset = "utf-8"
     return response

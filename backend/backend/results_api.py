@@ -13,18 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from nias.errors import NiasError
 
 from backend.jobs_api import finished_result
+from backend.result_index import IndexedResult, ResultIndex
 from backend.uploads import parse_int_field
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("results", __name__, url_prefix="/api")
+bp.record_once(lambda state: state.app.extensions.setdefault("result_index", ResultIndex()))
 
 CHUNK_BYTES = 256 * 1024
+MAX_LISTED = 10_000  # files in one listing answer; `offset` pages through more
 FALLBACK_TYPE = "application/octet-stream"
 # Types research output often has, fixed here so the answer does not depend on /etc/mime.types.
 KNOWN_TYPES = {
@@ -77,16 +80,12 @@ def _finished_result(job_id: str) -> Path:
     return finished_result(job_id)[1]
 
 
-def _open_result(path: Path) -> zipfile.ZipFile:
+def _open_result(path: Path) -> IndexedResult:
     try:
-        return zipfile.ZipFile(path)
+        return current_app.extensions["result_index"].open(path)
     except (zipfile.BadZipFile, OSError) as exc:
         logger.error("Result %s: unreadable (%s)", path, exc)
         raise NiasError("The job's result cannot be read.", code="bad_result", status=500) from None
-
-
-def _regular_members(archive: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
-    return [info for info in archive.infolist() if not info.is_dir()]
 
 
 def describe_member(info: zipfile.ZipInfo) -> dict:
@@ -95,24 +94,24 @@ def describe_member(info: zipfile.ZipInfo) -> dict:
 
 @bp.get("/jobs/<job_id>/files")
 def list_files(job_id: str):
-    with _open_result(_finished_result(job_id)) as archive:
-        members = sorted(_regular_members(archive), key=lambda info: info.filename)
-        return jsonify({"files": [describe_member(info) for info in members]})
+    """The result's files by name; at most `limit` (10,000) from `offset`, with the `total`."""
+    offset = parse_int_field(request.args.get("offset"), "offset", 0, 2**62) or 0
+    limit = parse_int_field(request.args.get("limit"), "limit", 1, MAX_LISTED) or MAX_LISTED
+    files = _open_result(_finished_result(job_id)).files
+    return jsonify({"files": [describe_member(info) for info in files[offset:offset + limit]],
+                    "total": len(files), "offset": offset})
 
 
-def _find_member(archive: zipfile.ZipFile, name: str) -> zipfile.ZipInfo:
-    try:
-        info = archive.getinfo(name)
-    except KeyError:
-        info = None
-    if info is None or info.is_dir():
+def _find_member(result: IndexedResult, name: str) -> zipfile.ZipInfo:
+    info = result.find(name)
+    if info is None:
         raise NiasError(f"The result has no file named {name!r}.", code="file_not_found", status=404)
     return info
 
 
-def _member_chunks(path: Path, name: str, limit: int) -> Iterator[bytes]:
-    """The first `limit` bytes of one member, read from a zip opened for this response alone."""
-    with zipfile.ZipFile(path) as archive, archive.open(name) as member:
+def _member_chunks(result: IndexedResult, info: zipfile.ZipInfo, limit: int) -> Iterator[bytes]:
+    """The first `limit` bytes of one member, read through the already parsed zip."""
+    with result.archive.open(info) as member:
         remaining = limit
         while remaining > 0:
             chunk = member.read(min(CHUNK_BYTES, remaining))
@@ -133,9 +132,8 @@ def get_file(job_id: str, name: str):
     """One file of the result; `?max_bytes=N` sends only its start (`X-Truncated: true`)."""
     max_bytes = parse_int_field(request.args.get("max_bytes"), "max_bytes", 1, 2**62)
     as_download = request.args.get("download") in ("1", "true", "yes")
-    path = _finished_result(job_id)
-    with _open_result(path) as archive:
-        info = _find_member(archive, name)
+    result = _open_result(_finished_result(job_id))
+    info = _find_member(result, name)
     size = info.file_size
     length = min(size, max_bytes) if max_bytes else size
     content_type = guess_type(info.filename)
@@ -148,5 +146,5 @@ def get_file(job_id: str, name: str):
         "X-Truncated": "true" if length < size else "false",
         "Cache-Control": "private, max-age=300",
     }
-    return Response(_member_chunks(path, info.filename, length), status=200, headers=headers,
+    return Response(_member_chunks(result, info, length), status=200, headers=headers,
                     mimetype=content_type, direct_passthrough=True)

@@ -57,6 +57,7 @@ jobs = Table(
     Column("error", Text),
     Column("unit", String(100)),
     Column("result_size", BigInteger),
+    Column("log_size", BigInteger),  # bytes of the kept attempt's log, counted in the owner's storage
     Column("upload", String(300), nullable=False),
     Column("upload_sha256", String(64), nullable=False),
     Column("upload_size", BigInteger, nullable=False),
@@ -257,8 +258,9 @@ class Store:
         return {state: n for state, n in rows}
 
     def storage_used(self, owner: str) -> int:
-        """Bytes a user's kept uploads and results take on the shared volume."""
-        used = func.coalesce(func.sum(jobs.c.upload_size + func.coalesce(jobs.c.result_size, 0)), 0)
+        """Bytes a user's kept uploads, results and logs take on the shared volume."""
+        used = func.coalesce(func.sum(jobs.c.upload_size + func.coalesce(jobs.c.result_size, 0)
+                                      + func.coalesce(jobs.c.log_size, 0)), 0)
         with self.engine.connect() as conn:
             return int(conn.execute(select(used).where(jobs.c.owner_id == owner, jobs.c.expired_at.is_(None)))
                        .scalar_one())

@@ -354,7 +354,7 @@ class Runner:
                 if project is not None:
                     self._keep_result(run, project, run_dir / "result.zip", log)
             finally:
-                run.details["log_bytes"] = log.produced
+                run.details["log_bytes"] = log.written
                 if log.failure:
                     run.details["log_incomplete"] = log.failure
                 log.close()
