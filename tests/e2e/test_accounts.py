@@ -47,7 +47,8 @@ def test_every_api_call_without_credentials_answers_401(stack, method, path):
 def test_a_wrong_password_is_refused_and_a_right_one_opens_a_session(stack):
     email, password = new_user(stack)
     wrong = requests.post(f"{stack.url}/api/auth/login", json={"email": email, "password": "nope nope"}, timeout=10)
-    assert wrong.status_code == 401
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "unauthenticated"
+    assert "nias_session" not in wrong.cookies
     browser = requests.Session()
     answer = browser.post(f"{stack.url}/api/auth/login", json={"email": email, "password": password}, timeout=10)
     assert answer.status_code == 200
@@ -57,7 +58,8 @@ def test_a_wrong_password_is_refused_and_a_right_one_opens_a_session(stack):
     assert me["email"] == email and me["role"] == "user" and me["csrf_token"]
     assert browser.post(f"{stack.url}/api/auth/logout", headers={"X-CSRF-Token": me["csrf_token"]},
                         timeout=10).status_code == 204
-    assert browser.get(f"{stack.url}/api/me", timeout=10).status_code == 401
+    after = browser.get(f"{stack.url}/api/me", timeout=10)
+    assert after.status_code == 401 and after.json()["error"]["code"] == "unauthenticated"
 
 
 def with_cookie(stack, cookie: str) -> requests.Response:
@@ -66,9 +68,11 @@ def with_cookie(stack, cookie: str) -> requests.Response:
 
 
 def test_after_sign_out_the_old_session_cookie_answers_401(stack):
-    browser, csrf = signed_in(stack, *new_user(stack))
+    email, password = new_user(stack)
+    browser, csrf = signed_in(stack, email, password)
     cookie = browser.cookies["nias_session"]
-    assert with_cookie(stack, cookie).status_code == 200
+    before = with_cookie(stack, cookie)
+    assert before.status_code == 200 and before.json()["email"] == email
     assert browser.post(f"{stack.url}/api/auth/logout", headers={"X-CSRF-Token": csrf}, timeout=10).status_code == 204
     assert with_cookie(stack, cookie).status_code == 401
 
@@ -80,7 +84,8 @@ def test_a_password_change_signs_out_the_accounts_other_browsers(stack):
                           headers={"X-CSRF-Token": csrf}, timeout=10)
     assert changed.status_code == 200 and changed.json()["other_sessions_ended"] == 1
     assert phone.get(f"{stack.url}/api/me", timeout=10).status_code == 401
-    assert laptop.get(f"{stack.url}/api/me", timeout=10).status_code == 200
+    still = laptop.get(f"{stack.url}/api/me", timeout=10)
+    assert still.status_code == 200 and still.json()["email"] == email
     signed_in(stack, email, "another long one")
 
 
@@ -101,7 +106,7 @@ def test_a_change_made_with_the_session_cookie_needs_the_csrf_token(stack, tmp_p
     with open(project, "rb") as handle:
         real = browser.post(f"{stack.url}/api/jobs", files={"file": ("p.zip", handle)},
                             headers={"X-CSRF-Token": csrf}, timeout=10)
-    assert real.status_code == 201
+    assert real.status_code == 201 and real.json()["state"] == "queued", real.text
 
 
 def test_api_tokens_work_as_bearer_credentials_until_revoked(stack, tmp_path):
@@ -118,29 +123,40 @@ def test_api_tokens_work_as_bearer_credentials_until_revoked(stack, tmp_path):
                           timeout=10).status_code == 204
     refused = requests.get(f"{stack.url}/api/jobs", headers={"Authorization": f"Bearer {created['token']}"},
                            timeout=10)
-    assert refused.status_code == 401
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "unauthenticated"
+
+
+def can_sign_in(stack, email: str, password: str) -> bool:
+    answer = requests.post(f"{stack.url}/api/auth/login", json={"email": email, "password": password}, timeout=10)
+    assert answer.status_code in (200, 401), answer.text
+    return answer.status_code == 200
 
 
 def test_registration_needs_an_invitation_that_works_once(stack):
-    anonymous = requests.post(f"{stack.url}/api/auth/register",
-                              json={"email": "x@lab.example", "password": "long enough pw"}, timeout=10)
-    assert anonymous.status_code == 403
+    uninvited = {"email": f"{uuid.uuid4().hex[:8]}@lab.example", "password": "long enough pw"}
+    anonymous = requests.post(f"{stack.url}/api/auth/register", json=uninvited, timeout=10)
+    assert anonymous.status_code == 403 and "invitation" in anonymous.json()["error"]["message"]
+    assert not can_sign_in(stack, uninvited["email"], uninvited["password"])
     code = stack.http.post(f"{stack.url}/api/invitations", timeout=10).json()["invitation"]
     body = {"email": f"{uuid.uuid4().hex[:8]}@lab.example", "password": "long enough pw", "invitation": code}
     first = requests.post(f"{stack.url}/api/auth/register", json=body, timeout=10)
     assert first.status_code == 201 and first.json()["role"] == "user"
+    assert can_sign_in(stack, body["email"], body["password"])
     again = requests.post(f"{stack.url}/api/auth/register", json={**body, "email": "y" + body["email"]}, timeout=10)
-    assert again.status_code == 403
+    assert again.status_code == 403 and "has been used" in again.json()["error"]["message"]
+    assert not can_sign_in(stack, "y" + body["email"], body["password"])
 
 
 def test_only_admins_manage_users_and_see_dead_letters(stack):
-    user = NiasClient(stack.url, token=token_for(stack, *new_user(stack)))
+    email, password = new_user(stack)
+    user = NiasClient(stack.url, token=token_for(stack, email, password))
     for method, path in (("GET", "/api/users"), ("POST", "/api/users"), ("POST", "/api/invitations"),
                          ("GET", "/api/admin/dead-letters")):
         answer = user.session.request(method, f"{stack.url}{path}", json={}, timeout=10)
-        assert answer.status_code == 403, path
+        assert answer.status_code == 403 and answer.json()["error"]["code"] == "forbidden", path
     listed = stack.http.get(f"{stack.url}/api/users", timeout=10).json()["users"]
-    assert any(u["role"] == "admin" for u in listed)
+    roles = {u["email"]: u["role"] for u in listed}
+    assert roles[email] == "user" and "admin" in roles.values()
 
 
 def test_another_users_job_is_invisible_on_every_endpoint(stack, tmp_path):
@@ -165,7 +181,9 @@ def test_another_users_job_is_invisible_on_every_endpoint(stack, tmp_path):
     assert job["id"] not in {j["id"] for j in bob.jobs(per_page=100)["jobs"]}
     assert job["id"] in {j["id"] for j in alice.jobs(per_page=100)["jobs"]}
     assert bob.session.get(f"{stack.url}/api/summary", timeout=10).json()["counts"]["succeeded"] == 0
-    assert stack.client.job(job["id"])["owner"] == job["owner"]  # the admin sees it
+    assert alice.session.get(f"{stack.url}/api/summary", timeout=10).json()["counts"]["succeeded"] == 1
+    alice_id = alice.session.get(f"{stack.url}/api/me", timeout=10).json()["id"]
+    assert job["owner"] == alice_id and stack.client.job(job["id"])["owner"] == alice_id  # the admin sees it
 
 
 def test_the_admin_can_cancel_and_rerun_another_users_job(stack, tmp_path):

@@ -13,10 +13,10 @@ from playwright.sync_api import Browser, Page, expect
 from nias.client import ApiError
 
 from tests.support.browser import (  # noqa: F401 (fixtures)
-    LAPTOP, NARROW, ConsoleErrors, _watch, admin_credentials, browser, console_errors, new_page, page,
+    NARROW, ConsoleErrors, admin_credentials, admin_page, browser, console_errors, new_page, page,
     save_screenshot, sign_in,
 )
-from tests.support.projects import zip_entries
+from tests.support.projects import WRITER_CODE, zip_entries
 from tests.support.stack import LocalStack, wait_until
 
 SLOW = 30_000  # ms: generous waits for jobs to change state
@@ -47,9 +47,21 @@ def job_row(page: Page, job_id: str):
     return page.locator(f'tr[data-job-id="{job_id}"]')
 
 
-def put_state(stack, job_id: str, state: str) -> None:
+def put_state(stack, job_id: str, state: str) -> dict:
+    """Ask for `state`, which the job must take: 200 with the job in that state."""
     answer = stack.http.put(f"{stack.url}/api/jobs/{job_id}/state", json={"state": state}, timeout=10)
-    assert answer.status_code in (200, 409), answer.text
+    assert answer.status_code == 200 and answer.json()["state"] == state, answer.text
+    return answer.json()
+
+
+def cancel_unfinished(stack, jobs: list[dict]) -> None:
+    """Cancel whatever of `jobs` is still queued, running or paused; a job that already ended
+    refuses (409 naming its final state) and is left as it is."""
+    for job in jobs:
+        answer = stack.http.put(f"{stack.url}/api/jobs/{job['id']}/state", json={"state": "cancelled"}, timeout=10)
+        if answer.status_code != 200:
+            assert answer.status_code == 409, answer.text
+            assert answer.json()["error"]["state"] in ("succeeded", "failed"), answer.text
 
 
 def log_reads(page: Page) -> int:
@@ -77,14 +89,8 @@ def single_unit(tmp_path_factory) -> Iterator[LocalStack]:
 @pytest.fixture
 def single_unit_page(browser: Browser, single_unit: LocalStack, console_errors: ConsoleErrors) -> Iterator[Page]:
     """A page signed in as the admin of the single-unit stack."""
-    context = browser.new_context(base_url=single_unit.url, viewport=LAPTOP)
-    context.set_default_timeout(15_000)
-    sign_in(context, *admin_credentials(single_unit))
-    page = context.new_page()
-    _watch(page, console_errors)
-    yield page
-    context.close()
-    assert not console_errors.unexpected(), console_errors.unexpected()
+    with admin_page(browser, single_unit, console_errors) as page:
+        yield page
 
 
 # Progress
@@ -180,8 +186,7 @@ def test_a_waiting_jobs_page_shows_its_place_in_the_queue_and_run_next_and_prior
         assert client.job(second["id"])["priority"] == 9
         assert client.job(first["id"])["queue_position"] == 3
     finally:
-        for job in (blocker, first, second, target):
-            put_state(single_unit, job["id"], "cancelled")
+        cancel_unfinished(single_unit, [blocker, first, second, target])
 
 
 def test_results_rows_change_a_priority_and_run_a_job_next_which_reorder_the_queue_and_resume_a_paused_job(
@@ -240,8 +245,7 @@ def test_results_rows_change_a_priority_and_run_a_job_next_which_reorder_the_que
         assert order == [f"{prefix} second", f"{prefix} third", f"{prefix} first"]
         expect(rows[first["id"]].locator(".badge")).to_have_text("succeeded", timeout=SLOW)
     finally:
-        for job in (blocker, first, second, third):
-            put_state(single_unit, job["id"], "cancelled")
+        cancel_unfinished(single_unit, [blocker, first, second, third])
 
 
 # The event stream
@@ -391,13 +395,6 @@ def test_pages_show_a_running_job_whose_json_has_no_eta(new_page, client, consol
     expect(pages["job"].locator("#job-state")).to_have_text("succeeded", timeout=SLOW)
 
 
-WRITER_CODE = (
-    "import time\n"
-    "open('output/partial.txt', 'w').write('half of the work')\n"
-    "for i in range(600):\n"
-    "    print('step', i, flush=True)\n"
-    "    time.sleep(0.2)\n"
-)
 NO_RESULT = "This job ended without a result"
 
 

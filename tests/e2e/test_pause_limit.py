@@ -8,20 +8,11 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
-from tests.support.browser import (  # noqa: F401 (fixtures)
-    LAPTOP, ConsoleErrors, _watch, admin_credentials, browser, console_errors, sign_in,
-)
-from tests.support.projects import zip_entries
+from tests.support.browser import ConsoleErrors, admin_page, browser, console_errors  # noqa: F401 (fixtures)
+from tests.support.projects import WRITER_CODE, zip_entries
 from tests.support.stack import LocalStack, wait_until
 
 MAX_PAUSE_S = 6
-WRITER_CODE = (
-    "import time\n"
-    "open('output/partial.txt', 'w').write('half of the work')\n"
-    "for i in range(600):\n"
-    "    print('step', i, flush=True)\n"
-    "    time.sleep(0.2)\n"
-)
 
 
 @pytest.fixture(scope="module")
@@ -33,14 +24,8 @@ def short_pauses(tmp_path_factory) -> Iterator[LocalStack]:
 
 @pytest.fixture
 def job_page(browser: Browser, short_pauses: LocalStack, console_errors: ConsoleErrors) -> Iterator[Page]:
-    context = browser.new_context(base_url=short_pauses.url, viewport=LAPTOP)
-    context.set_default_timeout(15_000)
-    sign_in(context, *admin_credentials(short_pauses))
-    page = context.new_page()
-    _watch(page, console_errors)
-    yield page
-    context.close()
-    assert not console_errors.unexpected(), console_errors.unexpected()
+    with admin_page(browser, short_pauses, console_errors) as page:
+        yield page
 
 
 def test_a_job_paused_past_the_limit_is_cancelled_with_the_reason_and_keeps_its_output(short_pauses, job_page,

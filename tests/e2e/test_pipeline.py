@@ -5,6 +5,7 @@ import os
 import subprocess
 import time
 import zipfile
+from datetime import datetime
 
 import pytest
 
@@ -124,13 +125,22 @@ def test_the_result_is_409_while_the_job_runs_and_404_for_an_unknown_job(client,
 
 
 def test_the_job_list_is_newest_first_paginated_and_filtered_by_state(client, tmp_path):
+    earlier = client.submit(zip_entries(tmp_path / "earlier.zip", {"code.py": "pass"}), name="list-earlier")
     ok = client.submit(zip_entries(tmp_path / "ok.zip", {"code.py": "pass"}), name="list-ok")
     bad = client.submit(zip_entries(tmp_path / "bad.zip", {"code.py": "raise SystemExit(3)"}), name="list-bad")
+    client.wait(earlier["id"], timeout_s=60)
     client.wait(ok["id"], timeout_s=60)
     assert client.wait(bad["id"], timeout_s=60)["exit_code"] == 3
     page = client.jobs(per_page=2)
     assert [j["id"] for j in page["jobs"]] == [bad["id"], ok["id"]]
-    assert page["total"] >= 2 and page["per_page"] == 2
+    assert page["total"] >= 3 and page["per_page"] == 2
+    second = client.jobs(page=2, per_page=2)
+    assert second["page"] == 2 and second["total"] == page["total"]
+    assert second["jobs"][0]["id"] == earlier["id"]
+    newest = client.jobs(per_page=4)["jobs"]
+    assert [j["id"] for j in page["jobs"] + second["jobs"]] == [j["id"] for j in newest]
+    created = [datetime.fromisoformat(j["created_at"]) for j in newest]
+    assert created == sorted(created, reverse=True)
     failed = client.jobs(state="failed", per_page=100)["jobs"]
     assert bad["id"] in {j["id"] for j in failed} and all(j["state"] == "failed" for j in failed)
     with pytest.raises(ApiError) as wrong:

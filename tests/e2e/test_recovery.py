@@ -70,9 +70,18 @@ def _idle(stack: LocalStack, unit: str) -> bool:
     return bool(health and health.get("ok") and health.get("busy") is None)
 
 
+def _units(stack: LocalStack) -> list[str]:
+    return [f"unit-{index}" for index in range(1, stack.units + 1)]
+
+
 def _all_units_idle(stack: LocalStack) -> None:
-    units = [f"unit-{index}" for index in range(1, stack.units + 1)]
-    wait_until(lambda: all(_idle(stack, unit) for unit in units), timeout_s=60, message="every unit idle")
+    wait_until(lambda: all(_idle(stack, unit) for unit in _units(stack)), timeout_s=60, message="every unit idle")
+
+
+def _unit_running(stack: LocalStack, job_id: str) -> str | None:
+    """The unit whose health says it is running `job_id` now, if any."""
+    return next((unit for unit in _units(stack) if (_unit_answer(stack, unit, "/healthz") or {}).get("busy") == job_id),
+                None)
 
 
 def _process(pid: int) -> tuple[str, int, str] | None:
@@ -133,6 +142,7 @@ def test_a_job_whose_processing_unit_is_killed_runs_again_and_keeps_one_result(r
     # Well before the job would have ended by itself.
     wait_until(lambda: not any(_alive(pid, started) for pid, started in first_attempt), timeout_s=3,
                message="attempt 1's processes dying with their unit")
+    ran_again_on = wait_until(lambda: _unit_running(stack, job["id"]), timeout_s=60, message="a unit running attempt 2")
     done = client.wait(job["id"], timeout_s=120)
     assert done["state"] == "succeeded" and done["attempts"] == 2, done
     history = client.history(job["id"])
@@ -140,8 +150,8 @@ def test_a_job_whose_processing_unit_is_killed_runs_again_and_keeps_one_result(r
     assert any("stopped" in reason for reason in reasons)
     runs = [t for t in history if t["to"] == "running"]
     assert [t["attempt"] for t in runs] == [1, 2]
-    assert runs[0]["unit"] == killed and runs[1]["unit"] in (other, killed)
-    if runs[1]["unit"] == killed:
+    assert runs[0]["unit"] == killed and runs[1]["unit"] == ran_again_on
+    if ran_again_on == killed:
         assert stack.service_pid(killed) != old_pid, "the retry ran on the killed unit before it was restarted"
     assert client.log(job["id"]).count("started") == 1
     assert sorted(os.listdir(stack.data_dir / "jobs" / job["id"] / "runs")) == ["2"]

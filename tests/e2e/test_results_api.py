@@ -94,12 +94,13 @@ def test_max_bytes_sends_only_the_start_of_a_file_and_says_it_was_cut(stack, hel
 
 def test_max_bytes_larger_than_the_file_sends_it_whole(stack, hello_job):
     response = get_files(stack, hello_job["id"], "result.txt", max_bytes=1000)
-    assert response.content == b"42\n"
+    assert response.status_code == 200 and response.content == b"42\n"
     assert response.headers["X-Truncated"] == "false"
 
 
 def test_download_asks_the_browser_to_save_the_file(stack, hello_job):
     response = get_files(stack, hello_job["id"], "result.txt", download=1)
+    assert response.status_code == 200 and response.content == b"42\n"
     assert response.headers["Content-Disposition"].startswith("attachment")
     assert 'filename="result.txt"' in response.headers["Content-Disposition"]
 
@@ -109,7 +110,7 @@ def test_files_in_subfolders_are_listed_and_served_by_their_path(stack, many_kin
     names = [f["name"] for f in get_files(stack, many_kinds_job["id"]).json()["files"]]
     assert names == ["figure.svg", "report.html", 'summary "final" été.txt', "tables/2024/data.csv", "weights.bin"]
     response = get_files(stack, many_kinds_job["id"], "tables/2024/data.csv")
-    assert response.content == b"a,b\n1,2\n"
+    assert response.status_code == 200 and response.content == b"a,b\n1,2\n"
 
 
 def test_a_file_name_with_quotes_and_accents_is_served_and_named_safely(stack, many_kinds_job):
@@ -133,12 +134,14 @@ def test_svg_is_served_as_an_image_in_a_sandbox_so_its_scripts_cannot_run_in_the
 
 def test_html_in_a_result_is_only_ever_a_download(stack, many_kinds_job):
     response = get_files(stack, many_kinds_job["id"], "report.html")
+    assert response.status_code == 200 and response.content == b"<script>alert(1)</script>"
     assert response.headers["Content-Disposition"].startswith("attachment")
     assert "sandbox" in response.headers["Content-Security-Policy"]
 
 
 def test_a_file_of_unknown_kind_is_plain_bytes(stack, many_kinds_job):
     response = get_files(stack, many_kinds_job["id"], "weights.bin")
+    assert response.status_code == 200
     assert response.headers["Content-Type"] == "application/octet-stream"
     assert response.content == bytes(range(256))
 
@@ -153,7 +156,7 @@ def test_a_name_that_is_not_a_file_of_the_result_answers_404_as_json(stack, many
 def test_an_absolute_path_never_reaches_the_filesystem(stack, many_kinds_job):
     response = get_files(stack, many_kinds_job["id"], "%2Fetc%2Fpasswd")
     assert response.status_code == 404
-    assert "error" in response.json()
+    assert response.json()["error"]["code"] == "not_found"  # no route takes it: no handler ever sees the path
     assert "root:" not in response.text
 
 
@@ -178,8 +181,9 @@ def test_a_failed_job_lists_the_partial_output_it_left(stack, tmp_path):
     job = stack.client.submit(zip_project("raises", tmp_path / "raises.zip"), name="results-api raises")
     job = stack.client.wait(job["id"], timeout_s=120)
     assert job["state"] == "failed"
-    files = get_files(stack, job["id"]).json()["files"]
-    assert [f["name"] for f in files] == ["partial.txt"]
-    content = get_files(stack, job["id"], "partial.txt").text
-    assert content == "written before the crash\n"
+    listed = get_files(stack, job["id"])
+    assert listed.status_code == 200
+    assert [f["name"] for f in listed.json()["files"]] == ["partial.txt"]
+    partial = get_files(stack, job["id"], "partial.txt")
+    assert partial.status_code == 200 and partial.text == "written before the crash\n"
 

@@ -70,7 +70,9 @@ def test_a_full_volume_fails_the_job_with_a_clear_reason_and_the_next_job_runs(s
         done = client.wait(job["id"], timeout_s=60)
         assert done["state"] == "failed"
         assert "No space left on device" in done["error"]
-        assert not list((volume / "jobs" / job["id"] / "runs" / "1").glob("*.part"))
+        run = volume / "jobs" / job["id"] / "runs" / "1"
+        assert run.is_dir(), f"{run} is missing: the attempt wrote nowhere, so no leftover could show"
+        assert not list(run.glob("*.part"))
     finally:
         (volume / "filler.bin").unlink()
     after = client.wait(client.submit(zip_entries(tmp_path / "ok.zip", {"code.py": "print('fine')"}))["id"],

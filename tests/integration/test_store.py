@@ -154,8 +154,9 @@ def test_a_forbidden_transition_is_refused_naming_the_state_and_what_is_allowed(
 
 def test_a_transition_whose_guard_no_longer_holds_is_a_conflict(store):
     job = new_job(store)
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict) as caught:
         rules.apply_transition(store, job["id"], JobState.RUNNING, guard={"dispatch": 2})
+    assert type(caught.value) is Conflict, "queued -> running is allowed: only the guard may refuse it"
     assert store.get_job(job["id"])["state"] == "queued"
     assert len(store.history(job["id"])) == 1
 
@@ -217,8 +218,9 @@ def test_a_claim_with_a_stale_dispatch_is_refused(store, make_settings):
     job = new_job(store)
     set_fields(store, job["id"], dispatch=3)
     for stale in (1, 2, 4):
-        with pytest.raises(Conflict):
+        with pytest.raises(Conflict) as caught:
             rules.claim_job(store, settings, job["id"], stale, "unit-1")
+        assert f"message {stale} is stale" in caught.value.message
     assert store.get_job(job["id"])["state"] == "queued"
     assert rules.claim_job(store, settings, job["id"], 3, "unit-1")["state"] == "running"
 

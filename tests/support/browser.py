@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,27 +87,51 @@ def _watch(page: Page, errors: ConsoleErrors) -> None:
     page.on("pageerror", lambda exc: errors.record(f"uncaught: {exc}"))
 
 
+def open_page(browser: Browser, stack, errors: ConsoleErrors, viewport: dict | None = None, *,
+              signed_in: bool = True) -> Page:
+    """A page on `stack` in a fresh browser context (close `page.context` after), signed in as the
+    stack's admin unless `signed_in=False`; its console errors go to `errors`."""
+    context = browser.new_context(base_url=stack.url, viewport=viewport or LAPTOP, accept_downloads=True)
+    context.set_default_timeout(15_000)
+    if signed_in:
+        sign_in(context, *admin_credentials(stack))
+    page = context.new_page()
+    _watch(page, errors)
+    return page
+
+
+def assert_no_unexpected(errors: ConsoleErrors) -> None:
+    unexpected = errors.unexpected()
+    assert not unexpected, f"the browser console reported errors: {unexpected}"
+
+
+@contextmanager
+def admin_page(browser: Browser, stack, errors: ConsoleErrors) -> Iterator[Page]:
+    """A page signed in as the admin of a stack of the test module's own (the `new_page` fixture
+    serves the shared one); at the end, a console error the test did not allow fails it."""
+    page = open_page(browser, stack, errors)
+    try:
+        yield page
+    finally:
+        page.context.close()
+    assert_no_unexpected(errors)
+
+
 @pytest.fixture
 def new_page(browser: Browser, stack, console_errors: ConsoleErrors) -> Iterator[Callable[..., Page]]:
     """Opens a page in a fresh browser context, signed in as the stack's admin unless
     `signed_in=False` (`viewport=NARROW` for a narrow window)."""
     contexts: list[BrowserContext] = []
 
-    def open_page(viewport: dict | None = None, *, signed_in: bool = True) -> Page:
-        context = browser.new_context(base_url=stack.url, viewport=viewport or LAPTOP, accept_downloads=True)
-        context.set_default_timeout(15_000)
-        contexts.append(context)
-        if signed_in:
-            sign_in(context, *admin_credentials(stack))
-        page = context.new_page()
-        _watch(page, console_errors)
+    def open_shared_page(viewport: dict | None = None, *, signed_in: bool = True) -> Page:
+        page = open_page(browser, stack, console_errors, viewport, signed_in=signed_in)
+        contexts.append(page.context)
         return page
 
-    yield open_page
+    yield open_shared_page
     for context in contexts:
         context.close()
-    unexpected = console_errors.unexpected()
-    assert not unexpected, f"the browser console reported errors: {unexpected}"
+    assert_no_unexpected(console_errors)
 
 
 @pytest.fixture

@@ -6,6 +6,16 @@ from pathlib import Path
 
 PROJECTS = Path(__file__).resolve().parents[1] / "fixtures" / "projects"
 
+# A job that writes output/partial.txt at once, then counts for about two minutes: cancelled or
+# paused mid-run, it has a result to keep.
+WRITER_CODE = (
+    "import time\n"
+    "open('output/partial.txt', 'w').write('half of the work')\n"
+    "for i in range(600):\n"
+    "    print('step', i, flush=True)\n"
+    "    time.sleep(0.2)\n"
+)
+
 
 def zip_project(name: str, destination: Path, *, top_folder: str | None = None) -> Path:
     """Zip the fixture project `name` into `destination`, optionally under one top folder."""

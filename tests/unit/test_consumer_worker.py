@@ -69,7 +69,7 @@ def test_a_start_the_unit_never_answered_is_lost_when_the_unit_stays_away_past_t
     began = time.monotonic()
     lost = follow_run(unit, MESSAGE, 1, "unit-1", threading.Event(), lost_after_s=0.3)
     assert lost is not None and lost.event == JobEvent.LOST
-    assert time.monotonic() - began >= 0.3
+    assert 0.3 <= time.monotonic() - began < 5.0  # at the limit, within a few polls (each 0.5 s) of it
 
 
 def test_a_start_that_timed_out_but_reached_the_unit_is_followed_to_its_end():

@@ -11,11 +11,29 @@ import pytest
 
 from nias.errors import ConfigurationError
 from nias.settings import load_settings
+from process_unit import sandbox as sandbox_module
 from process_unit.sandbox import Limits, Sandbox, group_members
+
+FAKE_BWRAP = "/opt/bubblewrap/bin/bwrap"  # never run: these tests only read the command line
 
 
 def sandbox(tmp_path, **overrides) -> Sandbox:
     return Sandbox(load_settings({}, data_dir=tmp_path, **overrides))
+
+
+def installed(monkeypatch, bwrap: str | None) -> None:
+    """Whether `bwrap` is on this unit's PATH, whatever this machine has."""
+    which = sandbox_module.shutil.which
+
+    def fake_which(name: str, *args, **kwargs) -> str | None:
+        return bwrap if name == "bwrap" else which(name, *args, **kwargs)
+
+    monkeypatch.setattr(sandbox_module.shutil, "which", fake_which)
+
+
+@pytest.fixture
+def with_bwrap(monkeypatch) -> None:
+    installed(monkeypatch, FAKE_BWRAP)
 
 
 def test_a_job_may_ask_for_lower_limits_but_never_higher():
@@ -25,18 +43,18 @@ def test_a_job_may_ask_for_lower_limits_but_never_higher():
     assert limits.tightened(None) == limits
 
 
-def test_the_bubblewrap_command_shows_only_the_project_the_environment_and_system_files(tmp_path):
+def test_the_bubblewrap_command_shows_only_the_project_the_environment_and_system_files(tmp_path, with_bwrap):
     box = sandbox(tmp_path, sandbox="bwrap")
     project, env = tmp_path / "work" / "project", tmp_path / "envs" / "abc"
     argv = box.command(Path("/usr/bin/python3"), project, env)
-    assert argv[0].endswith("bwrap") and argv[-2:] == ["/usr/bin/python3", "code.py"]
+    assert argv[0] == FAKE_BWRAP and argv[-2:] == ["/usr/bin/python3", "code.py"]
     assert ["--bind", str(project), str(project)] == argv[argv.index("--bind"):argv.index("--bind") + 3]
     assert ["--ro-bind", str(env), str(env)] == argv[argv.index(str(env)) - 1:argv.index(str(env)) + 2]
     assert "--unshare-all" in argv and "--share-net" not in argv and "--remount-ro" in argv
     assert str(tmp_path) not in " ".join(a for a in argv if a not in (str(project), str(env)))
 
 
-def test_network_is_shared_only_when_the_admin_allows_it(tmp_path):
+def test_network_is_shared_only_when_the_admin_allows_it(tmp_path, with_bwrap):
     argv = sandbox(tmp_path, sandbox="bwrap", job_network=1).command(Path("/usr/bin/python3"), tmp_path, tmp_path)
     assert "--share-net" in argv and "/etc/resolv.conf" in argv
 
@@ -44,6 +62,20 @@ def test_network_is_shared_only_when_the_admin_allows_it(tmp_path):
 def test_without_a_sandbox_the_job_runs_python_directly(tmp_path):
     assert sandbox(tmp_path, sandbox="off").command(Path("/env/bin/python"), tmp_path, tmp_path) == [
         "/env/bin/python", "code.py"]
+
+
+def test_auto_uses_bubblewrap_where_it_is_installed_and_runs_python_directly_where_not(tmp_path, monkeypatch):
+    installed(monkeypatch, FAKE_BWRAP)
+    assert sandbox(tmp_path, sandbox="auto").command(Path("/env/bin/python"), tmp_path, tmp_path)[0] == FAKE_BWRAP
+    installed(monkeypatch, None)
+    assert sandbox(tmp_path, sandbox="auto").command(Path("/env/bin/python"), tmp_path, tmp_path) == [
+        "/env/bin/python", "code.py"]
+
+
+def test_requiring_bubblewrap_where_it_is_missing_fails_at_start_naming_it(tmp_path, monkeypatch):
+    installed(monkeypatch, None)
+    with pytest.raises(ConfigurationError, match="NIAS_SANDBOX=bwrap.*not installed"):
+        sandbox(tmp_path, sandbox="bwrap")
 
 
 def test_an_unknown_sandbox_mode_is_refused_with_its_name(tmp_path):

@@ -77,7 +77,7 @@ def test_each_variable_is_read_and_typed(variable):
     raw, expected = sample(variable)
     value = getattr(load_settings({variable: raw}), ENVIRONMENT[variable])
     assert value == expected
-    assert type(value) is type(expected) or isinstance(value, type(expected))
+    assert type(value) is type(expected)
 
 
 def test_numbers_are_typed_as_ints_and_floats():
