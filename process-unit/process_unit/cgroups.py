@@ -46,7 +46,7 @@ def _read(path: Path) -> str:
 
 def _write(path: Path, value: str) -> None:
     """One write(2), as cgroup files expect."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
         os.write(fd, value.encode())
     finally:
