@@ -21,6 +21,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from typing import Collection
 
 from nias.errors import NiasError
 
@@ -109,6 +110,21 @@ class JobGroup:
             found |= _pids_in(folder)
         return found
 
+    def signal_all(self, signum: int, sparing: Collection[int] = ()) -> int:
+        """Send `signum` to every process of the group but `sparing`; returns to how many.
+
+        A SIGTERM this way reaches the processes that left the job's process group too. A
+        frozen group handles it only once thawed.
+        """
+        sent = 0
+        for pid in self.pids() - set(sparing):
+            try:
+                os.kill(pid, signum)
+                sent += 1
+            except ProcessLookupError:
+                pass
+        return sent
+
     def kill_all(self, timeout_s: float = 10.0) -> bool:
         """SIGKILL every process and wait until the group is empty; False if some outlived `timeout_s`."""
         deadline = time.monotonic() + timeout_s
@@ -123,11 +139,7 @@ class JobGroup:
     def _kill_members(self) -> None:
         # Frozen, the group cannot fork while its members are signalled one by one.
         self.freeze(timeout_s=1.0)
-        for pid in self.pids():
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+        self.signal_all(signal.SIGKILL)
         self.thaw()  # a frozen process dies only once it runs again
 
     def remove(self, timeout_s: float = 5.0) -> bool:
@@ -159,9 +171,14 @@ class JobGroupV1(JobGroup):
     def set_limits(self, memory_bytes: int | None = None, pids_max: int | None = None) -> None:
         memory = self.folders["memory"]
         if memory_bytes is not None:
-            _write(memory / "memory.limit_in_bytes", str(memory_bytes))
-            if (memory / "memory.memsw.limit_in_bytes").exists():  # no escape into swap either
-                _write(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
+            names = ["memory.limit_in_bytes"]
+            if (memory / "memory.memsw.limit_in_bytes").exists():  # memory and swap: no escape into swap
+                names.append("memory.memsw.limit_in_bytes")
+            current = _read_or_empty(memory / "memory.limit_in_bytes").strip()
+            if current.isdigit() and memory_bytes > int(current):
+                names.reverse()  # the kernel keeps memsw >= the limit: raise memsw first, lower it last
+            for name in names:
+                _write(memory / name, str(memory_bytes))
         if pids_max is not None:
             _write(self.folders["pids"] / "pids.max", str(pids_max))
 

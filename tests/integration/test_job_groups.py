@@ -128,6 +128,18 @@ def test_freeze_stops_the_daemons_writes_and_thaw_restarts_them(daemon):
     assert grows(started.ticks, within_s=5)
 
 
+def test_sigterm_to_the_group_reaches_the_daemon_that_left_the_process_group(daemon):
+    started, group = daemon
+    assert group.signal_all(signal.SIGTERM) == 1
+    wait_for(lambda: not exists(started.pid), what="the daemon to end on SIGTERM")
+
+
+def test_a_raised_memory_limit_applies_after_a_lower_one(unit_root):
+    group = unit_root.create("job-raised", memory_bytes=64 * MIB)
+    group.set_limits(memory_bytes=256 * MIB)
+    assert (group.folders["memory"] / "memory.limit_in_bytes").read_text().strip() == str(256 * MIB)
+
+
 def test_a_frozen_group_can_still_be_killed(daemon):
     started, group = daemon
     assert group.freeze(timeout_s=5)
