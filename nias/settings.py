@@ -113,7 +113,8 @@ class Settings:
         """NIAS_JOB_UID_RANGE as a range of uids; a malformed one fails naming the variable."""
         low, dash, high = self.job_uid_range.partition("-")
         if not (dash and low.strip().isdigit() and high.strip().isdigit()):
-            raise ConfigurationError(f"NIAS_JOB_UID_RANGE must be LOW-HIGH, e.g. 61000-61999, not {self.job_uid_range!r}")
+            raise ConfigurationError(
+                f"NIAS_JOB_UID_RANGE must be LOW-HIGH, e.g. 61000-61999, not {self.job_uid_range!r}")
         first, last = int(low), int(high)
         if not 0 < first <= last < 2**32 - 1:
             raise ConfigurationError(f"NIAS_JOB_UID_RANGE must run from 1 up to at most 4294967294, low to high, "

@@ -41,10 +41,6 @@ class CgroupsUnavailable(NiasError):
     code = "cgroups_unavailable"
 
 
-def _read(path: Path) -> str:
-    return path.read_text()
-
-
 def _write(path: Path, value: str) -> None:
     """One write(2), as cgroup files expect."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
@@ -56,7 +52,7 @@ def _write(path: Path, value: str) -> None:
 
 def _pids_in(folder: Path) -> set[int]:
     try:
-        return {int(line) for line in _read(folder / "cgroup.procs").split()}
+        return {int(line) for line in (folder / "cgroup.procs").read_text().split()}
     except FileNotFoundError:
         return set()
 
@@ -88,8 +84,10 @@ class JobGroup:
     def enter(self) -> None:
         """Move the calling process into the group: usable as (or first inside) a Popen preexec_fn.
 
-        Writing 0 to cgroup.procs means "the writer": no pid to format. Call it before the
-        process gives up root, which it needs to write there.
+        Writing 0 to cgroup.procs means "the writer": no pid to format. It needs root, so it
+        must run before the child gives up its user; Popen(user=...) switches before preexec_fn
+        runs: with it, call `add(pid)` after Popen instead (the job then starts outside the
+        group for a moment).
         """
         for path in self._procs_files:
             fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
@@ -185,17 +183,17 @@ class JobGroupV1(JobGroup):
     def freeze(self, timeout_s: float = 5.0) -> bool:
         state = self.folders["freezer"] / "freezer.state"
         _write(state, "FROZEN")
-        return _wait_until(lambda: _read(state).strip() == "FROZEN", timeout_s)
+        return _wait_until(lambda: state.read_text().strip() == "FROZEN", timeout_s)
 
     def thaw(self) -> None:
         _write(self.folders["freezer"] / "freezer.state", "THAWED")
 
     def oom_killed(self) -> bool:
         memory = self.folders["memory"]
-        control = _keyed(_read(memory / "memory.oom_control"))
+        control = _keyed((memory / "memory.oom_control").read_text())
         if "oom_kill" in control:
             return control["oom_kill"] > 0
-        return int(_read(memory / "memory.failcnt")) > 0  # kernels before 4.13 count only the hits
+        return int((memory / "memory.failcnt").read_text()) > 0  # kernels before 4.13 count only the hits
 
 
 class JobGroupV2(JobGroup):
@@ -215,7 +213,7 @@ class JobGroupV2(JobGroup):
 
     def freeze(self, timeout_s: float = 5.0) -> bool:
         _write(self.folder / "cgroup.freeze", "1")
-        return _wait_until(lambda: _keyed(_read(self.folder / "cgroup.events")).get("frozen") == 1, timeout_s)
+        return _wait_until(lambda: _keyed((self.folder / "cgroup.events").read_text()).get("frozen") == 1, timeout_s)
 
     def thaw(self) -> None:
         _write(self.folder / "cgroup.freeze", "0")
@@ -227,7 +225,7 @@ class JobGroupV2(JobGroup):
             super()._kill_members()
 
     def oom_killed(self) -> bool:
-        return _keyed(_read(self.folder / "memory.events")).get("oom_kill", 0) > 0
+        return _keyed((self.folder / "memory.events").read_text()).get("oom_kill", 0) > 0
 
 
 def _remove_folder(folder: Path, timeout_s: float) -> bool:
@@ -276,8 +274,7 @@ class CgroupRoot:
         """A new, empty group for one attempt (a stale one of the same name is emptied first)."""
         group = self.group(name)
         if any(folder.exists() for folder in group.folders.values()):
-            group.kill_all()
-            group.remove()
+            _empty_and_remove(group)
         for folder in group.folders.values():
             folder.mkdir()
         group.set_limits(memory_bytes, pids_max)
@@ -294,12 +291,9 @@ class CgroupRoot:
         names = sorted({child.name for folder in self.folders.values() for child in folder.iterdir()
                         if child.is_dir()})
         for name in names:
-            group = self.group(name)
-            left = sorted(group.pids())
-            group.kill_all()
-            group.remove()
+            killed = _empty_and_remove(self.group(name))
             logger.warning("Cgroup %s: left by an earlier run of unit %s; removed, %d processes killed",
-                           name, self.unit_name, len(left))
+                           name, self.unit_name, killed)
         return names
 
     def remove(self) -> bool:
@@ -311,6 +305,16 @@ class CgroupRoot:
             except OSError:
                 pass
         return removed
+
+
+def _empty_and_remove(group: JobGroup) -> int:
+    """Kill what is left in a stale group and remove it; how many processes it held."""
+    for folder in group.folders.values():
+        folder.mkdir(exist_ok=True)  # a unit that died while creating it left only some of its folders
+    left = len(group.pids())
+    group.kill_all()
+    group.remove()
+    return left
 
 
 def available(unit_name: str, proc: Path = Path("/proc/self")) -> tuple[CgroupRoot | None, str]:
@@ -381,7 +385,7 @@ def _own_cgroups(proc: Path) -> tuple[int, dict[str, Path]]:
 
 def _read_or_empty(path: Path) -> str:
     try:
-        return _read(path)
+        return path.read_text()
     except OSError:
         return ""
 

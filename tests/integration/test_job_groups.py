@@ -155,6 +155,12 @@ def test_a_stale_group_from_an_earlier_run_is_emptied_and_removed_at_unit_start(
     assert not any(folder.exists() for folder in group.folders.values())
 
 
+def test_a_group_a_crash_left_in_only_some_hierarchies_is_removed_from_all(unit_root):
+    (unit_root.folders["memory"] / "job-half").mkdir()
+    assert unit_root.clean_stale() == ["job-half"]
+    assert not any((folder / "job-half").exists() for folder in unit_root.folders.values())
+
+
 def test_a_64_mib_limit_kills_a_process_touching_200_mib_and_says_it_was_the_oom_killer(unit_root):
     group = unit_root.create("job-oom", memory_bytes=64 * MIB)
     touch = ("import mmap\nm = mmap.mmap(-1, 200 * 2**20, flags=mmap.MAP_SHARED | mmap.MAP_ANONYMOUS)\n"
@@ -173,9 +179,20 @@ def test_a_job_within_its_memory_limit_is_not_reported_as_oom_killed(unit_root):
 
 def test_the_process_limit_stops_a_job_from_starting_more_processes(unit_root):
     group = unit_root.create("job-forks", pids_max=4)
-    forks = ("import os, time\nmade = 0\ntry:\n    for _ in range(20):\n        if os.fork() == 0:\n"
-             "            os.close(1); os.close(2); time.sleep(60); os._exit(0)\n        made += 1\nexcept BlockingIOError:\n    pass\n"
-             "print(made)\n")
+    forks = textwrap.dedent("""
+        import os, time
+        made = 0
+        try:
+            for _ in range(20):
+                if os.fork() == 0:
+                    os.close(1), os.close(2)  # so that run() need not wait for the children's pipes
+                    time.sleep(60)
+                    os._exit(0)
+                made += 1
+        except BlockingIOError:
+            pass
+        print(made)
+    """)
     job = subprocess.run([sys.executable, "-c", forks], preexec_fn=group.enter, capture_output=True, text=True,
                          timeout=60)
     assert int(job.stdout) == 3  # the job itself plus three children
