@@ -19,7 +19,7 @@ import pytest
 
 from nias.errors import ConfigurationError
 from nias.settings import load_settings
-from process_unit.cgroups import CgroupRoot, JobGroup
+from process_unit.cgroups import CgroupRoot, JobGroup, JobGroupV2
 from process_unit.job_users import JobUsers, NoFreeJobUser, available
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -206,6 +206,37 @@ def test_a_process_added_after_it_started_is_killed_with_the_group(unit_root):
     assert group.pids() == {sleeper.pid}
     assert group.kill_all(timeout_s=10)
     assert sleeper.wait(timeout=10) == -signal.SIGKILL
+
+
+@pytest.fixture
+def unified_daemon(tmp_path: Path) -> Iterator[tuple[Daemon, JobGroupV2]]:
+    """The daemon in a group of this host's cgroup2 mount: it offers no controllers, but freezing
+    and killing are the core of cgroup v2 and need none."""
+    mounts = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    point = next(Path(fields[4]) for fields in mounts if fields[fields.index("-") + 1] == "cgroup2")
+    group = JobGroupV2("job-v2", {"unified": point / f"nias-test-{uuid.uuid4().hex[:10]}"})
+    group.folder.mkdir()
+    started = Daemon(tmp_path, group)
+    yield started, group
+    group.kill_all(timeout_s=10)
+    assert group.remove()
+
+
+def test_on_cgroup_v2_freeze_stops_the_daemon_and_thaw_restarts_it(unified_daemon):
+    started, group = unified_daemon
+    assert group.pids() == {started.pid}
+    assert group.freeze(timeout_s=5)
+    time.sleep(0.1)
+    assert not grows(started.ticks, within_s=0.5)
+    group.thaw()
+    assert grows(started.ticks, within_s=5)
+
+
+def test_on_cgroup_v2_kill_all_ends_the_daemon(unified_daemon):
+    started, group = unified_daemon
+    assert group.kill_all(timeout_s=10)
+    wait_for(lambda: not exists(started.pid), what="the daemon's pid to disappear")
+    assert not grows(started.ticks, within_s=0.5)
 
 
 def run_as_nobody(code: str) -> str:
