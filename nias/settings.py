@@ -57,6 +57,7 @@ class Settings:
     upload_timeout_s: float = 900.0
     sandbox: str = "auto"
     job_uid: int = 0
+    job_uid_range: str = "61000-61999"  # LOW-HIGH: each running job takes a uid of its own from it
     job_network: int = 0
     build_sdists: int = 0  # 1: requirements may be built from source (their build code runs as the unit)
     job_memory_mb: int = 8_192
@@ -108,6 +109,19 @@ class Settings:
     def uv(self) -> str:
         found = self.uv_path or shutil.which("uv") or str(Path(sys.executable).with_name("uv"))
         return found
+
+    @property
+    def job_uids(self) -> range:
+        """NIAS_JOB_UID_RANGE as a range of uids; a malformed one fails naming the variable."""
+        low, dash, high = self.job_uid_range.partition("-")
+        if not (dash and low.strip().isdigit() and high.strip().isdigit()):
+            raise ConfigurationError(
+                f"NIAS_JOB_UID_RANGE must be LOW-HIGH, e.g. 61000-61999, not {self.job_uid_range!r}")
+        first, last = int(low), int(high)
+        if not 0 < first <= last < 2**32 - 1:
+            raise ConfigurationError(f"NIAS_JOB_UID_RANGE must run from 1 up to at most 4294967294, low to high, "
+                                     f"not {self.job_uid_range!r}")
+        return range(first, last + 1)
 
     @property
     def max_upload_bytes(self) -> int:
@@ -165,6 +179,7 @@ ENVIRONMENT = {
     "NIAS_UPLOAD_TIMEOUT_S": "upload_timeout_s",
     "NIAS_SANDBOX": "sandbox",
     "NIAS_JOB_UID": "job_uid",
+    "NIAS_JOB_UID_RANGE": "job_uid_range",
     "NIAS_JOB_NETWORK": "job_network",
     "NIAS_BUILD_SDISTS": "build_sdists",
     "NIAS_JOB_MEMORY_MB": "job_memory_mb",
