@@ -17,7 +17,7 @@ from nias.states import JobState, is_final
 from backend.auth import current_user, owner_filter, visible_job
 from backend.dry_run import check_project, zip_refused
 from backend.live import feed
-from backend.uploads import new_job_id, parse_int_field, receive_upload, store_upload
+from backend.uploads import discard_body, new_job_id, parse_int_field, receive_upload, store_upload
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,11 @@ def submit_job():
     settings = nias.settings
     if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
         return jsonify(dry_run(settings))
-    check_quota(nias.store, settings, current_user())
+    try:
+        check_quota(nias.store, settings, current_user())
+    except NiasError:
+        discard_body(request)  # else the unread upload is taken for the connection's next request
+        raise
     try:
         upload, name = receive_upload(request, settings)
         priority = parse_int_field(request.form.get("priority"), "priority", 0, 9) or 0

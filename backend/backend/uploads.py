@@ -144,6 +144,16 @@ def _cut_off(settings: Settings, deadline: UploadDeadline) -> NiasError:
                      "or the connection closed) and was dropped.", code="upload_stalled", status=408)
 
 
+def discard_body(request: UploadRequest) -> None:
+    """Read and drop a request's body (bounded by the upload limit): answering before it is read
+    would leave it on a kept-alive connection, where it would be parsed as the next request."""
+    try:
+        while request.stream.read(1024 * 1024):
+            pass
+    except (OSError, ValueError):
+        pass  # a client that hangs up or stalls: the connection is done anyway
+
+
 def receive_upload(request: UploadRequest, settings: Settings, *,
                    screen_requirements: bool = True) -> tuple[Upload, str]:
     """Parse the multipart body, check the zip (and what requirements.txt names, unless a dry run
