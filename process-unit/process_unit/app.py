@@ -18,6 +18,7 @@ from nias.settings import require
 from nias.web import folder_writable, install_error_handlers, require_internal_token
 
 from process_unit.environments import EnvironmentCache
+from process_unit.isolation import Isolation
 from process_unit.runner import Runner
 from process_unit.sandbox import Sandbox
 
@@ -47,7 +48,7 @@ def build_runner(settings: Settings) -> Runner:
                                     bool(settings.build_sdists))
     sandbox = Sandbox(settings)
     sandbox.check_reachable(settings.unit_work_dir, settings.environments_dir)
-    return Runner(settings, EventSink(settings), environments, sandbox)
+    return Runner(settings, EventSink(settings), environments, sandbox, Isolation.for_unit(settings, sandbox))
 
 
 def _can_work(settings: Settings) -> dict[str, bool]:

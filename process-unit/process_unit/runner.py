@@ -27,6 +27,7 @@ from nias.settings import Settings
 from nias.states import JobState
 
 from process_unit.environments import EnvironmentCache
+from process_unit.isolation import Isolation, JobBox
 from process_unit.results import ResultLimits, pack_output
 from process_unit.sandbox import Limits, Sandbox
 
@@ -50,6 +51,7 @@ class Run:
     details: dict = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     process: subprocess.Popen | None = None
+    box: JobBox | None = None
     started: float = field(default_factory=time.monotonic)
     paused_since: float | None = None
     paused_total: float = 0.0
@@ -153,13 +155,6 @@ def _verify_upload(path: Path, message: JobMessage) -> None:
         raise ExecutionFailed("The uploaded project changed on the shared storage since it was accepted.")
 
 
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    try:
-        os.killpg(process.pid, signum)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
 def parse_progress(line: bytes) -> tuple[float, str] | None:
     """`##nias progress 0.42 filtering channel 3` -> (0.42, "filtering channel 3"); None if not one."""
     if not line.startswith(PROGRESS_PREFIX):
@@ -201,11 +196,12 @@ def _pump(stream, log: JobLog, tail: deque | None, on_progress=None) -> None:
 
 class Runner:
     def __init__(self, settings: Settings, events: EventSink, environments: EnvironmentCache,
-                 sandbox: Sandbox | None = None):
+                 sandbox: Sandbox | None = None, isolation: Isolation | None = None):
         self.settings = settings
         self.events = events
         self.environments = environments
         self.sandbox = sandbox or Sandbox(settings)
+        self.isolation = isolation or Isolation(self.sandbox, None, None, self.sandbox.uid)
         self.limits = ZipLimits(settings.max_files, settings.max_unpacked_bytes, settings.max_ratio)
         self.result_limits = ResultLimits(settings.max_result_bytes, settings.max_result_files)
         self._lock = threading.Lock()
@@ -248,7 +244,7 @@ class Runner:
         logger.warning("Job %s: unit stopping; handing the job back", run.job_id)
         run.details["handed_back"] = True
         if run.process is not None:
-            self._terminate(run.process)
+            self._terminate(run)
         run.done.wait(self.settings.kill_grace_s + 5)
 
     def control(self, message: ControlMessage) -> bool:
@@ -259,17 +255,17 @@ class Runner:
         with self._lock:
             if message.action == ControlMessage.PAUSE and not run.paused and not run.cancelled:
                 run.paused_since = time.monotonic()
-                if run.process is not None:
-                    _signal_group(run.process, signal.SIGSTOP)
+                if run.box is not None:
+                    run.box.pause()
             elif message.action == ControlMessage.RESUME and run.paused:
                 run.paused_total += time.monotonic() - run.paused_since
                 run.paused_since = None
-                if run.process is not None:
-                    _signal_group(run.process, signal.SIGCONT)
+                if run.box is not None:
+                    run.box.resume()
             elif message.action == ControlMessage.CANCEL and not run.cancelled:
                 run.cancelled = True
                 if run.process is not None:
-                    threading.Thread(target=self._terminate, args=(run.process,), daemon=True).start()
+                    threading.Thread(target=self._terminate, args=(run,), daemon=True).start()
         logger.info("Job %s: %s applied", run.job_id, message.action)
         self.events.send(self._event(run, JobEvent.HEARTBEAT, details=run.live_details()))
         return True
@@ -440,11 +436,20 @@ class Runner:
 
     def _execute(self, run: Run, python: Path, environment: Path, project: Path, work: Path, log: JobLog) -> None:
         timeout = min(run.message.timeout_s or self.settings.job_timeout_s, self.settings.job_timeout_s)
-        env = self._job_environment(run, python, project, work)
-        self.sandbox.prepare(work)
         limits = self.sandbox.limits.tightened(run.message.limits)
         if run.message.limits:
             log.note("Limits: " + ", ".join(f"{name} {value}" for name, value in sorted(vars(limits).items())))
+        box = self.isolation.open_box(f"{run.job_id}-{run.attempt}", limits)
+        try:
+            env = self._job_environment(run, python, project, work)
+            self.sandbox.prepare(work, box.uid)
+            self._run_code(run, box, python, environment, project, env, limits, timeout, log)
+        finally:
+            box.end_all()  # whatever the job left running, also outside its session, ends before packing
+            box.close()
+
+    def _run_code(self, run: Run, box: JobBox, python: Path, environment: Path, project: Path, env: dict,
+                  limits: Limits, timeout: int, log: JobLog) -> None:
         with self._lock:
             if run.cancelled:
                 run.state = JobState.CANCELLED.value
@@ -453,13 +458,14 @@ class Runner:
                 process = subprocess.Popen(
                     self.sandbox.command(python, project, environment), cwd=project, env=env,
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                    preexec_fn=self.sandbox.preexec(limits),
+                    preexec_fn=self.sandbox.preexec(limits, box.uid, box.enter),
                 )
             except OSError as exc:
                 raise ExecutionFailed(f"code.py could not be started: {exc.strerror}.") from None
-            run.process = process
+            box.started(process)
+            run.process, run.box = process, box
             if run.paused:
-                _signal_group(process, signal.SIGSTOP)
+                box.pause()
         began = run.active_seconds()
         tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         on_progress = lambda fraction, message: self._report_progress(run, fraction, message)  # noqa: E731
@@ -470,8 +476,8 @@ class Runner:
         timed_out = self._wait(run, process, timeout)
         if timed_out:
             log.note(f"Time limit of {timeout} s reached; stopping the job")
-            self._terminate(process)
-        _signal_group(process, signal.SIGKILL)  # children the job left behind end with it
+            self._terminate(run)
+        box.end_all()  # children the job left behind end with it
         for pump in pumps:
             pump.join(timeout=5)
         run.exit_code = process.returncode
@@ -486,7 +492,7 @@ class Runner:
             run.state = JobState.SUCCEEDED.value
         else:
             run.state = JobState.FAILED.value
-            run.error = self._describe_exit(process.returncode, tail, limits)
+            run.error = self._describe_exit(process.returncode, tail, limits, box.memory_exceeded())
 
     def _exit_signal(self, code: int) -> int | None:
         """The signal that ended code.py, if one did: bubblewrap reports a child killed by N as 128 + N."""
@@ -496,9 +502,12 @@ class Runner:
             return code - 128
         return None
 
-    def _describe_exit(self, code: int, tail: deque, limits: Limits) -> str:
+    def _describe_exit(self, code: int, tail: deque, limits: Limits, out_of_memory: bool = False) -> str:
         signum = self._exit_signal(code)
-        if signum is None:
+        if out_of_memory:
+            reason = (f"code.py used more than its memory limit of {limits.memory_mb} MB and was stopped "
+                      "(the kernel killed a process of the job)")
+        elif signum is None:
             reason = f"code.py exited with code {code}"
         elif signum == signal.SIGXCPU:
             reason = f"code.py used up its CPU time limit of {limits.cpu_s} s and was stopped (SIGXCPU)"
@@ -510,11 +519,14 @@ class Runner:
         lines = "\n".join(tail)
         return f"{reason}.\n{lines}" if lines else f"{reason}."
 
-    def _terminate(self, process: subprocess.Popen) -> None:
-        self.sandbox.ask_to_stop(process.pid)
-        _signal_group(process, signal.SIGCONT)  # a paused job must wake up to receive SIGTERM
+    def _terminate(self, run: Run) -> None:
+        """SIGTERM to the job (woken first if paused), then, after the grace period, SIGKILL to all of it."""
+        process, box = run.process, run.box
+        if process is None or box is None:
+            return
+        box.ask_to_stop()
         try:
             process.wait(timeout=self.settings.kill_grace_s)
         except subprocess.TimeoutExpired:
-            _signal_group(process, signal.SIGKILL)
+            box.end_all()
             process.wait()

@@ -92,14 +92,16 @@ class Sandbox:
                         f"{oct(os.stat(parent).st_mode & 0o777)}); allow it (chmod o+x {parent}) or move "
                         "NIAS_WORK_DIR / NIAS_ENV_DIR elsewhere.")
 
-    def prepare(self, work: Path) -> None:
-        """Give the job's folder to the job's user; the unit (root) still reads what it writes."""
-        if self.uid is None:
+    def prepare(self, work: Path, uid: int | None) -> None:
+        """Give the attempt's folder to its user, closed to every other (0700); the unit (root) still
+        reads what it writes. Without a user switch, it is still closed to other users."""
+        work.chmod(0o700)
+        if uid is None:
             return
         for folder, dirs, files in os.walk(work):
-            os.chown(folder, self.uid, self.uid)
+            os.chown(folder, uid, uid)
             for name in dirs + files:
-                os.lchown(os.path.join(folder, name), self.uid, self.uid)
+                os.lchown(os.path.join(folder, name), uid, uid)
 
     def command(self, python: Path, project: Path, environment: Path) -> list[str]:
         if self.bwrap is None:
@@ -134,11 +136,13 @@ class Sandbox:
             except (ProcessLookupError, PermissionError):
                 pass
 
-    def preexec(self, limits: Limits) -> Callable[[], None]:
-        """Runs in the child before exec: limits, then the job's user, then the parent-death signal."""
-        uid = self.uid
+    def preexec(self, limits: Limits, uid: int | None, join: Callable[[], None] | None = None) -> Callable[[], None]:
+        """Runs in the child before exec: `join` (its cgroup, while still root), limits, the job's
+        user, then the parent-death signal."""
 
         def enter() -> None:
+            if join is not None:
+                join()
             resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * MB,) * 2)
             resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
             resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files,) * 2)
