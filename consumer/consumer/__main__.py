@@ -133,7 +133,7 @@ class Consumer:
             logger.warning("Job %s: %s could not reach the unit (%s)", message.job_id, message.action, exc)
 
     def _settle(self, delivery: Delivery, outcome: Outcome, reason: str = "") -> None:
-        if delivery.channel.is_open and not self._publish_channel.is_open:
+        if delivery.channel.is_open and (self._publish_channel is None or not self._publish_channel.is_open):
             self._publish_channel = self._connection.channel()
             self._publish_channel.confirm_delivery()
         settle(delivery, outcome, reason, self._publish_channel, self.topology)

@@ -3,6 +3,7 @@ counts an attempt as lost, when it refuses to take a message at all, what each c
 means, and how every message in its hands is settled exactly once."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -181,6 +182,10 @@ class FakeSession:
         return response
 
 
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": {"code": "some_code", "message": message}}).encode()
+
+
 def claim_answer(status: int, body: bytes) -> Claim:
     backend = Backend(load_settings({}), session=FakeSession(status, body))
     return backend.claim(MESSAGE, "unit-1")
@@ -188,12 +193,12 @@ def claim_answer(status: int, body: bytes) -> Claim:
 
 @pytest.mark.parametrize("status, body, verdict, named", [
     (200, b'{"attempt": 2}', Verdict.RUN, ""),
-    (409, b'{"error": {"code": "conflict", "message": "Job job1 is running."}}', Verdict.DROP, "is running"),
+    (409, error_body("Job job1 is running."), Verdict.DROP, "is running"),
     (409, b"<html>", Verdict.DROP, "409"),
-    (404, b'{"error": {"code": "job_not_found", "message": "No job job1."}}', Verdict.DEAD, "404"),
-    (400, b'{"error": {"code": "bad_request", "message": "A claim needs dispatch."}}', Verdict.DEAD, "needs dispatch"),
+    (404, error_body("No job job1."), Verdict.DEAD, "404"),
+    (400, error_body("A claim needs dispatch."), Verdict.DEAD, "needs dispatch"),
     (403, b"forbidden", Verdict.DEAD, "403"),
-    (500, b'{"error": {"code": "internal_error", "message": "store broke"}}', Verdict.AGAIN, "500"),
+    (500, error_body("store broke"), Verdict.AGAIN, "500"),
     (502, b"<html>bad gateway</html>", Verdict.AGAIN, "502"),
     (429, b"slow down", Verdict.AGAIN, "429"),
     (200, b"not json", Verdict.AGAIN, "attempt"),
