@@ -95,20 +95,32 @@ class Backend:
             return Claim(Verdict.AGAIN, reason=f"claim answer unreadable: {exc.__class__.__name__}: {exc}"[:500])
         return read_claim_answer(response)
 
+    def is_healthy(self) -> bool:
+        """True when the backend says it can work (its `/healthz`: the store and data dir answer)."""
+        try:
+            response = self._session.get(f"{self._url}/healthz", timeout=5)
+            return response.status_code == 200 and response.json().get("ok") is True
+        except (requests.RequestException, ValueError, AttributeError):
+            return False
+
 
 def claim_with_retry(backend: Backend, message: JobMessage, unit: str, stop) -> Claim | None:
     """Claim, waiting out a backend that does not answer; None if asked to stop meanwhile.
 
-    An outage is waited out however long it lasts: jobs must survive one. Answers that are
-    failures are tried `CLAIM_TRIES` times, then returned (AGAIN) for the message to be handed back.
+    An outage is waited out however long it lasts: jobs must survive one. So is a failed answer
+    from a backend that reports itself unhealthy (its store is down: every claim would fail).
+    Other failed answers are tried `CLAIM_TRIES` times, then returned (AGAIN) for the message to be
+    handed back, counted.
     """
     failed = 0
     outage_delay = RETRY_DELAY_S
     while not stop.is_set():
         try:
             claim = backend.claim(message, unit)
+            if claim.verdict is Verdict.AGAIN and not backend.is_healthy():
+                raise ServiceUnavailable(f"the backend reports itself unhealthy ({claim.reason})")
         except ServiceUnavailable as exc:
-            logger.warning("Job %s: %s; retrying in %.1f s", message.job_id, exc.message, outage_delay)
+            logger.warning("Job %s: %s; retrying in %.1f s", message.job_id, exc.message[:300], outage_delay)
             stop.wait(outage_delay)
             outage_delay = min(outage_delay * 2, OUTAGE_DELAY_MAX_S)
             continue

@@ -15,6 +15,7 @@ import pytest
 
 from consumer.__main__ import Consumer
 from consumer.delivery import MAX_TRIES
+from consumer import worker
 from consumer.worker import CLAIM_TRIES, Claim, Verdict
 from nias.dead_letters import reason_of
 from nias.messages import JobMessage
@@ -127,12 +128,15 @@ class RunningUnit:
 
 
 class BackendStandIn:
-    """A real HTTP server where the backend would be: `answer(job_id)` gives each claim's status and body.
+    """A real HTTP server where the backend would be: `answer(job_id)` gives each claim's status and body,
+    and `/healthz` says whether `healthy` is set.
 
     Until `start()` nothing listens on its port, as when the backend is down."""
 
     def __init__(self, answer):
         self.answer = answer
+        self.healthy = threading.Event()
+        self.healthy.set()
         self.claims: list[str] = []
         self.url = f"http://127.0.0.1:{free_port_block(1)}"
         self._server: ThreadingHTTPServer | None = None
@@ -141,11 +145,17 @@ class BackendStandIn:
         stand_in = self
 
         class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # /healthz
+                healthy = stand_in.healthy.is_set()
+                self.send_json(200 if healthy else 503, {"ok": healthy, "store": healthy})
+
             def do_POST(self) -> None:  # /internal/jobs/<job_id>/claim
                 self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 claimed = self.path.split("/")[3]
                 stand_in.claims.append(claimed)
-                status, body = stand_in.answer(claimed)
+                self.send_json(*stand_in.answer(claimed))
+
+            def send_json(self, status: int, body: dict) -> None:
                 raw = json.dumps(body).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")
@@ -289,6 +299,26 @@ def test_a_claim_waits_out_a_backend_that_is_unreachable_and_the_job_runs_once_i
     assert queue_counts(broker, consumer.topology.jobs) == (0, 0), "the message is held while the backend is away"
     backend.start()
     wait_until(lambda: unit.started == [job_id(5)], timeout_s=30, message="the job run once the backend is back")
+    wait_until(lambda: settled_and_subscribed(broker, consumer), timeout_s=20, message="everything settled")
+    assert queue_counts(broker, consumer.topology.dead)[0] == 0
+
+
+def test_a_claim_waits_out_a_backend_whose_store_is_down_and_the_job_runs_once_it_is_back(
+        start_consumer, stand_in, broker, monkeypatch):
+    monkeypatch.setattr(worker, "OUTAGE_DELAY_MAX_S", 0.2)  # many claims in a short outage
+    backend = stand_in(lambda job: runs(job) if backend.healthy.is_set()
+                       else (500, {"error": {"code": "internal_error", "message": "Something went wrong."}}))
+    backend.healthy.clear()
+    backend.start()
+    unit = RunningUnit()
+    consumer = start_consumer(backend, unit)
+    publish(broker, consumer.topology.jobs, message(8))
+    wait_until(lambda: len(backend.claims) >= MAX_TRIES * CLAIM_TRIES + 1, timeout_s=60,
+               message="more failed claims than a counted message is allowed")
+    assert queue_counts(broker, consumer.topology.dead)[0] == 0
+    assert unit.started == []
+    backend.healthy.set()
+    wait_until(lambda: unit.started == [job_id(8)], timeout_s=30, message="the job run once the store is back")
     wait_until(lambda: settled_and_subscribed(broker, consumer), timeout_s=20, message="everything settled")
     assert queue_counts(broker, consumer.topology.dead)[0] == 0
 

@@ -181,6 +181,9 @@ class FakeSession:
         response.status_code, response._content = self.status, self.body
         return response
 
+    def get(self, url, timeout=None) -> requests.Response:
+        return self.post(url)
+
 
 def error_body(message: str) -> bytes:
     return json.dumps({"error": {"code": "some_code", "message": message}}).encode()
@@ -222,12 +225,30 @@ def test_a_backend_that_does_not_answer_the_claim_is_unavailable_not_failing(err
         backend.claim(MESSAGE, "unit-1")
 
 
-class ScriptedBackend:
-    """Plays its answers in order: a Claim is returned, an exception raised; the last one repeats."""
+@pytest.mark.parametrize("session, healthy", [
+    (FakeSession(200, b'{"ok": true, "store": true}'), True),
+    (FakeSession(503, b'{"ok": false, "store": false}'), False),
+    (FakeSession(200, b"[]"), False),
+    (FakeSession(error=requests.ConnectionError("refused")), False),
+], ids=["healthy", "store-down", "odd-answer", "unreachable"])
+def test_the_backend_is_healthy_only_when_its_health_check_says_so(session, healthy):
+    assert Backend(load_settings({}), session=session).is_healthy() is healthy
 
-    def __init__(self, *answers):
+
+class ScriptedBackend:
+    """Plays its answers in order: a Claim is returned, an exception raised; the last one repeats.
+
+    Its health check says unhealthy for its first `unhealthy_checks` calls."""
+
+    def __init__(self, *answers, unhealthy_checks: int = 0):
         self.answers = list(answers)
         self.calls = 0
+        self.unhealthy_checks = unhealthy_checks
+        self.health_checks = 0
+
+    def is_healthy(self) -> bool:
+        self.health_checks += 1
+        return self.health_checks > self.unhealthy_checks
 
     def claim(self, message, unit) -> Claim:
         answer = self.answers[min(self.calls, len(self.answers) - 1)]
@@ -255,6 +276,14 @@ def test_a_claim_waits_for_an_unreachable_backend_without_counting_and_answers_o
     backend = ScriptedBackend(*outage, Claim(Verdict.AGAIN, reason="HTTP 500"), Claim(Verdict.RUN, attempt=1))
     claim = claim_with_retry(backend, MESSAGE, "unit-1", threading.Event())
     assert claim.verdict is Verdict.RUN and backend.calls == len(outage) + 2
+
+
+def test_failed_claims_while_the_backend_reports_itself_unhealthy_are_waited_out_uncounted(quick_retries):
+    unhealthy = worker.CLAIM_TRIES * MAX_TRIES * 2
+    backend = ScriptedBackend(*[Claim(Verdict.AGAIN, reason="claim answered HTTP 500")] * (unhealthy + 1),
+                              Claim(Verdict.RUN, attempt=1), unhealthy_checks=unhealthy)
+    claim = claim_with_retry(backend, MESSAGE, "unit-1", threading.Event())
+    assert claim.verdict is Verdict.RUN and backend.calls == unhealthy + 2
 
 
 def test_a_claim_waiting_for_an_unreachable_backend_gives_up_only_when_the_consumer_stops(quick_retries):
