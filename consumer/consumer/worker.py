@@ -1,7 +1,9 @@
 """What a consumer does with one job message, as plain functions testable without a broker.
 
 The message is only a wake-up call: the backend's job store decides whether it may run.
-1. claim the job at the backend (which refuses a stale, cancelled or already-held job);
+1. claim the job at the backend (which refuses a stale, cancelled or already-held job), waiting
+   out a backend that is down and trying a failed claim `CLAIM_TRIES` times before the message
+   is handed back (counted: see `delivery.py`);
 2. hand it to this consumer's processing unit over HTTP;
 3. follow the run until the unit reports it done; if the unit dies, report the attempt lost
    so the backend can queue the job again.
