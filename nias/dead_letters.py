@@ -11,6 +11,7 @@ import time
 import pika
 
 from nias.amqp import PERSISTENT, Topology
+from nias.errors import NiasError
 
 REASON_HEADER = "x-nias-reason"
 QUEUE_HEADER = "x-nias-queue"
@@ -24,6 +25,11 @@ def preview(body: bytes | str) -> str:
     raw = body.encode(errors="replace") if isinstance(body, str) else body
     more = f"... ({len(raw)} bytes)" if len(raw) > PREVIEW_BYTES else f" ({len(raw)} bytes)"
     return f"{raw[:PREVIEW_BYTES]!r}{more}"
+
+
+def reason_for(exc: BaseException) -> str:
+    """A dead letter's reason for an exception: a NiasError's code and message, else its type and text."""
+    return f"{exc.code}: {exc.message}" if isinstance(exc, NiasError) else f"{exc.__class__.__name__}: {exc}"
 
 
 def dead_letter_properties(properties: pika.BasicProperties | None, reason: str, queue: str) -> pika.BasicProperties:

@@ -5,6 +5,10 @@ main thread, which keeps answering heartbeats; the job is handled in a worker th
 acks go back through `add_callback_threadsafe`. While a job runs the consumer cancels its
 subscription, so no second message waits unseen behind a busy unit; and it subscribes again only
 once its unit is healthy and idle, so a dead unit never takes (and spends) other jobs' attempts.
+
+Every delivery is settled exactly once (`consumer/delivery.py`): the worker thread decides, the
+connection's thread carries it out, and whatever the handler raises before it has decided, the
+message is handed back counted. The pika callbacks never sleep: retries wait in the worker thread.
 """
 from __future__ import annotations
 
@@ -17,11 +21,13 @@ import pika.exceptions
 import requests
 
 from nias.amqp import EventSink, Topology, connect
+from nias.dead_letters import reason_for
 from nias.errors import BadMessage, BrokerUnavailable
 from nias.logs import configure_logging
 from nias.messages import ControlMessage, JobMessage
 from nias.settings import Settings, load_settings, require
 
+from consumer.delivery import Delivery, Outcome, settle
 from consumer.worker import (Backend, Unit, Verdict, claim_with_retry, follow_run, unit_is_ready,
                              wait_for_ready_unit)
 
@@ -39,6 +45,7 @@ class Consumer:
         self._busy = threading.Event()
         self._connection = None
         self._channel = None
+        self._publish_channel = None  # publisher confirms on: dead letters and handed-back copies
         self._tag: str | None = None
 
     # -- main thread -------------------------------------------------------------------
@@ -53,15 +60,29 @@ class Consumer:
                 self._serve(self._connection)
             except (pika.exceptions.AMQPError, OSError) as exc:
                 logger.warning("Consumer %s lost RabbitMQ (%r); reconnecting", self.settings.unit_name, exc)
-                self._channel = self._tag = None
-                self.stop.wait(0.5)
+                self._drop_connection()
+            except Exception:  # noqa: BLE001 - a failing callback must not end the consumer
+                logger.exception("Consumer %s failed while consuming; reconnecting", self.settings.unit_name)
+                self._drop_connection()
         self.events.close()
         logger.info("Consumer %s stopped", self.settings.unit_name)
+
+    def _drop_connection(self) -> None:
+        """Close what is left of a failed connection: RabbitMQ requeues what it still held."""
+        try:
+            if self._connection.is_open:
+                self._connection.close()
+        except (pika.exceptions.AMQPError, OSError):
+            pass
+        self._channel = self._publish_channel = self._tag = None
+        self.stop.wait(0.5)
 
     def _serve(self, connection) -> None:
         channel = connection.channel()
         self.topology.declare(channel)
         channel.basic_qos(prefetch_count=1)
+        self._publish_channel = connection.channel()
+        self._publish_channel.confirm_delivery()
         control = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
         channel.queue_bind(control, self.topology.control_exchange)
         channel.basic_consume(control, self._on_control, auto_ack=True)
@@ -71,23 +92,30 @@ class Consumer:
             if self._tag is None and not self._busy.is_set() and not self.stop.is_set():
                 self._tag = channel.basic_consume(self.topology.jobs, self._on_message)
             connection.process_data_events(time_limit=1)
+        connection.process_data_events(time_limit=0)  # carry out a settlement decided just now
         if self._tag is not None:
             channel.basic_cancel(self._tag)
         connection.close()
 
     def _on_message(self, channel, method, properties, body: bytes) -> None:
+        delivery = Delivery(channel, method.delivery_tag, properties, body)
         try:
             message = JobMessage.decode(body)
-        except BadMessage as exc:
-            logger.error("Dead-lettering an undecodable message (%s): %r", exc.message, body[:200])
-            channel.basic_reject(method.delivery_tag, requeue=False)
+        except Exception as exc:  # noqa: BLE001 - a body that does not decode never will
+            delivery.settled = True
+            self._settle(delivery, Outcome.DEAD, reason_for(exc))
             return
         # Take no other message until this one is settled and its run is over.
         channel.basic_cancel(self._tag)
         self._tag = None
         self._busy.set()
-        threading.Thread(target=self._handle, args=(channel, method.delivery_tag, message),
-                         name=f"job-{message.job_id}", daemon=True).start()
+        try:
+            threading.Thread(target=self._handle, args=(delivery, message),
+                             name=f"job-{message.job_id}", daemon=True).start()
+        except RuntimeError as exc:  # no thread to be had: the message must not wait in our hands
+            self._busy.clear()
+            delivery.settled = True
+            self._settle(delivery, Outcome.RETRY, reason_for(exc))
 
     def _on_control(self, _channel, _method, _properties, body: bytes) -> None:
         try:
@@ -101,18 +129,14 @@ class Consumer:
         try:
             if self.unit.control(message):
                 logger.info("Job %s: %s relayed to %s", message.job_id, message.action, self.settings.unit_name)
-        except requests.RequestException as exc:
+        except (requests.RequestException, ValueError) as exc:
             logger.warning("Job %s: %s could not reach the unit (%s)", message.job_id, message.action, exc)
 
-    def _settle(self, channel, delivery_tag: int, verdict: str) -> None:
-        if not channel.is_open:
-            return  # the broker requeues it; the next claim will tell what to do
-        if verdict == "ack":
-            channel.basic_ack(delivery_tag)
-        elif verdict == "dead":
-            channel.basic_reject(delivery_tag, requeue=False)
-        else:
-            channel.basic_nack(delivery_tag, requeue=True)
+    def _settle(self, delivery: Delivery, outcome: Outcome, reason: str = "") -> None:
+        if delivery.channel.is_open and (self._publish_channel is None or not self._publish_channel.is_open):
+            self._publish_channel = self._connection.channel()
+            self._publish_channel.confirm_delivery()
+        settle(delivery, outcome, reason, self._publish_channel, self.topology)
 
     # -- worker thread -----------------------------------------------------------------
     def _schedule(self, callback) -> None:
@@ -121,34 +145,51 @@ class Consumer:
         except (pika.exceptions.AMQPError, AttributeError, OSError):
             logger.info("Connection gone before a callback could run; the broker will redeliver")
 
-    def _handle(self, channel, delivery_tag: int, message: JobMessage) -> None:
-        unit_name = self.settings.unit_name
+    def _decide(self, delivery: Delivery, outcome: Outcome, reason: str = "") -> None:
+        """Have the connection's thread settle `delivery`; it is settled once, by the first decision."""
+        if delivery.settled:
+            return
+        delivery.settled = True
+        self._schedule(functools.partial(self._settle, delivery, outcome, reason))
+
+    def _handle(self, delivery: Delivery, message: JobMessage) -> None:
+        failure = "its handler ended without settling it"
         try:
-            if not unit_is_ready(self.unit):
-                logger.warning("Job %s: processing unit %s not ready; handing the message back",
-                               message.job_id, unit_name)
-                self._schedule(functools.partial(self._settle, channel, delivery_tag, "requeue"))
-                return
-            claim = claim_with_retry(self.backend, message, unit_name, self.stop)
-            if claim is None:
-                self._schedule(functools.partial(self._settle, channel, delivery_tag, "requeue"))
-                return
-            if claim.verdict is Verdict.DEAD:
-                logger.error("Job %s: unknown to the backend; dead-lettering its message", message.job_id)
-                self._schedule(functools.partial(self._settle, channel, delivery_tag, "dead"))
-                return
-            self._schedule(functools.partial(self._settle, channel, delivery_tag, "ack"))
-            if claim.verdict is Verdict.DROP:
-                logger.info("Job %s: message dropped (%s)", message.job_id, claim.reason)
-                return
-            logger.info("Job %s: attempt %s starts on %s", message.job_id, claim.attempt, unit_name)
-            lost = follow_run(self.unit, message, claim.attempt, unit_name, self.stop, self.settings.lease_s)
-            if lost is not None:
-                self.events.deliver(lost)
+            self._take(delivery, message)
+        except Exception as exc:  # noqa: BLE001 - whatever failed, the message still gets its outcome
+            logger.exception("Job %s: handling its message failed", message.job_id)
+            failure = reason_for(exc)
         finally:
-            wait_for_ready_unit(self.unit, self.stop)
-            self._busy.clear()
-            self._schedule(lambda: None)  # wake the main loop so it subscribes again at once
+            try:
+                self._decide(delivery, Outcome.RETRY, failure)  # a no-op once it was settled
+                wait_for_ready_unit(self.unit, self.stop)
+            finally:
+                self._busy.clear()
+                self._schedule(lambda: None)  # wake the main loop so it subscribes again at once
+
+    def _take(self, delivery: Delivery, message: JobMessage) -> None:
+        unit_name = self.settings.unit_name
+        if not unit_is_ready(self.unit):
+            logger.warning("Job %s: processing unit %s not ready; handing the message back",
+                           message.job_id, unit_name)
+            self._decide(delivery, Outcome.REQUEUE)
+            return
+        claim = claim_with_retry(self.backend, message, unit_name, self.stop)
+        if claim is None:  # stopping while the backend was away: nothing failed
+            self._decide(delivery, Outcome.REQUEUE)
+            return
+        if claim.verdict in (Verdict.DEAD, Verdict.AGAIN):
+            logger.error("Job %s: the claim failed: %s", message.job_id, claim.reason)
+            self._decide(delivery, Outcome.DEAD if claim.verdict is Verdict.DEAD else Outcome.RETRY, claim.reason)
+            return
+        self._decide(delivery, Outcome.ACK)
+        if claim.verdict is Verdict.DROP:
+            logger.info("Job %s: message dropped (%s)", message.job_id, claim.reason)
+            return
+        logger.info("Job %s: attempt %s starts on %s", message.job_id, claim.attempt, unit_name)
+        lost = follow_run(self.unit, message, claim.attempt, unit_name, self.stop, self.settings.lease_s)
+        if lost is not None:
+            self.events.deliver(lost)
 
 
 def main() -> None:

@@ -1,7 +1,9 @@
 """What a consumer does with one job message, as plain functions testable without a broker.
 
 The message is only a wake-up call: the backend's job store decides whether it may run.
-1. claim the job at the backend (which refuses a stale, cancelled or already-held job);
+1. claim the job at the backend (which refuses a stale, cancelled or already-held job), waiting
+   out a backend that is down and trying a failed claim `CLAIM_TRIES` times before the message
+   is handed back (counted: see `delivery.py`);
 2. hand it to this consumer's processing unit over HTTP;
 3. follow the run until the unit reports it done; if the unit dies, report the attempt lost
    so the backend can queue the job again.
@@ -15,6 +17,7 @@ from enum import Enum
 
 import requests
 
+from nias.errors import ServiceUnavailable
 from nias.messages import ControlMessage, JobEvent, JobMessage
 from nias.settings import Settings
 from nias.web import internal_headers
@@ -22,12 +25,18 @@ from nias.web import internal_headers
 logger = logging.getLogger(__name__)
 
 UNIT_POLL_S = 5
+CLAIM_TRIES = 3  # claims of one delivery while the backend answers with failures
+RETRY_DELAY_S = 0.2  # between those claims; doubled on each try
+OUTAGE_DELAY_MAX_S = 5.0  # the longest wait between claims while the backend does not answer
+RETRYABLE_4XX = {408, 429}  # client errors that say "not now" rather than "never"
+MAX_ANSWER_TEXT = 300
 
 
 class Verdict(str, Enum):
     RUN = "run"  # claimed: ack the message and run the job
     DROP = "drop"  # stale or already handled: ack and forget
-    DEAD = "dead"  # unknown job: dead-letter
+    DEAD = "dead"  # can never run (unknown job, claim refused): dead-letter with the reason
+    AGAIN = "again"  # the backend answered with a failure: try again, a bounded number of times
 
 
 @dataclass
@@ -37,6 +46,40 @@ class Claim:
     reason: str = ""
 
 
+def _answer_text(response: requests.Response) -> str:
+    """The backend's error message if it sent one, else the start of its answer."""
+    try:
+        message = response.json()["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        message = None
+    if not isinstance(message, str):
+        message = response.content[:MAX_ANSWER_TEXT].decode(errors="replace")
+    return message[:MAX_ANSWER_TEXT]
+
+
+def _attempt_of(response: requests.Response) -> int | None:
+    try:
+        attempt = response.json()["attempt"]
+    except (ValueError, KeyError, TypeError):
+        return None
+    return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0 else None
+
+
+def read_claim_answer(response: requests.Response) -> Claim:
+    """What the backend's answer to a claim means for the message."""
+    status = response.status_code
+    if status == 200:
+        attempt = _attempt_of(response)
+        if attempt is not None:
+            return Claim(Verdict.RUN, attempt=attempt)
+        return Claim(Verdict.AGAIN, reason=f"claim answered 200 without a valid attempt: {_answer_text(response)}")
+    if status == 409:
+        return Claim(Verdict.DROP, reason=f"HTTP 409: {_answer_text(response)}")
+    if 400 <= status < 500 and status not in RETRYABLE_4XX:
+        return Claim(Verdict.DEAD, reason=f"claim refused with HTTP {status}: {_answer_text(response)}")
+    return Claim(Verdict.AGAIN, reason=f"claim answered HTTP {status}: {_answer_text(response)}")
+
+
 class Backend:
     def __init__(self, settings: Settings, session: requests.Session | None = None):
         self._url = settings.backend_url.rstrip("/")
@@ -44,28 +87,53 @@ class Backend:
         self._session.headers.update(internal_headers(settings))
 
     def claim(self, message: JobMessage, unit: str) -> Claim:
-        response = self._session.post(f"{self._url}/internal/jobs/{message.job_id}/claim",
-                                      json={"dispatch": message.dispatch, "unit": unit}, timeout=15)
-        if response.status_code == 200:
-            return Claim(Verdict.RUN, attempt=response.json()["attempt"])
-        if response.status_code == 404:
-            return Claim(Verdict.DEAD, reason="no such job")
-        if response.status_code == 409:
-            return Claim(Verdict.DROP, reason=response.json()["error"]["message"])
-        response.raise_for_status()
-        raise requests.HTTPError(f"unexpected claim answer {response.status_code}")
+        """The claim's answer; ServiceUnavailable when the backend does not answer at all."""
+        try:
+            response = self._session.post(f"{self._url}/internal/jobs/{message.job_id}/claim",
+                                          json={"dispatch": message.dispatch, "unit": unit}, timeout=15)
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            raise ServiceUnavailable(f"the backend did not answer the claim ({exc.__class__.__name__})") from None
+        except requests.RequestException as exc:  # it answered, but not in a way we could read
+            return Claim(Verdict.AGAIN, reason=f"claim answer unreadable: {exc.__class__.__name__}: {exc}"[:500])
+        return read_claim_answer(response)
+
+    def is_healthy(self) -> bool:
+        """True when the backend says it can work (its `/healthz`: the store and data dir answer)."""
+        try:
+            response = self._session.get(f"{self._url}/healthz", timeout=5)
+            return response.status_code == 200 and response.json().get("ok") is True
+        except (requests.RequestException, ValueError, AttributeError):
+            return False
 
 
 def claim_with_retry(backend: Backend, message: JobMessage, unit: str, stop) -> Claim | None:
-    """Claim, retrying while the backend is unreachable; None if asked to stop meanwhile."""
-    delay = 0.2
+    """Claim, waiting out a backend that does not answer; None if asked to stop meanwhile.
+
+    An outage is waited out however long it lasts: jobs must survive one. So is a failed answer
+    from a backend that reports itself unhealthy (its store is down: every claim would fail).
+    Other failed answers are tried `CLAIM_TRIES` times, then returned (AGAIN) for the message to be
+    handed back, counted.
+    """
+    failed = 0
+    outage_delay = RETRY_DELAY_S
     while not stop.is_set():
         try:
-            return backend.claim(message, unit)
-        except (requests.RequestException, ValueError, KeyError) as exc:
-            logger.warning("Job %s: backend unavailable for the claim (%s); retrying", message.job_id, exc)
-            stop.wait(delay)
-            delay = min(delay * 2, 5.0)
+            claim = backend.claim(message, unit)
+            if claim.verdict is Verdict.AGAIN and not backend.is_healthy():
+                raise ServiceUnavailable(f"the backend reports itself unhealthy ({claim.reason})")
+        except ServiceUnavailable as exc:
+            logger.warning("Job %s: %s; retrying in %.1f s", message.job_id, exc.message[:300], outage_delay)
+            stop.wait(outage_delay)
+            outage_delay = min(outage_delay * 2, OUTAGE_DELAY_MAX_S)
+            continue
+        outage_delay = RETRY_DELAY_S
+        if claim.verdict is not Verdict.AGAIN:
+            return claim
+        failed += 1
+        if failed >= CLAIM_TRIES:
+            return Claim(Verdict.AGAIN, reason=f"{claim.reason} ({failed} tries)")
+        logger.warning("Job %s: %s (try %s of %s)", message.job_id, claim.reason, failed, CLAIM_TRIES)
+        stop.wait(RETRY_DELAY_S * 2 ** (failed - 1))
     return None
 
 
@@ -84,7 +152,10 @@ class Unit:
         response = self._session.get(f"{self._url}/api/runs/{job_id}", params={"wait_s": wait_s},
                                      timeout=wait_s + 15)
         response.raise_for_status()
-        return response.json()
+        status = response.json()
+        if not isinstance(status, dict):
+            raise ValueError(f"the unit's run status is not an object: {str(status)[:100]}")
+        return status
 
     def control(self, message: ControlMessage) -> bool:
         response = self._session.post(f"{self._url}/api/control", data=message.encode(), timeout=15)
@@ -95,6 +166,8 @@ class Unit:
         """The unit's /healthz answer; `ok` is false when it cannot work, `busy` names its run."""
         response = self._session.get(f"{self._url}/healthz", timeout=5)
         health = response.json()
+        if not isinstance(health, dict):
+            raise ValueError(f"the unit's health is not an object: {str(health)[:100]}")
         health["ok"] = response.status_code == 200 and bool(health.get("ok"))
         return health
 
@@ -148,10 +221,13 @@ def follow_run(unit: Unit, message: JobMessage, attempt: int, unit_name: str, st
 
 
 def unit_is_ready(unit: Unit) -> bool:
-    """True when the unit answers, is healthy and runs nothing."""
+    """True when the unit answers, is healthy and runs nothing; whatever fails to tell means not ready."""
     try:
         health = unit.health()
     except (requests.RequestException, ValueError):
+        return False
+    except Exception as exc:  # noqa: BLE001 - a broken answer must not kill the thread that asks
+        logger.warning("The processing unit's health could not be read: %r", exc)
         return False
     return bool(health.get("ok")) and health.get("busy") is None
 

@@ -1,15 +1,22 @@
-"""The consumer's plain functions against a fake processing unit and a fake channel: when it
-counts an attempt as lost, and when it refuses to take a message at all."""
+"""The consumer's plain functions against a fake processing unit, backend and channel: when it
+counts an attempt as lost, when it refuses to take a message at all, what each claim answer
+means, and how every message in its hands is settled exactly once."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 
+import pika
 import pytest
 import requests
 
+from consumer import worker
 from consumer.__main__ import Consumer
-from consumer.worker import follow_run, unit_is_ready, wait_for_ready_unit
+from consumer.delivery import MAX_TRIES, TRIES_HEADER, Delivery
+from consumer.worker import Backend, Claim, Verdict, claim_with_retry, follow_run, unit_is_ready, wait_for_ready_unit
+from nias.dead_letters import REASON_HEADER
+from nias.errors import ServiceUnavailable
 from nias.messages import JobEvent, JobMessage
 from nias.settings import load_settings
 
@@ -111,6 +118,10 @@ class FakeChannel:
 
     def __init__(self):
         self.settled: list[tuple[str, int]] = []
+        self.published: list[tuple[str, str, bytes, pika.BasicProperties]] = []
+
+    def basic_publish(self, exchange, routing_key, body, properties, mandatory=False):
+        self.published.append((exchange, routing_key, body, properties))
 
     def basic_ack(self, tag):
         self.settled.append(("ack", tag))
@@ -132,14 +143,186 @@ class RefusingBackend:
         raise AssertionError("a consumer whose unit is down must not claim the job")
 
 
-def test_a_consumer_whose_unit_is_down_hands_the_message_back_unclaimed_and_waits_for_its_unit(tmp_path):
+def consumer_with(tmp_path, backend, unit) -> Consumer:
     consumer = Consumer(load_settings({"NIAS_DATA_DIR": str(tmp_path)}))
     consumer._connection = FakeConnection()
-    consumer.backend = RefusingBackend()
-    consumer.unit = FakeUnit(down_calls=3)
-    channel = FakeChannel()
+    consumer._publish_channel = FakeChannel()
+    consumer.backend = backend
+    consumer.unit = unit
     consumer._busy.set()
-    consumer._handle(channel, 7, MESSAGE)
+    return consumer
+
+
+def delivered(channel: FakeChannel, tries: int | None = None) -> Delivery:
+    headers = {TRIES_HEADER: tries} if tries is not None else None
+    return Delivery(channel, 7, pika.BasicProperties(priority=3, headers=headers), MESSAGE.encode())
+
+
+def test_a_consumer_whose_unit_is_down_hands_the_message_back_unclaimed_and_waits_for_its_unit(tmp_path):
+    consumer = consumer_with(tmp_path, RefusingBackend(), FakeUnit(down_calls=3))
+    channel = FakeChannel()
+    consumer._handle(delivered(channel), MESSAGE)
     assert channel.settled == [("requeue", 7)]
     # it took no further message until its unit answered healthy and idle again
     assert consumer.unit.calls.count("health") == 4 and not consumer._busy.is_set()
+
+
+class FakeSession:
+    """Answers every post with `status` and `body`, or raises `error`."""
+
+    def __init__(self, status: int = 200, body: bytes = b"{}", error: Exception | None = None):
+        self.status, self.body, self.error = status, body, error
+        self.headers: dict = {}
+
+    def post(self, url, json=None, timeout=None) -> requests.Response:
+        if self.error is not None:
+            raise self.error
+        response = requests.Response()
+        response.status_code, response._content = self.status, self.body
+        return response
+
+    def get(self, url, timeout=None) -> requests.Response:
+        return self.post(url)
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": {"code": "some_code", "message": message}}).encode()
+
+
+def claim_answer(status: int, body: bytes) -> Claim:
+    backend = Backend(load_settings({}), session=FakeSession(status, body))
+    return backend.claim(MESSAGE, "unit-1")
+
+
+@pytest.mark.parametrize("status, body, verdict, named", [
+    (200, b'{"attempt": 2}', Verdict.RUN, ""),
+    (409, error_body("Job job1 is running."), Verdict.DROP, "is running"),
+    (409, b"<html>", Verdict.DROP, "409"),
+    (404, error_body("No job job1."), Verdict.DEAD, "404"),
+    (400, error_body("A claim needs dispatch."), Verdict.DEAD, "needs dispatch"),
+    (403, b"forbidden", Verdict.DEAD, "403"),
+    (500, error_body("store broke"), Verdict.AGAIN, "500"),
+    (502, b"<html>bad gateway</html>", Verdict.AGAIN, "502"),
+    (429, b"slow down", Verdict.AGAIN, "429"),
+    (200, b"not json", Verdict.AGAIN, "attempt"),
+    (200, b'{"attempt": "2"}', Verdict.AGAIN, "attempt"),
+    (200, b"[1]", Verdict.AGAIN, "attempt"),
+], ids=["claimed", "stale", "stale-without-json", "unknown", "malformed-claim", "forbidden", "server-error",
+        "bad-gateway", "too-many", "bad-json", "attempt-not-a-number", "not-an-object"])
+def test_each_claim_answer_says_whether_to_run_drop_dead_letter_or_try_again(status, body, verdict, named):
+    claim = claim_answer(status, body)
+    assert claim.verdict is verdict
+    assert named in claim.reason
+    if verdict is Verdict.RUN:
+        assert claim.attempt == 2
+
+
+@pytest.mark.parametrize("error", [requests.ConnectionError("refused"), requests.ReadTimeout("no answer")],
+                         ids=["refused", "timed-out"])
+def test_a_backend_that_does_not_answer_the_claim_is_unavailable_not_failing(error):
+    backend = Backend(load_settings({}), session=FakeSession(error=error))
+    with pytest.raises(ServiceUnavailable):
+        backend.claim(MESSAGE, "unit-1")
+
+
+@pytest.mark.parametrize("session, healthy", [
+    (FakeSession(200, b'{"ok": true, "store": true}'), True),
+    (FakeSession(503, b'{"ok": false, "store": false}'), False),
+    (FakeSession(200, b"[]"), False),
+    (FakeSession(error=requests.ConnectionError("refused")), False),
+], ids=["healthy", "store-down", "odd-answer", "unreachable"])
+def test_the_backend_is_healthy_only_when_its_health_check_says_so(session, healthy):
+    assert Backend(load_settings({}), session=session).is_healthy() is healthy
+
+
+class ScriptedBackend:
+    """Plays its answers in order: a Claim is returned, an exception raised; the last one repeats.
+
+    Its health check says unhealthy for its first `unhealthy_checks` calls."""
+
+    def __init__(self, *answers, unhealthy_checks: int = 0):
+        self.answers = list(answers)
+        self.calls = 0
+        self.unhealthy_checks = unhealthy_checks
+        self.health_checks = 0
+
+    def is_healthy(self) -> bool:
+        self.health_checks += 1
+        return self.health_checks > self.unhealthy_checks
+
+    def claim(self, message, unit) -> Claim:
+        answer = self.answers[min(self.calls, len(self.answers) - 1)]
+        self.calls += 1
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+@pytest.fixture
+def quick_retries(monkeypatch):
+    monkeypatch.setattr(worker, "RETRY_DELAY_S", 0.001)
+    monkeypatch.setattr(worker, "OUTAGE_DELAY_MAX_S", 0.001)
+
+
+def test_a_claim_the_backend_keeps_failing_is_tried_a_few_times_then_given_back_with_the_last_error(quick_retries):
+    backend = ScriptedBackend(Claim(Verdict.AGAIN, reason="claim answered HTTP 500: store broke"))
+    claim = claim_with_retry(backend, MESSAGE, "unit-1", threading.Event())
+    assert claim.verdict is Verdict.AGAIN and "500" in claim.reason and f"{worker.CLAIM_TRIES} tries" in claim.reason
+    assert backend.calls == worker.CLAIM_TRIES
+
+
+def test_a_claim_waits_for_an_unreachable_backend_without_counting_and_answers_once_it_is_back(quick_retries):
+    outage = [ServiceUnavailable("the backend did not answer")] * (worker.CLAIM_TRIES * MAX_TRIES * 2)
+    backend = ScriptedBackend(*outage, Claim(Verdict.AGAIN, reason="HTTP 500"), Claim(Verdict.RUN, attempt=1))
+    claim = claim_with_retry(backend, MESSAGE, "unit-1", threading.Event())
+    assert claim.verdict is Verdict.RUN and backend.calls == len(outage) + 2
+
+
+def test_failed_claims_while_the_backend_reports_itself_unhealthy_are_waited_out_uncounted(quick_retries):
+    unhealthy = worker.CLAIM_TRIES * MAX_TRIES * 2
+    backend = ScriptedBackend(*[Claim(Verdict.AGAIN, reason="claim answered HTTP 500")] * (unhealthy + 1),
+                              Claim(Verdict.RUN, attempt=1), unhealthy_checks=unhealthy)
+    claim = claim_with_retry(backend, MESSAGE, "unit-1", threading.Event())
+    assert claim.verdict is Verdict.RUN and backend.calls == unhealthy + 2
+
+
+def test_a_claim_waiting_for_an_unreachable_backend_gives_up_only_when_the_consumer_stops(quick_retries):
+    stop = threading.Event()
+    threading.Timer(0.2, stop.set).start()
+    backend = ScriptedBackend(ServiceUnavailable("the backend did not answer"))
+    assert claim_with_retry(backend, MESSAGE, "unit-1", stop) is None
+
+
+def test_an_exception_before_the_message_is_settled_hands_it_back_counted_exactly_once(tmp_path):
+    consumer = consumer_with(tmp_path, ScriptedBackend(RuntimeError("injected failure")), FakeUnit())
+    channel = FakeChannel()
+    consumer._handle(delivered(channel, tries=1), MESSAGE)
+    assert channel.settled == [("ack", 7)]
+    [(exchange, queue, body, properties)] = consumer._publish_channel.published
+    assert (exchange, queue, body) == ("", consumer.topology.jobs, MESSAGE.encode())
+    assert properties.headers[TRIES_HEADER] == 2 and properties.priority == 3 and properties.delivery_mode == 2
+    assert not consumer._busy.is_set()
+
+
+def test_a_message_handed_back_its_last_time_is_dead_lettered_with_the_last_error_and_the_count(tmp_path):
+    consumer = consumer_with(tmp_path, ScriptedBackend(RuntimeError("injected failure")), FakeUnit())
+    channel = FakeChannel()
+    consumer._handle(delivered(channel, tries=MAX_TRIES - 1), MESSAGE)
+    assert channel.settled == [("ack", 7)]
+    [(exchange, _queue, body, properties)] = consumer._publish_channel.published
+    assert exchange == consumer.topology.dead_exchange and body == MESSAGE.encode()
+    reason = properties.headers[REASON_HEADER]
+    assert "RuntimeError: injected failure" in reason and f"{MAX_TRIES} deliveries" in reason
+
+
+def test_a_unit_whose_health_answer_is_not_an_object_is_not_ready_and_the_worker_survives_it(tmp_path):
+    class OddUnit(FakeUnit):
+        def health(self):
+            raise TypeError("list indices must be integers or slices, not str")
+
+    consumer = consumer_with(tmp_path, RefusingBackend(), OddUnit())
+    stop_soon = threading.Timer(0.3, consumer.stop.set)
+    stop_soon.start()
+    channel = FakeChannel()
+    consumer._handle(delivered(channel), MESSAGE)
+    assert channel.settled == [("requeue", 7)] and not consumer._busy.is_set()
