@@ -95,6 +95,10 @@ class Backend:
             raise ServiceUnavailable(f"the backend did not answer the claim ({exc.__class__.__name__})") from None
         except requests.RequestException as exc:  # it answered, but not in a way we could read
             return Claim(Verdict.AGAIN, reason=f"claim answer unreadable: {exc.__class__.__name__}: {exc}"[:500])
+        if response.status_code in (401, 403):
+            # This consumer's setup is wrong, not the message: wait (uncounted) rather than dead-letter every job.
+            raise ServiceUnavailable(f"the backend refuses this consumer's internal token (HTTP "
+                                     f"{response.status_code}); check NIAS_INTERNAL_TOKEN")
         return read_claim_answer(response)
 
     def is_healthy(self) -> bool:

@@ -50,5 +50,9 @@ def test_undecodable_and_unknown_job_messages_are_dead_lettered_and_work_goes_on
     admin_view = stack.http.get(f"{stack.url}/api/admin/dead-letters", timeout=10).json()
     assert admin_view["count"] == len(poison)
     assert sorted(m["body"].encode() for m in admin_view["messages"]) == sorted(poison)
-    assert {m["reason"] for m in admin_view["messages"]} == {"rejected"}
+    reasons = {m["body"].encode(): m["reason"] for m in admin_view["messages"]}
+    assert "not JSON" in reasons[poison[0]]
+    assert "'job_id' has the wrong type" in reasons[poison[1]]
+    assert "404" in reasons[poison[2]] and "ffffffffffffffff" in reasons[poison[2]]
+    assert {m["queue"] for m in admin_view["messages"]} == {f"{stack.prefix}.jobs"}
     assert len(_dead_letters(stack.prefix)) == len(poison)  # looking did not remove them

@@ -200,14 +200,13 @@ def claim_answer(status: int, body: bytes) -> Claim:
     (409, b"<html>", Verdict.DROP, "409"),
     (404, error_body("No job job1."), Verdict.DEAD, "404"),
     (400, error_body("A claim needs dispatch."), Verdict.DEAD, "needs dispatch"),
-    (403, b"forbidden", Verdict.DEAD, "403"),
     (500, error_body("store broke"), Verdict.AGAIN, "500"),
     (502, b"<html>bad gateway</html>", Verdict.AGAIN, "502"),
     (429, b"slow down", Verdict.AGAIN, "429"),
     (200, b"not json", Verdict.AGAIN, "attempt"),
     (200, b'{"attempt": "2"}', Verdict.AGAIN, "attempt"),
     (200, b"[1]", Verdict.AGAIN, "attempt"),
-], ids=["claimed", "stale", "stale-without-json", "unknown", "malformed-claim", "forbidden", "server-error",
+], ids=["claimed", "stale", "stale-without-json", "unknown", "malformed-claim", "server-error",
         "bad-gateway", "too-many", "bad-json", "attempt-not-a-number", "not-an-object"])
 def test_each_claim_answer_says_whether_to_run_drop_dead_letter_or_try_again(status, body, verdict, named):
     claim = claim_answer(status, body)
@@ -215,6 +214,14 @@ def test_each_claim_answer_says_whether_to_run_drop_dead_letter_or_try_again(sta
     assert named in claim.reason
     if verdict is Verdict.RUN:
         assert claim.attempt == 2
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_backend_that_refuses_the_internal_token_is_a_setup_error_waited_out_not_a_dead_letter(status):
+    backend = Backend(load_settings({}), session=FakeSession(status, error_body("Unknown internal token.")))
+    with pytest.raises(ServiceUnavailable) as caught:
+        backend.claim(MESSAGE, "unit-1")
+    assert "NIAS_INTERNAL_TOKEN" in caught.value.message and str(status) in caught.value.message
 
 
 @pytest.mark.parametrize("error", [requests.ConnectionError("refused"), requests.ReadTimeout("no answer")],
