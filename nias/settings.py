@@ -75,6 +75,8 @@ class Settings:
     cookie_secure: int = 0
     session_days: float = 14.0
     max_pause_s: int = 3_600
+    redispatch_s: int = 120  # a queued job whose message is nowhere for this long is published again; 0: never
+    redispatch_limit: int = 3  # re-publications of one job before it fails as undeliverable
     max_queued_per_user: int = 100
     max_storage_mb_per_user: int = 20_480
     retention_days: float = 30.0  # 0 keeps results for ever
@@ -169,6 +171,8 @@ ENVIRONMENT = {
     "NIAS_MAX_RATIO": "max_ratio",
     "NIAS_MAX_RESULT_MB": "max_result_mb",
     "NIAS_MAX_RESULT_FILES": "max_result_files",
+    "NIAS_REDISPATCH_S": "redispatch_s",
+    "NIAS_REDISPATCH_LIMIT": "redispatch_limit",
     "NIAS_MAX_LOG_MB": "max_log_mb",
     "NIAS_JOB_TIMEOUT_S": "job_timeout_s",
     "NIAS_JOB_RETRIES": "job_retries",

@@ -7,12 +7,15 @@ Duplicates are harmless: a consumer's claim names the dispatch it carries.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 
+import pika.exceptions
 import requests
 
-from nias.errors import ServiceUnavailable
+from nias.amqp import Topology, connect
+from nias.errors import BrokerUnavailable, ServiceUnavailable
 from nias.messages import ControlMessage, JobMessage
 from nias.settings import Settings
 from nias.web import internal_headers
@@ -106,6 +109,21 @@ class Dispatcher:
             logger.warning("Job %s: %s not sent now (%s); the next heartbeat retries it",
                            message.job_id, message.action, exc.message)
 
+    def ready_messages(self) -> int | None:
+        """How many job messages wait ready in the jobs queue; None when RabbitMQ cannot say."""
+        try:
+            connection = connect(self._settings, attempts=1)
+        except BrokerUnavailable:
+            return None
+        try:
+            return connection.channel().queue_declare(Topology(self._settings.queue_prefix).jobs,
+                                                      passive=True).method.message_count
+        except (pika.exceptions.AMQPError, OSError):
+            return None
+        finally:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
+                connection.close()
+
     def wake(self) -> None:
         self._wake.set()
 
@@ -133,6 +151,7 @@ class Dispatcher:
                         job_rules.expire_leases(self._store, self._settings)
                         job_rules.settle_overdue_results(self._store, self._settings)
                     job_rules.cancel_overlong_pauses(self._store, self._settings, self.send_control)
+                    job_rules.redispatch_lost_messages(self._store, self._settings, self.ready_messages)
                     expire_old_results(self._store, self._settings)
             except Exception:  # keep the outbox alive through store hiccups
                 logger.exception("Dispatcher pass failed; retrying")

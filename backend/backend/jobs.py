@@ -5,6 +5,7 @@ goes through it, so the transition table in `nias.states` is enforced in one pla
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import time
@@ -291,6 +292,33 @@ def requeue_with_priority(store: Store, job_id: str, priority: int | None, *, ru
     moved = store.get_job(job_id)
     feed.publish(moved)
     return moved
+
+
+def redispatch_lost_messages(store: Store, settings: Settings, ready_messages: Callable[[], int | None]) -> int:
+    """Publish again (a new dispatch) each queued job whose message is lost: dead-lettered after
+    failed deliveries, purged, or gone with a broker's disk. A message is lost when its job has
+    waited `NIAS_REDISPATCH_S` while the jobs queue holds none ready (so it waits nowhere); after
+    `NIAS_REDISPATCH_LIMIT` re-publications the job fails, saying so."""
+    if not settings.redispatch_s:
+        return 0
+    waiting = store.published_waiting_since(time.time() - settings.redispatch_s)
+    if not waiting or ready_messages() != 0:  # None: the broker cannot say; wait for the next pass
+        return 0
+    for job in waiting:
+        lost = (job["redispatched"] or 0) + 1
+        guard = {"state": JobState.QUEUED.value, "dispatch": job["dispatch"]}
+        if lost > settings.redispatch_limit:
+            reason = (f"Its queue message was lost {lost} times (dead-lettered or removed from RabbitMQ); an admin "
+                      "finds why under the dead letters.")
+            with contextlib.suppress(Conflict, InvalidTransition):
+                apply_transition(store, job["id"], JobState.FAILED, guard={"dispatch": job["dispatch"]},
+                                 reason=reason, error=reason)
+            continue
+        if store.update_job_fields(job["id"], guard, {"dispatch": job["dispatch"] + 1, "redispatched": lost,
+                                                      "queued_at": time.time()}):
+            logger.warning("Job %s: its message %s is lost; publishing it again (%s of %s)", job["id"],
+                           job["dispatch"], lost, settings.redispatch_limit)
+    return len(waiting)
 
 
 def expire_leases(store: Store, settings: Settings) -> int:

@@ -80,7 +80,8 @@ jobs = Table(
     Column("owner_id", String(32), index=True),
     Column("expired_at", Float),  # when retention removed its files
     Column("limits", JSON(none_as_null=True)),  # the lower resource limits the job asked for, e.g. {"memory_mb": 64}
-    Column("result_due", Float),  # cancelled while running: until when the attempt's kept result is awaited
+    Column("result_due", Float),
+    Column("redispatched", Integer),  # how often its message was found lost and published again  # cancelled while running: until when the attempt's kept result is awaited
 )
 
 users = Table(
@@ -385,6 +386,13 @@ class Store:
             .order_by(jobs.c.created_at)
             .limit(limit)
         )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def published_waiting_since(self, before: float, limit: int = 100) -> list[dict]:
+        """Queued jobs whose current message was published and has waited since before `before`."""
+        query = (select(jobs).where(jobs.c.state == "queued", jobs.c.published == jobs.c.dispatch,
+                                    jobs.c.queued_at < before).order_by(jobs.c.queued_at).limit(limit))
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
