@@ -55,6 +55,10 @@ class Settings:
     stop_grace_s: float = 20.0
     read_timeout_s: float = 60.0
     upload_timeout_s: float = 900.0
+    header_timeout_s: float = 10.0  # a connection's whole request head must arrive within this
+    max_uploads_per_user: int = 2  # uploads of one user being received at once; more answer 429
+    max_streams_per_user: int = 4  # open event streams of one user; more answer 429
+    max_streams: int = 256  # open event streams in all
     sandbox: str = "auto"
     job_uid: int = 0
     job_uid_range: str = "61000-61999"  # LOW-HIGH: each running job takes a uid of its own from it
@@ -181,6 +185,10 @@ ENVIRONMENT = {
     "NIAS_STOP_GRACE_S": "stop_grace_s",
     "NIAS_READ_TIMEOUT_S": "read_timeout_s",
     "NIAS_UPLOAD_TIMEOUT_S": "upload_timeout_s",
+    "NIAS_HEADER_TIMEOUT_S": "header_timeout_s",
+    "NIAS_MAX_UPLOADS_PER_USER": "max_uploads_per_user",
+    "NIAS_MAX_STREAMS_PER_USER": "max_streams_per_user",
+    "NIAS_MAX_STREAMS": "max_streams",
     "NIAS_SANDBOX": "sandbox",
     "NIAS_JOB_UID": "job_uid",
     "NIAS_JOB_UID_RANGE": "job_uid_range",

@@ -17,7 +17,8 @@ from nias.states import JobState, is_final
 from backend.auth import current_user, owner_filter, visible_job
 from backend.dry_run import check_project, zip_refused
 from backend.live import feed
-from backend.uploads import discard_body, new_job_id, parse_int_field, receive_upload, store_upload
+from backend.uploads import (discard_body, new_job_id, parse_int_field, receive_upload, refuse_unread, store_upload,
+                             too_many_uploads, uploads_in_flight)
 
 logger = logging.getLogger(__name__)
 
@@ -170,10 +171,23 @@ def dry_run(settings: Settings) -> dict:
 
 @bp.post("")
 def submit_job():
+    """An upload (or a dry run); a user sends at most NIAS_MAX_UPLOADS_PER_USER at once, so slow
+    uploads of one user cannot take every request thread: one more is refused before its body."""
+    settings = _nias().settings
+    user_id = current_user()["id"]
+    if not uploads_in_flight.take(user_id, settings.max_uploads_per_user):
+        return refuse_unread(too_many_uploads(settings))
+    try:
+        if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
+            return jsonify(dry_run(settings))
+        return accept_upload()
+    finally:
+        uploads_in_flight.give_back(user_id)
+
+
+def accept_upload():
     nias = _nias()
     settings = nias.settings
-    if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
-        return jsonify(dry_run(settings))
     try:
         check_quota(nias.store, settings, current_user())
     except NiasError:

@@ -17,7 +17,7 @@ import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
-from flask import Request
+from flask import Request, Response, jsonify
 from werkzeug.exceptions import ClientDisconnected
 
 from nias.archive import ProjectZip, ZipLimits, inspect_zip, read_requirements
@@ -25,9 +25,13 @@ from nias.errors import BadRequest, BadUpload, NiasError
 from nias.requirements import check_requirements
 from nias.settings import Settings
 
+from backend.live import Slots
+
 logger = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 200
+
+uploads_in_flight = Slots()  # per user: uploads whose body is being received
 
 
 class UploadRequest(Request):
@@ -152,6 +156,22 @@ def discard_body(request: UploadRequest) -> None:
             pass
     except (OSError, ValueError):
         pass  # a client that hangs up or stalls: the connection is done anyway
+
+
+def too_many_uploads(settings: Settings) -> NiasError:
+    return NiasError(f"You are already sending {settings.max_uploads_per_user} uploads, the most at once; send this "
+                     "one when one of them has arrived.", code="too_many_uploads", status=429,
+                     limit=settings.max_uploads_per_user)
+
+
+def refuse_unread(error: NiasError) -> Response:
+    """An answer given before the body is read, which then closes the connection: reading the
+    rest of a body still trickling in would hold this thread as long as the upload it refuses.
+    (The backend's worker honours `Connection: close` and closes without waiting on the client.)"""
+    response = jsonify(error.to_dict())
+    response.status_code = error.status
+    response.headers["Connection"] = "close"
+    return response
 
 
 def receive_upload(request: UploadRequest, settings: Settings, *,
