@@ -148,7 +148,7 @@ def test_eighty_clients_sending_their_headers_a_byte_a_second_are_cut_off_and_th
     assert_backend_answers(slow_stack)
 
 
-def test_connections_that_send_nothing_or_idle_after_a_request_hold_no_thread_and_are_closed(slow_stack):
+def test_connections_that_send_nothing_or_idle_after_a_request_are_closed_and_the_backend_keeps_answering(slow_stack):
     with connections() as opened:
         silent = [connect(slow_stack, opened) for _ in range(80)]
         idle = [connect(slow_stack, opened) for _ in range(80)]
