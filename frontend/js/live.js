@@ -2,10 +2,6 @@
 // by itself; `onStatus(false)` tells the page to fall back on polling until the stream is back.
 
 /**
- * Follow `event: job` messages at `url`; `onJob(job)` gets each job, `onStatus(open)` each change
- * between a working and a broken stream. Returns `{ close(), get open() }`.
- */
-/**
  * True when `fresh` is older news than `known`: an event sent before a read that the page has
  * already applied. A job never leaves a final state, so a final job is never replaced by an
  * unfinished one.
@@ -18,34 +14,67 @@ export function isStale(known, fresh) {
 
 const FINAL = new Set(["succeeded", "failed", "cancelled"]);
 
+const RETRY_REFUSED_MS = 30000; // a refused stream is asked for again after this, then less often
+const RETRY_REFUSED_MAX_MS = 300000;
+
+/**
+ * Follow `event: job` messages at `url`; `onJob(job)` gets each job, `onStatus(open)` each change
+ * between a working and a broken (or refused) stream. Returns `{ close(), get open() }`.
+ */
 export function followJobs(url, onJob, { onStatus = () => {} } = {}) {
   if (typeof EventSource === "undefined") {
     onStatus(false);
     return { close() {}, get open() { return false; } };
   }
-  const source = new EventSource(url);
+  let source = null;
   let open = false;
+  let stopped = false;
+  let retry = null;
+  let refusals = 0;
   const setOpen = (value) => {
     if (open === value) return;
     open = value;
     onStatus(value);
   };
-  source.addEventListener("open", () => setOpen(true));
-  source.addEventListener("error", () => setOpen(false));
-  source.addEventListener("job", (event) => {
-    let job;
-    try {
-      job = JSON.parse(event.data);
-    } catch (_) {
-      return; // a garbled message: the next one, or the fallback poll, brings the news
-    }
-    onJob(job);
-  });
-  // Leaving the page frees the server's thread at once instead of at its next keep-alive.
-  window.addEventListener("pagehide", () => source.close());
+  const connect = () => {
+    retry = null;
+    if (stopped) return;
+    source = new EventSource(url);
+    source.addEventListener("open", () => {
+      refusals = 0;
+      setOpen(true);
+    });
+    source.addEventListener("error", () => {
+      setOpen(false);
+      // A dropped stream is reconnected by the browser. A refused one (429: too many streams
+      // open; or any answer but 200) is not: the page polls meanwhile, and asks again later.
+      if (source.readyState === EventSource.CLOSED) {
+        source.close();
+        refusals += 1;
+        retry = setTimeout(connect, Math.min(RETRY_REFUSED_MS * 2 ** (refusals - 1), RETRY_REFUSED_MAX_MS));
+      }
+    });
+    source.addEventListener("job", (event) => {
+      let job;
+      try {
+        job = JSON.parse(event.data);
+      } catch (_) {
+        return; // a garbled message: the next one, or the fallback poll, brings the news
+      }
+      onJob(job);
+    });
+  };
+  const stop = () => {
+    stopped = true;
+    if (retry !== null) clearTimeout(retry);
+    if (source) source.close();
+  };
+  connect();
+  // Leaving the page frees the server's stream at once instead of at its next keep-alive.
+  window.addEventListener("pagehide", stop);
   return {
     close() {
-      source.close();
+      stop();
       setOpen(false);
     },
     get open() { return open; },
