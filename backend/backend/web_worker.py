@@ -129,6 +129,7 @@ class HandOff:
     def __init__(self) -> None:
         self.take: Callable[[socket.socket, bool], None] | None = None
         self.abandon: Callable[[], None] | None = None
+        self.accepted = False  # the response is a 200 the taker may continue
         self.ready: tuple[socket.socket, bool] | None = None
 
     def __call__(self, take: Callable[[socket.socket, bool], None], abandon: Callable[[], None]) -> None:
@@ -270,16 +271,14 @@ class WebWorker(ThreadWorker):
         environ["nias.hand_off"] = hand_off
 
         def start(status, headers, exc_info=None):
-            if asks_to_close(headers):
+            hand_off.accepted = (hand_off.take is not None and status.startswith("200 ") and exc_info is None
+                                 and environ["REQUEST_METHOD"] != "HEAD")
+            if asks_to_close(headers) or hand_off.accepted:
                 resp.force_close()  # gunicorn drops the header: an unread body is then never drained
-            if hand_off.take is not None and status.startswith("200 ") and environ["REQUEST_METHOD"] != "HEAD":
-                resp.force_close()
             return start_response(status, headers, exc_info)
 
         body = self._app(environ, start)
-        if hand_off.take is None or not resp.must_close or resp.status_code != 200:
-            return body
-        return self.pass_on(body, resp, hand_off)
+        return self.pass_on(body, resp, hand_off) if hand_off.accepted else body
 
     @staticmethod
     def pass_on(body, resp, hand_off: HandOff):
