@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
 import select
 import socket
 import threading
@@ -13,7 +14,9 @@ from contextlib import contextmanager
 
 import pytest
 import requests
+from playwright.sync_api import expect
 
+from tests.support.browser import admin_page, browser, console_errors  # noqa: F401 (fixtures)
 from tests.support.projects import zip_entries
 from tests.support.stack import LocalStack, wait_until
 
@@ -244,3 +247,27 @@ def test_eighty_open_event_streams_from_twenty_users_hold_no_thread_and_each_use
                               interval_s=0.5, message="a stream after the others closed")
             for _ in range(STREAMS_PER_USER - 1):
                 assert open_stream(slow_stack, opened, token)[0] == 200
+
+
+def test_a_job_page_whose_event_stream_is_refused_polls_and_still_shows_the_jobs_change(
+        slow_stack, browser, console_errors, tmp_path):  # noqa: F811 (fixtures)
+    stack = slow_stack
+    admin = {"Authorization": f"Bearer {stack.admin_token}"}
+    project = zip_entries(tmp_path / "watched.zip", {"code.py": "pass"})
+    job = requests.post(f"{stack.url}/api/jobs", files={"file": project.open("rb")}, headers=admin,
+                        timeout=ANSWER_TIMEOUT_S).json()
+    with connections() as opened:
+        for _ in range(STREAMS_PER_USER):  # the admin's other tabs hold every stream it may have
+            assert open_stream(stack, opened, stack.admin_token)[0] == 200
+        with admin_page(browser, stack, console_errors) as page:
+            console_errors.allow(r"429")  # the browser reports the refused stream
+            streams: list[int] = []
+            page.on("response", lambda answer: streams.append(answer.status) if "/api/events" in answer.url else None)
+            page.goto(f"/job.html?id={job['id']}")
+            expect(page.locator("#job-state")).to_have_attribute("data-state", "queued")
+            cancelled = requests.put(f"{stack.url}/api/jobs/{job['id']}/state", json={"state": "cancelled"},
+                                     headers=admin, timeout=ANSWER_TIMEOUT_S)
+            assert cancelled.status_code == 200, cancelled.text
+            expect(page.locator("#job-state")).to_have_attribute("data-state", "cancelled", timeout=30_000)
+            assert streams and set(streams) == {429}, streams
+            expect(page.locator("#job-live")).to_have_text(re.compile("checking every"))
