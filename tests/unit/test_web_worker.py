@@ -132,3 +132,30 @@ def test_a_hand_off_that_never_came_to_be_is_abandoned_and_a_failed_take_closes_
     failed.settle()
     assert abandoned == ["never", "failed"] and server.fileno() == -1
     client.close()
+
+
+def test_a_handed_off_stream_is_written_kept_alive_and_ended_in_valid_chunked_framing():
+    from backend.live import EventStreams, JobFeed
+
+    source = JobFeed()
+    streams = EventStreams(source, keepalive_s=0.2, lifetime_s=1.0)
+    streams.start(lambda job: f"event: job\ndata: {job['id']}\n\n".encode())
+    server, client = socket.socketpair()
+    ended = threading.Event()
+    try:
+        streams.add(server, True, lambda job: job["id"] != "not-mine", ended.set)
+        source.publish({"id": "not-mine"})
+        source.publish({"id": "mine"})
+        client.settimeout(10)
+        received = b""
+        while chunk := client.recv(4096):  # the stream closes its socket at the end of its lifetime
+            received += chunk
+        response = http.client.HTTPResponse(_FakeSocket(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                                        + received))
+        response.begin()
+        body = response.read().decode()  # raises on broken framing or a missing last chunk
+        assert "event: job\ndata: mine\n\n" in body and "not-mine" not in body
+        assert ": keepalive\n\n" in body
+        assert ended.wait(5) and streams.count() == 0
+    finally:
+        client.close()
