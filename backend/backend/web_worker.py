@@ -106,7 +106,7 @@ def asks_to_close(headers) -> bool:
 
 
 class Connection(TConn):
-    """A client connection whose graceful close lingers in the worker's event loop, not in it."""
+    """A client connection whose graceful close lingers in the worker's event loop instead of blocking it."""
 
     linger: Callable[[socket.socket], None] | None = None
 
