@@ -259,4 +259,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigurationError(f"NIAS_REGISTRATION must be open, invite or closed, not {settings.registration!r}")
     if settings.session_days <= 0:
         raise ConfigurationError(f"NIAS_SESSION_DAYS must be more than 0, got {settings.session_days!r}")
+    if settings.header_timeout_s <= 0:  # 0 would close every connection before its first request
+        raise ConfigurationError(f"NIAS_HEADER_TIMEOUT_S must be more than 0, got {settings.header_timeout_s!r}")
     return dataclasses.replace(settings, data_dir=Path(settings.data_dir).resolve())

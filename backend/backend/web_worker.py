@@ -9,7 +9,9 @@ freeze the backend. This worker, the one `backend/gunicorn.conf.py` names:
 - gives every request head `NIAS_HEADER_TIMEOUT_S` in all, counted from the accept (on a kept-alive
   connection, from its next bytes): at the deadline the event loop shuts the socket's reading
   side, which ends the blocked read at once, and the client gets a 408. Reaching the application
-  ends the head's deadline (the body has its own: `backend.uploads`);
+  ends the head's deadline; a request with a body then has as long again for the application to
+  read it and answer, unless its view calls `environ["nias.slow_body"]()` (an upload, which has
+  deadlines of its own: `backend.uploads`);
 - lets a view take its connection off the pool (`environ["nias.hand_off"]`, the event streams);
 - honours an application's `Connection: close`, which gunicorn itself drops, and closes such
   connections without blocking its event loop on a client that is still sending.
@@ -99,6 +101,10 @@ def slow_head_answer(seconds: float) -> bytes:
         f"The request's headers did not all arrive within {seconds:g} s; the connection is closed.")}}).encode()
     return (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+
+def has_body(environ: dict) -> bool:
+    return environ.get("CONTENT_LENGTH", "") not in ("", "0") or "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "")
 
 
 def asks_to_close(headers) -> bool:
@@ -266,7 +272,11 @@ class WebWorker(ThreadWorker):
         resp = getattr(start_response, "__self__", None)  # gunicorn passes its Response's method
         if conn is None or resp is None:  # an HTTP/2 stream: served as it comes
             return self._app(environ, start_response)
-        self.heads.reached_app(conn)
+        if has_body(environ):  # its body gets as long again, unless the view says it may be slow
+            self.heads.start(conn, time.monotonic())
+            environ["nias.slow_body"] = partial(self.heads.reached_app, conn)
+        else:
+            self.heads.reached_app(conn)
         hand_off = self._local.hand_off = HandOff()
         environ["nias.hand_off"] = hand_off
 
@@ -277,7 +287,10 @@ class WebWorker(ThreadWorker):
                 resp.force_close()  # gunicorn drops the header: an unread body is then never drained
             return start_response(status, headers, exc_info)
 
-        body = self._app(environ, start)
+        try:
+            body = self._app(environ, start)
+        finally:
+            self.heads.reached_app(conn)  # answered: a cut body has had its answer, never a 408
         return self.pass_on(body, resp, hand_off) if hand_off.accepted else body
 
     @staticmethod

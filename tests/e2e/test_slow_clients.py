@@ -151,6 +151,25 @@ def test_eighty_clients_sending_their_headers_a_byte_a_second_are_cut_off_and_th
     assert_backend_answers(slow_stack)
 
 
+def test_eighty_clients_trickling_a_sign_in_body_are_cut_off_and_the_backend_keeps_answering(slow_stack):
+    """Only an upload's body may be slow (it has deadlines of its own); any other has the head's time again."""
+    stop = threading.Event()
+    with connections() as opened:
+        for _ in range(80):
+            connect(slow_stack, opened).sendall(b"POST /api/auth/login HTTP/1.1\r\nHost: nias\r\nContent-Type: "
+                                                b"application/json\r\nContent-Length: 10000\r\n\r\n{\"email\": \"")
+        trickle(opened, b"a", stop)
+        try:
+            assert_backend_answers(slow_stack)
+            endings = [ended_or_timed_out(sock) for sock in opened]
+        finally:
+            stop.set()
+        assert None not in endings, f"{endings.count(None)} slow bodies were never cut off"
+        answers = [ending for ending in endings if ending]
+        assert answers and all(answer.startswith(b"HTTP/1.1 400 ") for answer in answers), answers[:3]
+    assert_backend_answers(slow_stack)
+
+
 def test_connections_that_send_nothing_or_idle_after_a_request_are_closed_and_the_backend_keeps_answering(slow_stack):
     with connections() as opened:
         silent = [connect(slow_stack, opened) for _ in range(80)]
