@@ -57,6 +57,7 @@ class Settings:
     upload_timeout_s: float = 900.0
     header_timeout_s: float = 10.0  # a connection's whole request head must arrive within this
     max_uploads_per_user: int = 2  # uploads of one user being received at once; more answer 429
+    max_uploads: int = 32  # uploads being received at once in all (half the backend's threads)
     max_streams_per_user: int = 4  # open event streams of one user; more answer 429
     max_streams: int = 256  # open event streams in all
     sandbox: str = "auto"
@@ -187,6 +188,7 @@ ENVIRONMENT = {
     "NIAS_UPLOAD_TIMEOUT_S": "upload_timeout_s",
     "NIAS_HEADER_TIMEOUT_S": "header_timeout_s",
     "NIAS_MAX_UPLOADS_PER_USER": "max_uploads_per_user",
+    "NIAS_MAX_UPLOADS": "max_uploads",
     "NIAS_MAX_STREAMS_PER_USER": "max_streams_per_user",
     "NIAS_MAX_STREAMS": "max_streams",
     "NIAS_SANDBOX": "sandbox",

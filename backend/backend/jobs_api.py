@@ -171,12 +171,13 @@ def dry_run(settings: Settings) -> dict:
 
 @bp.post("")
 def submit_job():
-    """An upload (or a dry run); a user sends at most NIAS_MAX_UPLOADS_PER_USER at once, so slow
-    uploads of one user cannot take every request thread: one more is refused before its body."""
+    """An upload (or a dry run); a user sends at most NIAS_MAX_UPLOADS_PER_USER at once, and all
+    users NIAS_MAX_UPLOADS, so slow uploads cannot take every request thread: one more is refused
+    before its body is read."""
     settings = _nias().settings
     user_id = current_user()["id"]
-    if not uploads_in_flight.take(user_id, settings.max_uploads_per_user):
-        return refuse_unread(too_many_uploads(settings))
+    if not uploads_in_flight.take(user_id, settings.max_uploads_per_user, settings.max_uploads):
+        return refuse_unread(too_many_uploads(settings, user_id))
     request.environ.get("nias.slow_body", lambda: None)()  # an upload's body has deadlines of its own
     try:
         if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):

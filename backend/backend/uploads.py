@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 
 MAX_NAME_LENGTH = 200
 
-uploads_in_flight = Slots()  # per user: uploads whose body is being received
+uploads_in_flight = Slots()  # uploads whose body is being received, per user
 
 
 class UploadRequest(Request):
@@ -158,10 +158,13 @@ def discard_body(request: UploadRequest) -> None:
         pass  # a client that hangs up or stalls: the connection is done anyway
 
 
-def too_many_uploads(settings: Settings) -> NiasError:
-    return NiasError(f"You are already sending {settings.max_uploads_per_user} uploads, the most at once; send this "
-                     "one when one of them has arrived.", code="too_many_uploads", status=429,
-                     limit=settings.max_uploads_per_user)
+def too_many_uploads(settings: Settings, user_id: str) -> NiasError:
+    if uploads_in_flight.held(user_id) >= settings.max_uploads_per_user:
+        return NiasError(f"You are already sending {settings.max_uploads_per_user} uploads, the most at once; send "
+                         "this one when one of them has arrived.", code="too_many_uploads", status=429,
+                         limit=settings.max_uploads_per_user)
+    return NiasError(f"The server is receiving {settings.max_uploads} uploads, the most at once; send this one "
+                     "again in a minute.", code="too_many_uploads", status=429, limit=settings.max_uploads)
 
 
 def refuse_unread(error: NiasError) -> Response:

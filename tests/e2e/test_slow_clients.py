@@ -25,6 +25,7 @@ SOCKET_TIMEOUT_S = 30
 ANSWER_TIMEOUT_S = 20  # generous: what "the backend answers" means while slow clients hold on
 STREAMS_PER_USER = 4
 UPLOADS_PER_USER = 2
+UPLOAD_SENDERS = 4
 USERS = 20
 # Every user's streams, plus one more (the admin's): one beyond that is refused by the overall cap.
 MAX_STREAMS = USERS * STREAMS_PER_USER + 1
@@ -35,7 +36,7 @@ def slow_stack(tmp_path_factory):
     """A stack of its own (no units needed: jobs only have to be accepted)."""
     with LocalStack(tmp_path_factory.mktemp("slow-clients"), units=0, NIAS_HEADER_TIMEOUT_S=str(HEAD_TIMEOUT_S),
                     NIAS_MAX_STREAMS_PER_USER=str(STREAMS_PER_USER), NIAS_MAX_UPLOADS_PER_USER=str(UPLOADS_PER_USER),
-                    NIAS_MAX_STREAMS=str(MAX_STREAMS)) as stack:
+                    NIAS_MAX_UPLOADS=str(UPLOADS_PER_USER * UPLOAD_SENDERS), NIAS_MAX_STREAMS=str(MAX_STREAMS)) as stack:
         yield stack
 
 
@@ -193,7 +194,7 @@ def upload_head(token: str, content_length: int) -> bytes:
 
 def test_eighty_slow_uploads_from_four_users_leave_two_each_in_flight_and_the_backend_answering(
         slow_stack, tokens, tmp_path):
-    senders = tokens[:4]
+    senders = tokens[:UPLOAD_SENDERS]
     stop = threading.Event()
     with connections() as opened:
         for token in senders:
@@ -209,6 +210,12 @@ def test_eighty_slow_uploads_from_four_users_leave_two_each_in_flight_and_the_ba
             assert all(ended_or_timed_out(sock) is not None for sock in refused), "a refused upload kept its connection"
             assert len(in_flight) == UPLOADS_PER_USER * len(senders)
             assert_backend_answers(slow_stack)
+            # one more user's upload passes the overall limit (NIAS_MAX_UPLOADS), also refused at once
+            one_more = connect(slow_stack, opened)
+            one_more.sendall(upload_head(tokens[UPLOAD_SENDERS], 1_000_000))
+            status, body = read_answer(one_more)
+            assert (status, body["error"]["code"]) == (429, "too_many_uploads")
+            assert "The server is receiving" in body["error"]["message"]
         finally:
             stop.set()
     project = zip_entries(tmp_path / "ok.zip", {"code.py": "pass"})
