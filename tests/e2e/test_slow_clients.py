@@ -152,6 +152,26 @@ def test_eighty_clients_sending_their_headers_a_byte_a_second_are_cut_off_and_th
     assert_backend_answers(slow_stack)
 
 
+def test_a_kept_alive_connection_that_sends_its_next_head_slowly_is_cut_off_too(slow_stack):
+    stop = threading.Event()
+    with connections() as opened:
+        kept = [connect(slow_stack, opened) for _ in range(80)]
+        for sock in kept:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: nias\r\n\r\n")
+        for sock in kept:
+            status, _body = read_answer(sock)
+            assert status == 200
+            sock.sendall(b"GET /api/jobs HTTP/1.1\r\nHost: nias\r\nX-Slow: ")
+        trickle(kept, b"x", stop)
+        try:
+            assert_backend_answers(slow_stack)
+            endings = [ended_or_timed_out(sock) for sock in kept]
+        finally:
+            stop.set()
+        assert None not in endings, f"{endings.count(None)} slow second heads were never cut off"
+    assert_backend_answers(slow_stack)
+
+
 def test_eighty_clients_trickling_a_sign_in_body_are_cut_off_and_the_backend_keeps_answering(slow_stack):
     """Only an upload's body may be slow (it has deadlines of its own); any other has the head's time again."""
     stop = threading.Event()
