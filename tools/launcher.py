@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -63,6 +64,7 @@ _libc = ctypes.CDLL(None, use_errno=True)
 START_TIMEOUT_S = 60
 TAIL_LINES = 20  # of a service's output, shown when it fails to start
 KEPT_LINES = 200
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")  # the last line of a Python traceback
 # The variable that sets each service's port, and its default; units take consecutive ports.
 PORT_VARIABLES = {"backend": ("NIAS_PORT", 8080), "producer": ("NIAS_PRODUCER_PORT", 8081),
                   "units": ("NIAS_UNIT_BASE_PORT", 8090)}
@@ -89,6 +91,11 @@ class Service:
     output: deque = field(default_factory=lambda: deque(maxlen=KEPT_LINES))  # its last lines
     pump: threading.Thread | None = None
     health: Health | None = None  # its last answer as itself
+
+    def first_error(self) -> str:
+        """The first exception it reported: the cause, before the noise that may follow it."""
+        found = next((line for line in self.output if ERROR_LINE.match(line)), None)
+        return f": {found}" if found else ""
 
     def output_tail(self, lines: int = TAIL_LINES) -> str:
         tail = list(self.output)[-lines:]
@@ -285,7 +292,8 @@ class Stack:
     def _check_running(self) -> None:
         for service in self.services:
             if service.process is not None and service.process.poll() is not None:
-                raise StartFailed(f"{service.name} exited with code {service.process.returncode} while starting.\n"
+                raise StartFailed(f"{service.name} exited with code {service.process.returncode} while starting"
+                                  f"{service.first_error()}\n"
                                   f"Its last lines:\n{service.output_tail()}")
 
     def supervise_once(self) -> None:
