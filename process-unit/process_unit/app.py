@@ -13,7 +13,7 @@ from nias.logs import configure_logging
 from nias.messages import ControlMessage, JobMessage
 from nias.settings import Settings, load_settings
 from nias.settings import require
-from nias.health import Health, SandboxMode, ServiceKind
+from nias.health import Health, ServiceKind
 from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
 from process_unit.environments import EnvironmentCache
@@ -88,9 +88,8 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     @app.get("/healthz")
     def healthz():
         busy = runner.current()
-        sandbox = SandboxMode.BWRAP if runner.sandbox.bwrap else SandboxMode.NONE
         return health_response(Health(ServiceKind.UNIT, settings.unit_name, _can_work(settings),
-                                      busy.job_id if busy else None, sandbox))
+                                      busy.job_id if busy else None, runner.sandbox.mode))
 
     return app
 

@@ -158,3 +158,16 @@ def test_a_unit_answers_503_when_a_folder_it_writes_is_not_writable(unit, folder
         response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.json[check] is False and response.json["ok"] is False
+
+
+# --- the sandbox in a unit's presence message (nias/messages.py UnitStatus) --------------------
+
+
+def test_a_units_presence_message_carries_its_sandbox_mode_and_decodes_strictly():
+    from nias.messages import UnitStatus
+
+    sent = UnitStatus(unit="unit-1", state="idle", sandbox=SandboxMode.NONE)
+    assert UnitStatus.decode(sent.encode()).sandbox is SandboxMode.NONE
+    assert UnitStatus.decode(UnitStatus(unit="unit-1", state="idle").encode()).sandbox is None
+    with pytest.raises(BadMessage, match="sandbox"):
+        UnitStatus.decode(sent.encode().replace(b'"none"', b'"chroot"'))
