@@ -132,6 +132,16 @@ def test_a_unit_with_bubblewrap_reports_its_sandbox_as_bwrap(data_dir):
     assert answer["sandbox"] == "bwrap" and answer["unit"] == "unit-bwrap"
 
 
+def test_a_unit_without_bubblewrap_under_the_auto_setting_reports_no_sandbox(data_dir, monkeypatch):
+    from process_unit import sandbox
+    from process_unit.app import create_app
+
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)  # bwrap is not installed
+    settings = Settings(data_dir=data_dir, internal_token="health-test-token", unit_name="unit-auto",
+                        sandbox="auto")
+    assert create_app(settings).test_client().get("/healthz").json["sandbox"] == "none"
+
+
 def test_the_backend_answers_as_the_backend(backend):
     app, _, _ = backend
     assert Health.from_dict(app.test_client().get("/healthz").json).is_of(ServiceKind.BACKEND, "backend")
