@@ -23,18 +23,12 @@ class ServiceKind(str, Enum):
     PRODUCER = "producer"
     UNIT = "unit"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 class SandboxMode(str, Enum):
     """How a processing unit runs its jobs."""
 
     BWRAP = "bwrap"  # in bubblewrap's namespaces: the job sees its project, its environment and a few system files
     NONE = "none"  # without a mount namespace: the job sees what its user may read on the host, and the network
-
-    def __str__(self) -> str:
-        return self.value
 
 
 _FIELDS = ("service", "name", "ok", "unit", "busy", "sandbox")

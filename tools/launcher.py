@@ -361,7 +361,7 @@ def ask_health(service: Service) -> tuple[Health | None, str]:
     except (ValueError, BadMessage):
         return None, f"something that is not a NIAS service answered {response.status_code}"
     if not health.is_of(service.kind, service.name):
-        return None, f"the answer came from {health.service} {health.name!r}, not from {service.name}"
+        return None, f"the answer came from {health.service.value} {health.name!r}, not from {service.name}"
     if response.status_code != 200 or not health.ok:
         failing = ", ".join(name for name, passed in health.checks.items() if not passed)
         return None, f"it answered {response.status_code}, failing its checks: {failing or 'none named'}"
