@@ -292,6 +292,8 @@ class Stack:
     def _check_running(self) -> None:
         for service in self.services:
             if service.process is not None and service.process.poll() is not None:
+                if service.pump is not None:
+                    service.pump.join(2)  # the lines it wrote just before it exited
                 raise StartFailed(f"{service.name} exited with code {service.process.returncode} while starting"
                                   f"{service.first_error()}\n"
                                   f"Its last lines:\n{service.output_tail()}")
