@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable
 
 from nias.errors import ConfigurationError
+from nias.health import SandboxMode
 from nias.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -79,6 +80,10 @@ class Sandbox:
             raise ConfigurationError("NIAS_SANDBOX=bwrap, but bubblewrap (bwrap) is not installed")
         logger.info("Jobs run as uid %s, %s", self.uid if self.uid is not None else os.geteuid(),
                     "in a bubblewrap sandbox" if self.bwrap else "without a mount namespace")
+
+    @property
+    def mode(self) -> SandboxMode:
+        return SandboxMode.BWRAP if self.bwrap else SandboxMode.NONE
 
     def check_reachable(self, *folders: Path) -> None:
         """The job's user must be able to pass through every parent of its folders and its environments."""
