@@ -55,7 +55,7 @@ class Settings:
     stop_grace_s: float = 20.0
     read_timeout_s: float = 60.0
     upload_timeout_s: float = 900.0
-    sandbox: str = "auto"
+    sandbox: str = "bwrap"  # required by default: a unit without bubblewrap refuses to start
     job_uid: int = 0
     job_uid_range: str = "61000-61999"  # LOW-HIGH: each running job takes a uid of its own from it
     job_network: int = 0

@@ -384,7 +384,8 @@ def sandbox_warning(services: list[Service], settings: Settings, as_root: bool) 
     else:
         text += (" The units do not run as root, so jobs run as your own user: they can read and change the data "
                  "dir, the job store and every other job's uploads and results.")
-    return text + " Install bubblewrap (Debian: apt-get install bubblewrap) and set NIAS_SANDBOX=bwrap to require it."
+    return text + (" Install bubblewrap (Debian: apt-get install bubblewrap) and leave NIAS_SANDBOX unset (bwrap, "
+                   "the default) to require it.")
 
 
 def run(stack: Stack, settings: Settings, ports: Ports) -> None:
