@@ -61,6 +61,7 @@ class Settings:
     job_network: int = 0
     build_sdists: int = 0  # 1: requirements may be built from source (their build code runs as the unit)
     job_memory_mb: int = 8_192
+    job_cpus: float = 0.0  # CPUs a job's processes may use together (its cgroup's quota); 0: no limit
     job_cpu_s: int = 0
     job_processes: int = 256
     job_open_files: int = 1_024
@@ -182,6 +183,7 @@ ENVIRONMENT = {
     "NIAS_READ_TIMEOUT_S": "read_timeout_s",
     "NIAS_UPLOAD_TIMEOUT_S": "upload_timeout_s",
     "NIAS_SANDBOX": "sandbox",
+    "NIAS_JOB_CPUS": "job_cpus",
     "NIAS_JOB_UID": "job_uid",
     "NIAS_JOB_UID_RANGE": "job_uid_range",
     "NIAS_JOB_NETWORK": "job_network",

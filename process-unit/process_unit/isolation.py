@@ -144,11 +144,12 @@ class Isolation:
     """The unit's means of isolating attempts: a cgroup root and a range of uids, where it has them."""
 
     def __init__(self, sandbox: Sandbox, root: cgroups.CgroupRoot | None, users: job_users.JobUsers | None,
-                 fixed_uid: int | None):
+                 fixed_uid: int | None, cpus: float = 0.0):
         self.sandbox = sandbox
         self.root = root
         self.users = users
         self.fixed_uid = fixed_uid
+        self.cpus = cpus
 
     @classmethod
     def for_unit(cls, settings: Settings, sandbox: Sandbox) -> "Isolation":
@@ -163,7 +164,9 @@ class Isolation:
             logger.warning("Jobs share uid %s (%s)", sandbox.uid, no_users)
         logger.info("Each job gets %s and %s", "its own cgroup" if root else "its process group",
                     "its own uid" if users else f"uid {sandbox.uid if sandbox.uid is not None else os.geteuid()}")
-        return cls(sandbox, root, users, sandbox.uid)
+        if settings.job_cpus and (root is None or "cpu" not in root.folders and root.version == 1):
+            logger.warning("NIAS_JOB_CPUS=%s is not enforced: no cpu cgroup controller here", settings.job_cpus)
+        return cls(sandbox, root, users, sandbox.uid, settings.job_cpus)
 
     @property
     def own_uids(self) -> bool:
@@ -175,7 +178,8 @@ class Isolation:
         try:
             group = None
             if self.root is not None:
-                group = self.root.create(name, memory_bytes=limits.memory_mb * MB, pids_max=limits.processes)
+                group = self.root.create(name, memory_bytes=limits.memory_mb * MB, pids_max=limits.processes,
+                                         cpus=self.cpus or None)
         except BaseException:
             if user is not None:
                 user.release()
