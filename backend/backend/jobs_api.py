@@ -88,6 +88,7 @@ def job_to_json(job: dict, *, position: int | None = None) -> dict:
         "elapsed_s": round(elapsed, 3) if elapsed is not None else None,
         "eta_s": round(eta, 1) if eta is not None else None,
         "limits": job.get("limits") or {},
+        "run_limits": run_limits(job, _nias().settings),
         "rerun_of": job["rerun_of"],
         "owner": job["owner_id"],
         "expired_at": iso_time(job["expired_at"]),
@@ -127,6 +128,17 @@ def admin_limits(settings: Settings) -> dict[str, int]:
     """The limits every job runs under unless it asks for less."""
     limits = {name: getattr(settings, f"job_{name}") for name in LIMIT_FIELDS}
     limits["cpu_s"] = limits["cpu_s"] or settings.job_timeout_s
+    return limits
+
+
+def run_limits(job: dict, settings: Settings) -> dict[str, int | float | None]:
+    """What the job runs under: the admin's limits, lowered where the job asked, its time limit and CPUs."""
+    limits: dict[str, int | float | None] = admin_limits(settings)
+    for name, asked in (job.get("limits") or {}).items():
+        if name in limits and isinstance(asked, int):
+            limits[name] = min(asked, limits[name])
+    limits["timeout_s"] = min(job["timeout_s"] or settings.job_timeout_s, settings.job_timeout_s)
+    limits["cpus"] = settings.job_cpus or None
     return limits
 
 

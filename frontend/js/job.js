@@ -101,6 +101,14 @@ function environmentFact(current) {
   return `${how}, ${formatDuration(current.env_seconds)}`;
 }
 
+function describeLimits(limits) {
+  if (!limits) return "—";
+  const parts = [`memory ${limits.memory_mb} MB`, `CPU time ${formatDuration(limits.cpu_s)}`,
+    `${limits.processes} processes`, `${limits.open_files} open files`, `files up to ${limits.file_mb} MB`];
+  if (limits.cpus) parts.push(`${limits.cpus} CPUs`);
+  return parts.join(", ");
+}
+
 function renderFacts(now = Date.now()) {
   if (!job) return;
   const facts = [
@@ -111,6 +119,7 @@ function renderFacts(now = Date.now()) {
     ["Unit", job.unit || "—"],
     ["Priority", String(job.priority ?? 0)],
     ["Time limit", job.timeout_s ? formatDuration(job.timeout_s) : "server default"],
+    ["Limits", describeLimits(job.run_limits)],
     ["Upload", formatBytes(job.upload_size)],
     ["Result", job.result_size === null ? "—" : formatBytes(job.result_size)],
     ["Environment", environmentFact(job)],
