@@ -19,6 +19,7 @@ whose launcher dies anyway gets SIGTERM from the kernel (parent-death signal).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import json
 import logging
@@ -47,6 +48,7 @@ from nias.errors import BadMessage, BrokerUnavailable, ConfigurationError, NiasE
 from nias.health import Health, SandboxMode, ServiceKind  # noqa: E402
 from nias.logs import configure_logging  # noqa: E402
 from nias.settings import Settings, load_settings  # noqa: E402
+from tools.broker import private_broker_url  # noqa: E402
 
 logger = logging.getLogger("nias.launcher")
 
@@ -227,6 +229,27 @@ def ensure_rabbitmq(settings: Settings) -> None:
             time.sleep(1)
     raise SystemExit(f"RabbitMQ was started with {server} -detached but did not accept connections within "
                      f"{RABBITMQ_START_TIMEOUT_S} s; see its logs (/var/log/rabbitmq/).")
+
+
+def use_own_broker_account(settings: Settings) -> Settings:
+    """The settings with a RabbitMQ account of NIAS's own, unless the admin named the broker's URL."""
+    if os.environ.get("NIAS_AMQP_URL"):
+        return settings
+
+    def works(url: str) -> bool:
+        try:
+            connect(dataclasses.replace(settings, amqp_url=url), attempts=1).close()
+            return True
+        except BrokerUnavailable:
+            return False
+
+    url, how = private_broker_url(settings.amqp_url, settings.data_dir, settings.private_dir, works)
+    if url == settings.amqp_url:
+        logger.warning("RabbitMQ: %s (a job that reaches the broker could read the queues; set NIAS_AMQP_URL "
+                       "to an account of NIAS's own)", how)
+    else:
+        logger.info("RabbitMQ: %s", how)
+    return dataclasses.replace(settings, amqp_url=url)
 
 
 def _die_with_launcher(launcher_pid: int) -> None:
@@ -419,9 +442,11 @@ def main() -> None:
         raise SystemExit(2) from None
     ensure_rabbitmq(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = use_own_broker_account(settings)
     # One credential for the services to know each other by, unless the admin set one.
     internal_token = settings.internal_token or secrets.token_urlsafe(32)
-    base_env = {**os.environ, "NIAS_DATA_DIR": str(settings.data_dir), "NIAS_INTERNAL_TOKEN": internal_token}
+    base_env = {**os.environ, "NIAS_DATA_DIR": str(settings.data_dir), "NIAS_INTERNAL_TOKEN": internal_token,
+                "NIAS_AMQP_URL": settings.amqp_url}
     stack = Stack(service_specs(settings, ports), base_env, settings.data_dir / "run" / "services.json")
 
     for signum in STOP_SIGNALS:

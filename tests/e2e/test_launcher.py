@@ -185,3 +185,37 @@ def test_a_unit_that_dies_at_start_is_named_with_its_last_lines_and_the_others_a
         assert all(f"Stopped {name}" in log for name in ("backend", "producer", "consumer-1"))
     finally:
         stack.stop()
+
+
+def _rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def test_with_no_broker_url_the_launcher_gives_the_services_a_rabbitmq_account_that_guest_cannot_enter(tmp_path):
+    import pika
+    import pika.exceptions
+
+    from tools.broker import account_name
+    from tests.support.projects import zip_entries
+
+    stack = LocalStack(tmp_path / "account", units=1, own_broker_account=True)
+    name = account_name(stack.data_dir)
+    try:
+        stack.start()
+        store = stack.data_dir / "private" / "broker.json"
+        account = json.loads(store.read_text())
+        assert (account["user"], account["vhost"]) == (name, name) and len(account["password"]) >= 24
+        assert store.stat().st_mode & 0o777 == 0o600
+        environ = Path(f"/proc/{stack.service_pid('backend')}/environ").read_bytes().split(b"\0")
+        [url] = [entry.decode() for entry in environ if entry.startswith(b"NIAS_AMQP_URL=")]
+        assert f"@127.0.0.1:5672/{name}" in url and "guest" not in url
+        assert f"{stack.prefix}.jobs" in _rabbitmqctl("list_queues", "-p", name, "name")
+        with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
+            pika.BlockingConnection(pika.URLParameters(f"amqp://guest:guest@127.0.0.1:5672/{name}"))
+        job = stack.client.submit(zip_entries(tmp_path / "ok.zip", {"code.py": "print('hello')\n"}))
+        assert stack.client.wait(job["id"], timeout_s=120)["state"] == "succeeded"
+        assert "guest account" not in stack.log_path.read_text(errors="replace")
+    finally:
+        stack.stop()
+        subprocess.run(["rabbitmqctl", "delete_vhost", name], capture_output=True, timeout=120)
+        subprocess.run(["rabbitmqctl", "delete_user", name], capture_output=True, timeout=120)
