@@ -147,6 +147,7 @@ for pid in filter(str.isdigit, os.listdir("/proc")):
     except OSError:
         pass
 print("processes of the first job's uid:", found, flush=True)
+print("uid", os.getuid(), flush=True)
 """
 
 
@@ -176,7 +177,9 @@ def test_a_daemon_that_left_its_session_ends_with_its_job_and_the_next_job_finds
         after = bob.wait(submit(bob, tmp_path, PROCESSES_OF_UID.replace("UID", str(first_uid)))["id"],
                          timeout_s=TIMEOUT_S)
         assert after["state"] == "succeeded" and after["unit"] == job["unit"], after
-        assert "processes of the first job's uid: []" in bob.log(after["id"])
+        after_log = bob.log(after["id"])
+        assert "processes of the first job's uid: []" in after_log, after_log
+        assert logged_number(after_log, "uid") not in (first_uid, *unit_uids(stack))  # a uid of its own
         release(stack, blocker)
     finally:
         Path(tmp_file).unlink(missing_ok=True)
