@@ -187,7 +187,8 @@ def test_a_daemon_that_left_its_session_ends_with_its_job_and_the_next_job_finds
 
 # -- 2. reading another job's files ---------------------------------------------------------------------
 def secret_holder(secret: str) -> str:
-    return f"open('output/secret.txt', 'w').write({secret!r})\nprint('holding', flush=True)\n" + HOLD
+    return (f"import os\nopen('output/secret.txt', 'w').write({secret!r})\n"
+            "print('holding as uid', os.getuid(), flush=True)\n" + HOLD)
 
 
 READER = """
@@ -213,22 +214,28 @@ def test_a_job_cannot_read_another_running_jobs_folder_upload_or_the_backends_pr
         stack, alice, bob, tmp_path):
     secret = f"alice-secret-{uuid.uuid4().hex}"
     holder = running(alice, submit(alice, tmp_path, secret_holder(secret), {"data.txt": secret}), says="holding")
+    holder_pid = job_process(logged_number(alice.log(holder["id"]), "holding as uid"))
     work = project_dir(stack, holder).parent
     data = stack.data_dir
     targets = [str(work), str(work / "project"), str(work / "project" / "data.txt"),
                str(work / "project" / "code.py"), str(work / "project" / "output"),
                str(work / "project" / "output" / "secret.txt"), str(data / "jobs" / holder["id"] / "upload.zip"),
-               str(data / "private"), str(data / "private" / "nias.db"), str(data / "private" / "secret_key")]
+               str(data / "private"), str(data / "private" / "nias.db"), str(data / "private" / "secret_key"),
+               # the same files by way of the running job's process, and the services' environment
+               f"/proc/{holder_pid}/cwd", f"/proc/{holder_pid}/cwd/data.txt", f"/proc/{holder_pid}/environ",
+               *(f"/proc/{stack.service_pid(service)}/environ" for service in ("backend", "unit-1", "consumer-1"))]
     assert (work / "project" / "output" / "secret.txt").read_text() == secret  # they are there, for root
     reader = bob.wait(submit(bob, tmp_path, READER.replace("TARGETS", repr(targets)))["id"], timeout_s=TIMEOUT_S)
     assert reader["unit"] != holder["unit"]
     log = bob.log(reader["id"])
     assert reader["state"] == "succeeded" and "reading done" in log, (reader, log)
-    for target in targets:
-        assert f"denied {target} " in log, f"{target} was readable:\n{log}"
+    for target in targets:  # refused, or not there at all (under bubblewrap)
+        assert (f"denied {target} PermissionError" in log or f"denied {target} FileNotFoundError" in log
+                or f"denied {target} ProcessLookupError" in log), f"{target} was readable:\n{log}"
     loot = zipfile.ZipFile(bob.result(reader["id"], tmp_path / "loot.zip")).read("loot.txt").decode()
     assert secret not in loot and secret not in log
     assert (data / "private" / "secret_key").read_text().strip() not in loot + log
+    assert stack.env["NIAS_INTERNAL_TOKEN"] not in loot + log
     release(stack, holder)
     assert alice.wait(holder["id"], timeout_s=TIMEOUT_S)["state"] == "succeeded"
 
@@ -348,10 +355,13 @@ connection.close()
 
 
 def forged_events(target: dict) -> list[bytes]:
-    """Well-formed `finished` events for the target's attempt, saying it failed: unsigned, and wrongly signed."""
-    event = JobEvent(job_id=target["id"], attempt=target["attempts"], unit=target["unit"], event=JobEvent.FINISHED,
-                     state="failed", exit_code=1, error="forged: the job failed")
-    return [event.encode(), event.encode(key=b"a key that is not the unit's")]
+    """Well-formed events for the target's attempt: `finished` saying it failed, unsigned and wrongly
+    signed, and `lost` (which would queue it again), wrongly signed."""
+    attempt = {"job_id": target["id"], "attempt": target["attempts"], "unit": target["unit"]}
+    finished = JobEvent(**attempt, event=JobEvent.FINISHED, state="failed", exit_code=1, error="forged: it failed")
+    lost = JobEvent(**attempt, event=JobEvent.LOST, error="forged: the unit died")
+    wrong_key = b"a key that is not the unit's"
+    return [finished.encode(), finished.encode(key=wrong_key), lost.encode(key=wrong_key)]
 
 
 def dead_letters(stack: LocalStack) -> dict[bytes, str]:
@@ -371,15 +381,18 @@ def test_a_job_cannot_end_another_job_with_forged_events(stack, alice, bob, tmp_
     if stack.env["NIAS_SANDBOX"] == "bwrap":
         assert "cannot connect:" in log and "connected" not in log, log
     else:
-        assert "published 2" in log, log
+        assert f"published {len(bodies)}" in log, log
         reasons = wait_until(lambda: (letters := dead_letters(stack)) and all(b in letters for b in bodies)
                              and letters, timeout_s=30, message="the forged events dead-lettered")
-        assert "bad_signature" in reasons[bodies[0]] and "not signed" in reasons[bodies[0]], reasons[bodies[0]]
-        assert "bad_signature" in reasons[bodies[1]] and "does not verify" in reasons[bodies[1]], reasons[bodies[1]]
+        unsigned, *wrongly_signed = (reasons[body] for body in bodies)
+        assert "bad_signature" in unsigned and "not signed" in unsigned, unsigned
+        for reason in wrongly_signed:
+            assert "bad_signature" in reason and "does not verify" in reason, reason
     assert alice.job(target["id"])["state"] == "running"
     release(stack, target)
     done = alice.wait(target["id"], timeout_s=TIMEOUT_S)
     assert done["state"] == "succeeded" and done["exit_code"] == 0 and not done["error"], done
+    assert done["attempts"] == 1  # the forged `lost` did not queue it again
     assert zipfile.ZipFile(alice.result(target["id"], tmp_path / "own.zip")).read("own.txt") == b"own outcome"
 
 
