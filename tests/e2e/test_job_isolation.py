@@ -112,6 +112,13 @@ def unit_uids(stack: LocalStack) -> set[int]:
 DAEMON_BODY = """
 import os, sys, time
 print("daemon pid", os.getpid(), flush=True)
+for procs in ("memory", "pids", "freezer", "."):  # back to the top of each hierarchy, out of the job's group
+    try:
+        with open(f"/sys/fs/cgroup/{procs}/cgroup.procs", "w") as handle:
+            handle.write(str(os.getpid()))
+        print("ESCAPED to", procs, flush=True)
+    except OSError as exc:
+        print("stayed out of", procs, exc.__class__.__name__, flush=True)
 while True:
     for path in (sys.argv[2], "output/daemon.txt"):
         with open(path, "a") as handle:
@@ -173,6 +180,7 @@ def test_a_daemon_that_left_its_session_ends_with_its_job_and_the_next_job_finds
         assert processes_of_uid(first_uid) == []
         result = zipfile.ZipFile(alice.result(job["id"], tmp_path / "daemon.zip"))
         assert result.read("daemon.txt")  # it did run and write, until the job ended
+        assert "ESCAPED" not in alice.log(job["id"])
 
         after = bob.wait(submit(bob, tmp_path, PROCESSES_OF_UID.replace("UID", str(first_uid)))["id"],
                          timeout_s=TIMEOUT_S)
@@ -242,7 +250,7 @@ def test_a_job_cannot_read_another_running_jobs_folder_upload_or_the_backends_pr
 
 # -- 3. uids and signals --------------------------------------------------------------------------------
 SIGNALLER = """
-import os, signal
+import ctypes, errno, os, signal
 print("uid", os.getuid(), flush=True)
 for signum in (0, signal.SIGTERM, signal.SIGKILL):
     try:
@@ -252,6 +260,12 @@ for signum in (0, signal.SIGTERM, signal.SIGKILL):
         print("refused", signum, flush=True)
     except ProcessLookupError:
         print("not visible", signum, flush=True)
+libc = ctypes.CDLL(None, use_errno=True)
+PTRACE_ATTACH = 16
+if libc.ptrace(PTRACE_ATTACH, OTHER, None, None) == 0:
+    print("TRACING", flush=True)
+else:
+    print("ptrace refused:", errno.errorcode[ctypes.get_errno()], flush=True)
 """
 
 
@@ -266,7 +280,8 @@ def test_two_jobs_running_at_once_have_different_uids_and_cannot_signal_each_oth
     signaller_uid = logged_number(log, "uid")
     assert signaller_uid != target_uid
     assert {signaller_uid, target_uid} <= set(UID_RANGE) and not {signaller_uid, target_uid} & unit_uids(stack)
-    assert "SIGNALLED" not in log
+    assert "SIGNALLED" not in log and "TRACING" not in log
+    assert "ptrace refused: EPERM" in log or "ptrace refused: ESRCH" in log, log
     for signum in (0, 15, 9):
         assert f"refused {signum}" in log or f"not visible {signum}" in log, log
     assert alice.job(target["id"])["state"] == "running" and read_process(target_pid) is not None
@@ -275,6 +290,25 @@ def test_two_jobs_running_at_once_have_different_uids_and_cannot_signal_each_oth
 
 
 # -- 4. memory ------------------------------------------------------------------------------------------
+# A job trying to give itself more memory by writing its own cgroup's limits (v1 and v2 names).
+RAISE_OWN_LIMIT = """
+for line in open("/proc/self/cgroup"):
+    _, controllers, path = line.strip().split(":", 2)
+    names = {"memory": ["memory/memory.limit_in_bytes", "memory/memory.memsw.limit_in_bytes"],
+             "": ["memory.max", "memory.swap.max"]}
+    for controller, files in names.items():
+        if controller in controllers.split(",") or controller == controllers:
+            for name in files:
+                folder, _, file = name.rpartition("/")
+                target = "/".join(part for part in ("/sys/fs/cgroup", folder, path.strip("/"), file) if part)
+                try:
+                    with open(target, "w") as handle:
+                        handle.write(str(1 << 40))
+                    print("RAISED", target, flush=True)
+                except OSError as exc:
+                    print("kept", target, exc.__class__.__name__, flush=True)
+"""
+
 SHARED_MAPPING = """
 import mmap
 size = MEGABYTES * 1024 * 1024
@@ -301,12 +335,13 @@ if any(statuses):
 
 
 def test_memory_beyond_the_jobs_own_limit_fails_the_job_naming_the_limit(stack, alice, tmp_path):
-    mapping = submit(alice, tmp_path, SHARED_MAPPING.replace("MEGABYTES", "400"), memory_mb=256)
+    mapping = submit(alice, tmp_path, RAISE_OWN_LIMIT + SHARED_MAPPING.replace("MEGABYTES", "400"), memory_mb=256)
     children = submit(alice, tmp_path, CHILDREN, memory_mb=256)
     for job in (mapping, children):
         done = alice.wait(job["id"], timeout_s=TIMEOUT_S)
         assert done["state"] == "failed", done
         assert "used more than its memory limit of 256 MB" in done["error"], done["error"]
+    assert "RAISED" not in alice.log(mapping["id"])
     within = alice.wait(submit(alice, tmp_path, SHARED_MAPPING.replace("MEGABYTES", "100"), memory_mb=256)["id"],
                         timeout_s=TIMEOUT_S)
     assert within["state"] == "succeeded", within
