@@ -449,3 +449,19 @@ def test_a_job_message_stolen_from_the_queue_is_published_again_and_the_job_runs
     assert done["state"] == "succeeded", done
     assert zipfile.ZipFile(alice.result(waiting["id"], tmp_path / "ran.zip")).read("ran.txt") == b"ran"
     release(stack, blocker)
+
+
+# -- 7. another deployment on the same host ------------------------------------------------------------
+def test_units_of_another_deployment_starting_on_the_same_host_leave_running_jobs_alone(
+        stack, alice, tmp_path, tmp_path_factory):
+    job = running(alice, submit(alice, tmp_path, "import os\nprint('uid', os.getuid(), flush=True)\n" + HOLD),
+                  says="uid ")
+    process = read_process(job_process(logged_number(alice.log(job["id"]), "uid")))
+    # Its units have the same names (unit-1, unit-2) and clean up what earlier runs of theirs left.
+    with LocalStack(tmp_path_factory.mktemp("neighbour"), units=2, NIAS_SANDBOX="off"):
+        pass
+    alive = still_running(process)
+    if alive:
+        release(stack, job)
+    done = alice.wait(job["id"], timeout_s=TIMEOUT_S)
+    assert alive and done["state"] == "succeeded", f"the job ended {done['state']}: {done['error']}"
