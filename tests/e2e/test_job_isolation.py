@@ -1,6 +1,7 @@
 """Jobs attacking each other and the server, each run with bubblewrap and without it: a daemon that
-outlives its job, reads of another job's files, signals across jobs, memory beyond the job's limit,
-forged events and a stolen job message. Every attack fails, and the attacked jobs end as their own
+outlives its job, reads of another job's files, a planted module in the shared environment, signals
+across jobs, memory beyond the job's limit, forged events, a stolen job message, and a second
+deployment starting on the same host. Every attack fails, and the attacked jobs end as their own
 code says."""
 from __future__ import annotations
 
@@ -246,6 +247,37 @@ def test_a_job_cannot_read_another_running_jobs_folder_upload_or_the_backends_pr
     assert stack.env["NIAS_INTERNAL_TOKEN"] not in loot + log
     release(stack, holder)
     assert alice.wait(holder["id"], timeout_s=TIMEOUT_S)["state"] == "succeeded"
+
+
+# Only inside the job's environment and the cache it came from: never a system file, whoever runs it.
+PLANTER = """
+import os, site, sys
+plants = [os.path.join(folder, name) for folder in site.getsitepackages() if folder.startswith(sys.prefix + "/")
+          for name in ("zz_planted.pth", "sitecustomize.py", "nias_job.py")]
+plants.append(os.path.join(os.path.dirname(sys.prefix), ".uv-cache", "planted"))
+for path in plants:
+    try:
+        with open(path, "a") as handle:
+            handle.write("\\nimport sys; print('PLANTED by another job', file=sys.stderr)\\n")
+        print("WROTE", path, flush=True)
+    except OSError as exc:
+        print("denied", path, exc.__class__.__name__, flush=True)
+print("environment", sys.prefix, flush=True)
+"""
+
+
+def test_a_job_cannot_change_the_cached_environment_another_users_next_job_runs_in(stack, alice, bob, tmp_path):
+    planter = bob.wait(submit(bob, tmp_path, PLANTER)["id"], timeout_s=TIMEOUT_S)
+    log = bob.log(planter["id"])
+    assert planter["state"] == "succeeded" and "environment " in log, (planter, log)
+    assert "WROTE" not in log and "site-packages/nias_job.py " in log, log
+    victim = alice.wait(submit(alice, tmp_path, "import nias_job\nprint('ran', flush=True)\n")["id"],
+                        timeout_s=TIMEOUT_S)
+    victim_log = alice.log(victim["id"])
+    assert victim["state"] == "succeeded" and "ran" in victim_log, (victim, victim_log)
+    assert victim["env_cached"] and "PLANTED" not in victim_log  # the same environment, as it was built
+    environment = Path(log.split("environment ", 1)[1].split()[0])
+    assert not list(environment.glob("lib/python3*/site-packages/zz_planted.pth"))
 
 
 # -- 3. uids and signals --------------------------------------------------------------------------------
