@@ -55,8 +55,10 @@ def _write(path: Path, value: str) -> None:
 def _pids_in(folder: Path) -> set[int]:
     try:
         return {int(line) for line in (folder / "cgroup.procs").read_text().split()}
-    except FileNotFoundError:
-        return set()
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENODEV):  # gone, or being removed at this moment
+            return set()
+        raise
 
 
 def _wait_until(condition, timeout_s: float) -> bool:
