@@ -393,7 +393,8 @@ let lastFetch = 0;
 
 async function fetchJob() {
   lastFetch = Date.now();
-  applyJob(await getJSON(`/api/jobs/${encodeURIComponent(jobId)}`));
+  const fresh = await getJSON(`/api/jobs/${encodeURIComponent(jobId)}`);
+  if (!isStale(job, fresh)) applyJob(fresh);
 }
 
 /** The fallback poll: rare while the stream works (a safety net), except for a waiting job's place. */
@@ -469,8 +470,10 @@ async function start() {
   }
   logPoller = startPolling(refreshLog, { intervalMs: LOG_POLL_MS });
   wireActions(() => job, (answer) => {
-    if (answer) applyJob(answer);
-    else fetchJob().catch(() => {});
+    // The answer may be older than what the stream said meanwhile (a cancel's kept result, recorded
+    // before the answer arrived): never step back to it.
+    if (answer && !isStale(job, answer)) applyJob(answer);
+    else if (!answer) fetchJob().catch(() => {});
     logPoller.now();
   });
   wirePriority();
