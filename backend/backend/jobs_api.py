@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -289,11 +290,12 @@ def get_result(job_id: str):
 LOG_CHUNK_BYTES = 256 * 1024
 
 
-def _log_chunks(handle, length: int):
-    """`length` bytes from `handle` in bounded chunks: a log of any size costs one chunk of memory."""
+def read_in_chunks(handle, length: int, chunk_bytes: int = LOG_CHUNK_BYTES) -> Iterator[bytes]:
+    """At most `length` bytes from `handle` (closed at the end), a bounded chunk at a time: a log or
+    a result file of any size costs one chunk of memory."""
     with handle:
         while length > 0:
-            chunk = handle.read(min(LOG_CHUNK_BYTES, length))
+            chunk = handle.read(min(chunk_bytes, length))
             if not chunk:
                 return
             length -= len(chunk)
@@ -319,7 +321,7 @@ def get_log(job_id: str):
         length = max(0, os.fstat(handle.fileno()).st_size - offset)
         handle.seek(offset)
     headers = {"X-Log-Size": str(offset + length), "Content-Length": str(length)}
-    body = _log_chunks(handle, length) if handle is not None else iter(())
+    body = read_in_chunks(handle, length) if handle is not None else iter(())
     response = Response(body, mimetype="text/plain", headers=headers, direct_passthrough=True)
     response.charset = "utf-8"
     return response
