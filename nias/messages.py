@@ -25,6 +25,7 @@ from enum import Enum
 from typing import Any, Callable, ClassVar, TypeVar
 
 from nias.errors import BadMessage, BadSignature
+from nias.health import SandboxMode
 from nias.states import FINAL_STATES, JobState
 
 SCHEMA_VERSION = 1
@@ -268,6 +269,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "EventKind": (str,),
     "ControlAction": (str,),
     "UnitState": (str,),
+    "SandboxMode | None": (str, type(None)),
     "JobState | None": (str, type(None)),
 }
 
@@ -359,16 +361,17 @@ PRESENCE_S = 5  # how often a processing unit announces itself
 
 @dataclass(frozen=True)
 class UnitStatus(_Message):
-    """A processing unit's periodic "I am here": idle, or busy with a job."""
+    """A processing unit's periodic "I am here": idle, or busy with a job; and how it sandboxes jobs."""
 
     kind: ClassVar[str] = "unit"
     checks: ClassVar[dict[str, Check]] = {"unit": _NAME, "job_id": _matching(NAME, "a job id", nullable=True),
                                           "at": _SECONDS}
-    enums: ClassVar[dict[str, type[Enum]]] = {"state": UnitState}
+    enums: ClassVar[dict[str, type[Enum]]] = {"state": UnitState, "sandbox": SandboxMode}
     unit: str
     state: UnitState  # "idle" or "busy"
     job_id: str | None = None
     at: float = field(default_factory=time.time)
+    sandbox: SandboxMode | None = None  # None from units that predate it
 
 
 def decode_event(raw: bytes | str, key_for: KeyFor | None = None) -> JobEvent | UnitStatus:

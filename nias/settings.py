@@ -60,12 +60,13 @@ class Settings:
     max_uploads: int = 32  # uploads being received at once in all (half the backend's threads)
     max_streams_per_user: int = 4  # open event streams of one user; more answer 429
     max_streams: int = 256  # open event streams in all
-    sandbox: str = "auto"
+    sandbox: str = "bwrap"  # required by default: a unit without bubblewrap refuses to start
     job_uid: int = 0
     job_uid_range: str = "61000-61999"  # LOW-HIGH: each running job takes a uid of its own from it
     job_network: int = 0
     build_sdists: int = 0  # 1: requirements may be built from source (their build code runs as the unit)
     job_memory_mb: int = 8_192
+    job_cpus: float = 0.0  # CPUs a job's processes may use together (its cgroup's quota); 0: no limit
     job_cpu_s: int = 0
     job_processes: int = 256
     job_open_files: int = 1_024
@@ -192,6 +193,7 @@ ENVIRONMENT = {
     "NIAS_MAX_STREAMS_PER_USER": "max_streams_per_user",
     "NIAS_MAX_STREAMS": "max_streams",
     "NIAS_SANDBOX": "sandbox",
+    "NIAS_JOB_CPUS": "job_cpus",
     "NIAS_JOB_UID": "job_uid",
     "NIAS_JOB_UID_RANGE": "job_uid_range",
     "NIAS_JOB_NETWORK": "job_network",

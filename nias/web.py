@@ -1,5 +1,5 @@
 """What every NIAS Flask service shares: the error boundary, a JSON body reader, the internal
-credential check and the health checks' probe of a folder."""
+credential check, the health checks' probe of a folder and their answer."""
 from __future__ import annotations
 
 import hmac
@@ -11,6 +11,7 @@ from flask import Flask, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from nias.errors import BadRequest, NiasError
+from nias.health import Health
 from nias.settings import Settings
 
 INTERNAL_HEADER = "X-Nias-Internal-Token"
@@ -26,6 +27,11 @@ def folder_writable(folder: Path) -> bool:
             return True
     except OSError:
         return False
+
+
+def health_response(health: Health):
+    """`GET /healthz`'s answer: who answers and what it checked; 200 only when every check passed."""
+    return jsonify(health.to_dict()), health.status
 
 
 def install_error_handlers(app: Flask) -> None:

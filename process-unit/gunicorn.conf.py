@@ -13,7 +13,8 @@ graceful_timeout = int(float(os.environ.get("NIAS_STOP_GRACE_S", "20"))) + 10
 
 
 def _runner(worker):
-    return getattr(worker.wsgi, "extensions", {}).get("runner")
+    """The unit's runner; None when the worker never loaded the app (it failed to boot)."""
+    return getattr(getattr(worker, "wsgi", None), "extensions", {}).get("runner")
 
 
 def post_worker_init(worker):

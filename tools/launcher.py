@@ -1,9 +1,16 @@
 """`make up`: every NIAS service as a local process against a local RabbitMQ.
 
-Starts the backend, the producer and N processing units each with its consumer, waits until
-each answers its health check, prints the URL, restarts (and reports) a service that dies,
-and stops them all on Ctrl-C (SIGINT), SIGTERM or SIGHUP. The commands here are the ones
-docker-compose.yaml runs.
+Chooses ports that clash with nothing, starts the backend, the producer and N processing units
+each with its consumer, waits until each answers its health check as itself (a 200 from another
+service on the same port is not enough), warns when units run jobs without a mount namespace,
+prints the URL, restarts (and reports) a service that dies, and stops them all on Ctrl-C
+(SIGINT), SIGTERM or SIGHUP. A service that dies or never answers as itself while the stack
+starts stops everything: the launcher names it, shows the last lines it wrote and exits 1.
+The commands here are the ones docker-compose.yaml runs.
+
+Ports: a port set explicitly (`NIAS_PORT`, `NIAS_PRODUCER_PORT`, `NIAS_UNIT_BASE_PORT`) is used
+as it is, or the launcher refuses to start, naming the variable and the port, when it is in use
+or overlaps another service's; a port left to its default moves to the next free one.
 
 Each service runs in a process group of its own, so a Ctrl-C in the terminal reaches only the
 launcher, which stops the services in order (a unit hands its running job back); a service
@@ -12,18 +19,24 @@ whose launcher dies anyway gets SIGTERM from the kernel (parent-death signal).
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Mapping
 
 import requests
 
@@ -31,9 +44,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from nias.amqp import connect  # noqa: E402
-from nias.errors import BrokerUnavailable  # noqa: E402
+from nias.errors import BadMessage, BrokerUnavailable, ConfigurationError, NiasError  # noqa: E402
+from nias.health import Health, SandboxMode, ServiceKind  # noqa: E402
 from nias.logs import configure_logging  # noqa: E402
 from nias.settings import Settings, load_settings  # noqa: E402
+from tools.broker import private_broker_url  # noqa: E402
 
 logger = logging.getLogger("nias.launcher")
 
@@ -48,6 +63,20 @@ RABBITMQ_START_TIMEOUT_S = 90
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin", "/opt/homebrew/sbin")
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+START_TIMEOUT_S = 60
+TAIL_LINES = 20  # of a service's output, shown when it fails to start
+KEPT_LINES = 200
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")  # the last line of a Python traceback
+# The variable that sets each service's port, and its default; units take consecutive ports.
+PORT_VARIABLES = {"backend": ("NIAS_PORT", 8080), "producer": ("NIAS_PRODUCER_PORT", 8081),
+                  "units": ("NIAS_UNIT_BASE_PORT", 8090)}
+_output_lock = threading.Lock()
+
+
+class StartFailed(NiasError):
+    """Raised when a service dies, or does not answer as itself, while the stack starts."""
+
+    code = "start_failed"
 
 
 @dataclass
@@ -56,35 +85,114 @@ class Service:
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
     health_url: str | None = None
+    kind: ServiceKind | None = None  # what must answer at health_url
     process: subprocess.Popen | None = None
     restarts: int = 0
     next_start: float = 0.0
     started_at: float = 0.0
+    output: deque = field(default_factory=lambda: deque(maxlen=KEPT_LINES))  # its last lines
+    pump: threading.Thread | None = None
+    health: Health | None = None  # its last answer as itself
+
+    def first_error(self) -> str:
+        """The first exception it reported: the cause, before the noise that may follow it."""
+        found = next((line for line in self.output if ERROR_LINE.match(line)), None)
+        return f": {found}" if found else ""
+
+    def output_tail(self, lines: int = TAIL_LINES) -> str:
+        tail = list(self.output)[-lines:]
+        return "\n".join(f"  {self.name} | {line}" for line in tail) if tail else f"  ({self.name} wrote nothing)"
+
+
+@dataclass(frozen=True)
+class Ports:
+    backend: int
+    producer: int
+    units: tuple[int, ...]
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on host:port now (as gunicorn binds: with SO_REUSEADDR)."""
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror:
+        return False
+    with socket.socket(family, kind) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError:
+            return False
+    return True
+
+
+def _explicit_port(environ: Mapping[str, str], variable: str) -> int | None:
+    raw = environ.get(variable, "")
+    if raw == "":
+        return None
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ConfigurationError(f"{variable} must be a port number (1-65535), got {raw!r}")
+    return int(raw)
+
+
+def choose_ports(environ: Mapping[str, str], host: str, units: int,
+                 is_free: Callable[[str, int], bool] = port_free) -> Ports:
+    """Every service's port: an explicit one as set (refused, naming its variable, when it is in use
+    or another service's), a default one moved on to the next free port. Explicit ones go first,
+    so a default never pushes a port the admin chose."""
+    wanted = [("backend", "backend", 0), ("producer", "producer", 0)]
+    wanted += [(f"unit-{index}", "units", index - 1) for index in range(1, units + 1)]
+    taken: dict[int, str] = {}
+    chosen: dict[str, int] = {}
+    explicit = {group: _explicit_port(environ, variable) for group, (variable, _) in PORT_VARIABLES.items()}
+    for name, group, offset in sorted(wanted, key=lambda want: explicit[want[1]] is None):
+        variable, default = PORT_VARIABLES[group]
+        if explicit[group] is not None:
+            port = explicit[group] + offset
+            setting = f"{variable}={explicit[group]}" + (f" gives {name} port {port}" if offset else "")
+            if port in taken:
+                raise ConfigurationError(f"{setting}, which {taken[port]} uses too: choose ports that do not overlap")
+            if port > 65535 or not is_free(host, port):
+                raise ConfigurationError(f"{setting}, but port {port} on {host} is in use by another program: "
+                                         f"stop it or set {variable} to a free port")
+        else:
+            port = default + offset
+            while port in taken or not is_free(host, port):
+                port += 1
+                if port > 65535:
+                    raise ConfigurationError(f"No free port for {name} above {default + offset}; set {variable}")
+            if port != default + offset:
+                holder = taken.get(default + offset, "another program")
+                logger.info("Port %s is taken (by %s): %s listens on %s instead (set %s to choose)", default + offset,
+                            holder, name, port, variable)
+        taken[port] = name
+        chosen[name] = port
+    return Ports(chosen["backend"], chosen["producer"], tuple(chosen[f"unit-{i}"] for i in range(1, units + 1)))
 
 
 def gunicorn(config: str, app: str) -> list[str]:
     return [str(BIN / "gunicorn"), "--config", str(ROOT / config), app]
 
 
-def service_specs(settings: Settings, units: int, producer_port: int, unit_base_port: int) -> list[Service]:
+def service_specs(settings: Settings, ports: Ports) -> list[Service]:
     """The services `make up` runs; docker-compose.yaml runs the same commands."""
     host = settings.host
-    backend_url = f"http://{host}:{settings.port}"
-    producer_url = f"http://{host}:{producer_port}"
+    backend_url = f"http://{host}:{ports.backend}"
+    producer_url = f"http://{host}:{ports.producer}"
     services = [
         Service("backend", gunicorn("backend/gunicorn.conf.py", "backend.app:create_served_app()"),
-                {"NIAS_PRODUCER_URL": producer_url}, f"{backend_url}/healthz"),
+                {"NIAS_PORT": str(ports.backend), "NIAS_PRODUCER_URL": producer_url}, f"{backend_url}/healthz",
+                ServiceKind.BACKEND),
         Service("producer", gunicorn("producer/gunicorn.conf.py", "producer.app:create_served_app()"),
-                {"NIAS_PRODUCER_PORT": str(producer_port)}, f"{producer_url}/healthz"),
+                {"NIAS_PRODUCER_PORT": str(ports.producer)}, f"{producer_url}/healthz", ServiceKind.PRODUCER),
     ]
-    for index in range(1, units + 1):
-        port = unit_base_port + index - 1
+    for index, port in enumerate(ports.units, start=1):
         unit_url = f"http://{host}:{port}"
         unit_env = {"NIAS_UNIT_NAME": f"unit-{index}", "NIAS_UNIT_PORT": str(port), "NIAS_UNIT_URL": unit_url,
                     "NIAS_BACKEND_URL": backend_url}
         services.append(Service(f"unit-{index}", gunicorn("process-unit/gunicorn.conf.py",
                                                           "process_unit.app:create_served_app()"),
-                                unit_env, f"{unit_url}/healthz"))
+                                unit_env, f"{unit_url}/healthz", ServiceKind.UNIT))
         services.append(Service(f"consumer-{index}", [sys.executable, "-m", "consumer"], unit_env))
     return services
 
@@ -123,6 +231,27 @@ def ensure_rabbitmq(settings: Settings) -> None:
                      f"{RABBITMQ_START_TIMEOUT_S} s; see its logs (/var/log/rabbitmq/).")
 
 
+def use_own_broker_account(settings: Settings) -> Settings:
+    """The settings with a RabbitMQ account of NIAS's own, unless the admin named the broker's URL."""
+    if os.environ.get("NIAS_AMQP_URL"):
+        return settings
+
+    def works(url: str) -> bool:
+        try:
+            connect(dataclasses.replace(settings, amqp_url=url), attempts=1).close()
+            return True
+        except BrokerUnavailable:
+            return False
+
+    url, how = private_broker_url(settings.amqp_url, settings.data_dir, settings.private_dir, works)
+    if url == settings.amqp_url:
+        logger.warning("RabbitMQ: %s (a job that reaches the broker could read the queues; set NIAS_AMQP_URL "
+                       "to an account of NIAS's own)", how)
+    else:
+        logger.info("RabbitMQ: %s", how)
+    return dataclasses.replace(settings, amqp_url=url)
+
+
 def _die_with_launcher(launcher_pid: int) -> None:
     """In the child, before exec: SIGTERM when the launcher dies, however it dies."""
     _libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
@@ -156,26 +285,41 @@ class Stack:
             [str(ROOT), str(ROOT / "backend"), str(ROOT / "producer"), str(ROOT / "consumer"),
              str(ROOT / "process-unit")])}
         service.process = subprocess.Popen(service.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
-                                           process_group=0,
+                                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, process_group=0,
                                            preexec_fn=functools.partial(_die_with_launcher, os.getpid()))
         service.started_at = time.monotonic()
-        logger.info("Started %s (pid %s)", service.name, service.process.pid)
+        service.pump = threading.Thread(target=_pump_output, args=(service, service.process.stdout),
+                                        name=f"output-{service.name}", daemon=True)
+        service.pump.start()
+        where = f" at {service.health_url.removesuffix('/healthz')}" if service.health_url else ""
+        logger.info("Started %s (pid %s)%s", service.name, service.process.pid, where)
         self._write_pids()
 
-    def wait_healthy(self, timeout_s: float = 60) -> None:
+    def wait_started(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Until every service answers its health check as itself; StartFailed names the first that dies
+        (any of them, consumers too) or does not answer as itself in time."""
         deadline = time.monotonic() + timeout_s
         for service in self.services:
+            answer = "nothing answered"
             while service.health_url and not self.stop_requested:
-                if service.process.poll() is not None:
-                    raise SystemExit(f"{service.name} exited with code {service.process.returncode} while starting")
-                try:
-                    if requests.get(service.health_url, timeout=2).status_code == 200:
-                        break
-                except requests.RequestException:
-                    pass
+                self._check_running()
+                service.health, answer = ask_health(service)
+                if service.health is not None:
+                    break
                 if time.monotonic() > deadline:
-                    raise SystemExit(f"{service.name} did not become healthy at {service.health_url}")
+                    raise StartFailed(f"{service.name} did not answer as itself at {service.health_url} within "
+                                      f"{timeout_s:g} s: {answer}.\nIts last lines:\n{service.output_tail()}")
                 time.sleep(0.1)
+        self._check_running()
+
+    def _check_running(self) -> None:
+        for service in self.services:
+            if service.process is not None and service.process.poll() is not None:
+                if service.pump is not None:
+                    service.pump.join(2)  # the lines it wrote just before it exited
+                raise StartFailed(f"{service.name} exited with code {service.process.returncode} while starting"
+                                  f"{service.first_error()}\n"
+                                  f"Its last lines:\n{service.output_tail()}")
 
     def supervise_once(self) -> None:
         now = time.monotonic()
@@ -207,6 +351,8 @@ class Stack:
                 logger.warning("%s did not stop within %s s; killing it", service.name, STOP_TIMEOUT_S)
             _kill_group(service)
             service.process.wait()
+            if service.pump is not None:
+                service.pump.join(2)  # its last lines, before the launcher's own
             logger.info("Stopped %s (exit code %s)", service.name, service.process.returncode)
         self.pid_file.unlink(missing_ok=True)
 
@@ -219,16 +365,65 @@ def _kill_group(service: Service) -> None:
         pass
 
 
-def run(stack: Stack, settings: Settings) -> None:
-    """Start every service, wait until each is healthy, then supervise until asked to stop."""
+def _pump_output(service: Service, stream) -> None:
+    """Pass a service's output on to the launcher's, line by line, keeping the last lines for a failed start."""
+    with stream:
+        for line in iter(stream.readline, b""):
+            service.output.append(line.decode(errors="replace").rstrip())
+            with _output_lock:
+                sys.stderr.buffer.write(line)
+                sys.stderr.buffer.flush()
+
+
+def ask_health(service: Service) -> tuple[Health | None, str]:
+    """The service's health answer if it is healthy and it is this service that answers; else why not."""
+    try:
+        response = requests.get(service.health_url, timeout=2)
+    except requests.RequestException:
+        return None, "nothing answered"
+    try:
+        health = Health.from_dict(response.json())
+    except (ValueError, BadMessage):
+        return None, f"something that is not a NIAS service answered {response.status_code}"
+    if not health.is_of(service.kind, service.name):
+        return None, f"the answer came from {health.service.value} {health.name!r}, not from {service.name}"
+    if response.status_code != 200 or not health.ok:
+        failing = ", ".join(name for name, passed in health.checks.items() if not passed)
+        return None, f"it answered {response.status_code}, failing its checks: {failing or 'none named'}"
+    return health, "healthy"
+
+
+def sandbox_warning(services: list[Service], settings: Settings, as_root: bool) -> str | None:
+    """What jobs can see when units run them without a mount namespace, or None when every unit has one."""
+    bare = [s.name for s in services if s.health and s.health.sandbox is SandboxMode.NONE]
+    if not bare:
+        return None
+    why = "NIAS_SANDBOX=off" if settings.sandbox == "off" else "bubblewrap (bwrap) is not installed"
+    text = (f"{', '.join(bare)} {'runs' if len(bare) == 1 else 'run'} jobs WITHOUT A SANDBOX ({why}): a job sees every file on this host that its "
+            "user may read, the other processes, the shared /tmp and the network (NIAS_JOB_NETWORK=0 is not "
+            "enforced).")
+    if as_root:
+        text += " Jobs still run as their own user, so the data dir's private folders stay closed to them."
+    else:
+        text += (" The units do not run as root, so jobs run as your own user: they can read and change the data "
+                 "dir, the job store and every other job's uploads and results.")
+    return text + (" Install bubblewrap (Debian: apt-get install bubblewrap) and leave NIAS_SANDBOX unset (bwrap, "
+                   "the default) to require it.")
+
+
+def run(stack: Stack, settings: Settings, ports: Ports) -> None:
+    """Start every service, wait until each answers as itself, then supervise until asked to stop."""
     for service in stack.services:
         if stack.stop_requested:
             return
         stack.start(service)
-    stack.wait_healthy()
+    stack.wait_started()
     if stack.stop_requested:
         return
-    url = f"http://{settings.host}:{settings.port}/"
+    warning = sandbox_warning(stack.services, settings, os.geteuid() == 0)
+    if warning:
+        logger.warning("%s", warning)
+    url = f"http://{settings.host}:{ports.backend}/"
     logger.info("NIAS is up: %s  (data in %s; Ctrl-C stops every service)", url, settings.data_dir)
     print(f"NIAS_READY {url}", flush=True)
     while not stack.stop_requested:
@@ -240,22 +435,32 @@ def main() -> None:
     settings = load_settings()
     configure_logging(settings.log_level, "launcher")
     units = int(os.environ.get("NIAS_UNITS", "2"))
-    producer_port = int(os.environ.get("NIAS_PRODUCER_PORT", "8081"))
-    unit_base_port = int(os.environ.get("NIAS_UNIT_BASE_PORT", "8090"))
+    try:
+        ports = choose_ports(os.environ, settings.host, units)
+    except ConfigurationError as exc:
+        logger.error("Not starting: %s", exc.message)
+        raise SystemExit(2) from None
     ensure_rabbitmq(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings = use_own_broker_account(settings)
     # One credential for the services to know each other by, unless the admin set one.
     internal_token = settings.internal_token or secrets.token_urlsafe(32)
-    base_env = {**os.environ, "NIAS_DATA_DIR": str(settings.data_dir), "NIAS_INTERNAL_TOKEN": internal_token}
-    stack = Stack(service_specs(settings, units, producer_port, unit_base_port), base_env,
-                  settings.data_dir / "run" / "services.json")
+    base_env = {**os.environ, "NIAS_DATA_DIR": str(settings.data_dir), "NIAS_INTERNAL_TOKEN": internal_token,
+                "NIAS_AMQP_URL": settings.amqp_url}
+    stack = Stack(service_specs(settings, ports), base_env, settings.data_dir / "run" / "services.json")
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stack.request_stop)
+    failed = False
     try:
-        run(stack, settings)
+        run(stack, settings, ports)
+    except StartFailed as exc:
+        logger.error("NIAS did not start: %s\nStopping the other services.", exc.message)
+        failed = True
     finally:
         stack.stop()
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
-"""Accounts over the API: register, sign in and out, who am I, password, API tokens, users, sessions,
-invitations."""
+"""Accounts over the API: register, sign in and out, am I signed in, who am I, password, API tokens,
+users, sessions, invitations."""
 from __future__ import annotations
 
 import time
@@ -47,6 +47,16 @@ def login():
 def logout():
     sign_out()
     return Response(status=204)
+
+
+@bp.get("/session")
+def session():
+    """Whether the asker is signed in, answered 200 either way: a page asks this first, so a signed-out
+    visit goes to the sign-in page without a request that answers 401."""
+    user = current_user()
+    if user is None:
+        return jsonify({"signed_in": False})
+    return jsonify({"signed_in": True, "user": _me(user)})
 
 
 @bp.get("/me")

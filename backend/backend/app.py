@@ -11,7 +11,8 @@ from flask import Flask, jsonify, send_from_directory
 
 from nias.logs import configure_logging
 from nias.settings import Settings, load_settings, require
-from nias.web import folder_writable, install_error_handlers, require_internal_token
+from nias.health import Health, ServiceKind
+from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
 from backend import accounts, accounts_api, admin_api, control_api, events_api, internal_api, jobs_api, results_api, summary
 from backend.dispatcher import Dispatcher
@@ -85,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Uploads land in uploads/, then move to jobs/<id>/ with the job's log and result.
         checks = {"store": store.ping(),
                   "data_dir": folder_writable(settings.uploads_dir) and folder_writable(settings.jobs_dir)}
-        return jsonify({"ok": all(checks.values()), **checks}), 200 if all(checks.values()) else 503
+        return health_response(Health(ServiceKind.BACKEND, "backend", checks))
 
     @app.get("/api/limits")
     def limits():

@@ -1,6 +1,7 @@
 """Who is asking: a session cookie (the pages) or an API token (scripts, the CLI).
 
-Every `/api/` request needs one, except signing in and registering. A request signed in by
+Every `/api/` request needs one, except signing in, registering, the upload limits and
+`GET /api/session` (whether the asker is signed in, which the pages ask before anything else). A request signed in by
 cookie that changes anything must carry the session's CSRF token in `X-CSRF-Token`; requests
 with a bearer token carry no ambient credential and need none. Sessions live in the job store
 (`backend.sessions`): the cookie holds only a random id, worthless once the session has ended.
@@ -16,7 +17,7 @@ from nias.errors import JobNotFound
 from backend import accounts, sessions
 from backend.accounts import AuthenticationFailed, Forbidden
 
-OPEN_PATHS = ("/api/auth/login", "/api/auth/register", "/api/limits")
+OPEN_PATHS = ("/api/auth/login", "/api/auth/register", "/api/limits", "/api/session")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _CLEAR = ""  # `g.new_cookie` value that removes the session cookie
 

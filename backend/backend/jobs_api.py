@@ -5,6 +5,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -89,6 +90,7 @@ def job_to_json(job: dict, *, position: int | None = None) -> dict:
         "elapsed_s": round(elapsed, 3) if elapsed is not None else None,
         "eta_s": round(eta, 1) if eta is not None else None,
         "limits": job.get("limits") or {},
+        "run_limits": run_limits(job, _nias().settings),
         "rerun_of": job["rerun_of"],
         "owner": job["owner_id"],
         "expired_at": iso_time(job["expired_at"]),
@@ -128,6 +130,17 @@ def admin_limits(settings: Settings) -> dict[str, int]:
     """The limits every job runs under unless it asks for less."""
     limits = {name: getattr(settings, f"job_{name}") for name in LIMIT_FIELDS}
     limits["cpu_s"] = limits["cpu_s"] or settings.job_timeout_s
+    return limits
+
+
+def run_limits(job: dict, settings: Settings) -> dict[str, int | float | None]:
+    """What the job runs under: the admin's limits, lowered where the job asked, its time limit and CPUs."""
+    limits: dict[str, int | float | None] = admin_limits(settings)
+    for name, asked in (job.get("limits") or {}).items():
+        if name in limits and isinstance(asked, int):
+            limits[name] = min(asked, limits[name])
+    limits["timeout_s"] = min(job["timeout_s"] or settings.job_timeout_s, settings.job_timeout_s)
+    limits["cpus"] = settings.job_cpus or None
     return limits
 
 
@@ -293,11 +306,12 @@ def get_result(job_id: str):
 LOG_CHUNK_BYTES = 256 * 1024
 
 
-def _log_chunks(handle, length: int):
-    """`length` bytes from `handle` in bounded chunks: a log of any size costs one chunk of memory."""
+def read_in_chunks(handle, length: int, chunk_bytes: int = LOG_CHUNK_BYTES) -> Iterator[bytes]:
+    """At most `length` bytes from `handle` (closed at the end), a bounded chunk at a time: a log or
+    a result file of any size costs one chunk of memory."""
     with handle:
         while length > 0:
-            chunk = handle.read(min(LOG_CHUNK_BYTES, length))
+            chunk = handle.read(min(chunk_bytes, length))
             if not chunk:
                 return
             length -= len(chunk)
@@ -323,7 +337,7 @@ def get_log(job_id: str):
         length = max(0, os.fstat(handle.fileno()).st_size - offset)
         handle.seek(offset)
     headers = {"X-Log-Size": str(offset + length), "Content-Length": str(length)}
-    body = _log_chunks(handle, length) if handle is not None else iter(())
+    body = read_in_chunks(handle, length) if handle is not None else iter(())
     response = Response(body, mimetype="text/plain", headers=headers, direct_passthrough=True)
     response.charset = "utf-8"
     return response

@@ -46,7 +46,8 @@ def record_event(store: Store, settings: Settings, body: bytes, send_control=Non
     """Decode, verify and apply one event body; NEVER_APPLICABLE errors mean it belongs in the dead letters."""
     event = decode_event(body, key_for=functools.partial(unit_key, settings.internal_token))
     if isinstance(event, UnitStatus):
-        store.record_unit(event.unit, event.state.value, event.job_id, event.at)
+        store.record_unit(event.unit, event.state.value, event.job_id, event.at,
+                          event.sandbox.value if event.sandbox else None)
     else:
         job_rules.apply_event(store, settings, event, send_control)
 

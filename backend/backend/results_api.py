@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import mimetypes
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -17,7 +16,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from nias.errors import NiasError
 
-from backend.jobs_api import finished_result
+from backend.jobs_api import finished_result, read_in_chunks
 from backend.result_index import IndexedResult, ResultIndex
 from backend.uploads import parse_int_field
 
@@ -109,18 +108,6 @@ def _find_member(result: IndexedResult, name: str) -> zipfile.ZipInfo:
     return info
 
 
-def _member_chunks(result: IndexedResult, info: zipfile.ZipInfo, limit: int) -> Iterator[bytes]:
-    """The first `limit` bytes of one member, read through the already parsed zip."""
-    with result.archive.open(info) as member:
-        remaining = limit
-        while remaining > 0:
-            chunk = member.read(min(CHUNK_BYTES, remaining))
-            if not chunk:
-                return
-            remaining -= len(chunk)
-            yield chunk
-
-
 def _disposition(kind: str, name: str) -> str:
     filename = name.rsplit("/", 1)[-1]
     ascii_name = "".join(ch if " " <= ch <= "~" and ch not in '"\\' else "_" for ch in filename)
@@ -146,5 +133,5 @@ def get_file(job_id: str, name: str):
         "X-Truncated": "true" if length < size else "false",
         "Cache-Control": "private, max-age=300",
     }
-    return Response(_member_chunks(result, info, length), status=200, headers=headers,
+    return Response(read_in_chunks(result.archive.open(info), length, CHUNK_BYTES), status=200, headers=headers,
                     mimetype=content_type, direct_passthrough=True)

@@ -144,6 +144,7 @@ units = Table(
     Column("state", String(16), nullable=False),
     Column("job_id", String(32)),
     Column("last_seen", Float, nullable=False),
+    Column("sandbox", String(16)),  # how the unit runs jobs: "bwrap", or "none" (no mount namespace)
 )
 
 
@@ -432,13 +433,12 @@ class Store:
             )
         return result.rowcount == 1
 
-    def record_unit(self, name: str, state: str, job_id: str | None, seen: float) -> None:
+    def record_unit(self, name: str, state: str, job_id: str | None, seen: float, sandbox: str | None = None) -> None:
+        values = {"state": state, "job_id": job_id, "last_seen": seen, "sandbox": sandbox}
         with self.engine.begin() as conn:
-            changed = conn.execute(
-                update(units).where(units.c.name == name).values(state=state, job_id=job_id, last_seen=seen)
-            ).rowcount
+            changed = conn.execute(update(units).where(units.c.name == name).values(**values)).rowcount
             if not changed:
-                conn.execute(insert(units).values(name=name, state=state, job_id=job_id, last_seen=seen))
+                conn.execute(insert(units).values(name=name, **values))
 
     def list_units(self) -> list[dict]:
         with self.engine.connect() as conn:

@@ -25,6 +25,7 @@ def describe_units(rows: list[dict], now: float) -> list[dict]:
             "state": "offline" if now - row["last_seen"] > OFFLINE_AFTER_S else row["state"],
             "job_id": row["job_id"],
             "last_seen": iso_time(row["last_seen"]),
+            "sandbox": row.get("sandbox"),
         }
         for row in rows
     ]

@@ -17,7 +17,8 @@ from enum import Enum
 
 import requests
 
-from nias.errors import ServiceUnavailable
+from nias.errors import BadMessage, ServiceUnavailable
+from nias.health import Health, ServiceKind
 from nias.messages import ControlMessage, JobEvent, JobMessage
 from nias.settings import Settings
 from nias.web import internal_headers
@@ -144,6 +145,7 @@ def claim_with_retry(backend: Backend, message: JobMessage, unit: str, stop) -> 
 class Unit:
     def __init__(self, settings: Settings, session: requests.Session | None = None):
         self._url = settings.unit_url.rstrip("/")
+        self._name = settings.unit_name
         self._session = session or requests.Session()
         self._session.headers.update(internal_headers(settings))
 
@@ -172,7 +174,13 @@ class Unit:
         health = response.json()
         if not isinstance(health, dict):
             raise ValueError(f"the unit's health is not an object: {str(health)[:100]}")
-        health["ok"] = response.status_code == 200 and bool(health.get("ok"))
+        try:
+            itself = Health.from_dict(health).is_of(ServiceKind.UNIT, self._name)
+        except BadMessage:
+            itself = False
+        if not itself:  # another program (or another unit) answers at this unit's address
+            logger.warning("%s answers as %r, not as unit %s", self._url, str(health.get("name"))[:100], self._name)
+        health["ok"] = response.status_code == 200 and bool(health.get("ok")) and itself
         return health
 
 

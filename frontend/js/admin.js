@@ -1,10 +1,14 @@
-// Admin page: users (listed, created, signed out), invitations, everyone's jobs and the dead-letter queue.
+// Admin page: users (listed, created, signed out), invitations, everyone's jobs, the dead-letter queue,
+// and a warning while a processing unit runs jobs without a sandbox.
 
 import "./account-menu.js";
 import { getJSON, getMe, sendJSON } from "./api.js";
 import { createInvitation } from "./invitations.js";
 import { byId, copyButton, el, showError, setText } from "./dom.js";
 import { formatAgo, formatBytes, formatFullTime, plural } from "./format.js";
+import { startPolling } from "./poll.js";
+
+const UNITS_EVERY_MS = 10000; // units announce themselves every 5 s
 
 function timeCell(iso, label) {
   return el("td", { dataset: { label } }, iso
@@ -124,6 +128,22 @@ async function showDeadLetters() {
   }
 }
 
+/** The units that run jobs without a mount namespace (no bubblewrap, or NIAS_SANDBOX=off), named in a banner. */
+async function showSandboxWarning() {
+  const { units } = await getJSON("/api/units");
+  const bare = units.filter((unit) => unit.sandbox === "none" && unit.state !== "offline").map((unit) => unit.name);
+  const banner = byId("sandbox-warning");
+  banner.hidden = bare.length === 0;
+  if (!bare.length) return;
+  const which = bare.length === 1 ? `${bare[0]} runs` : `${bare.join(", ")} run`;
+  banner.replaceChildren(
+    el("strong", {}, `${which} jobs without a sandbox`),
+    el("span", {}, "Bubblewrap is not in use there (not installed, or NIAS_SANDBOX=off), so a job sees every file "
+      + "on that host its user may read, the other processes and the network; a unit not started as root runs "
+      + "jobs as its own user, who can read the data dir and the job store. Install bubblewrap on that host and "
+      + "set NIAS_SANDBOX=bwrap to require it."));
+}
+
 async function start() {
   const me = await getMe();
   if (me.role !== "admin") {
@@ -137,6 +157,7 @@ async function start() {
   byId("create-invitation").addEventListener("click", createInvitation);
   byId("reload-dead").addEventListener("click", showDeadLetters);
   copyButton("copy-invitation", "invitation-link");
+  startPolling(showSandboxWarning, { intervalMs: UNITS_EVERY_MS });
   await Promise.all([showUsers(me), showDeadLetters()]);
 }
 

@@ -1,45 +1,25 @@
 // Talking to the NIAS API: JSON in, `ApiError` (with the server's code and message) out.
 
-export class ApiError extends Error {
-  constructor(message, { code = "error", status = 0, details = {} } = {}) {
-    super(message);
-    this.code = code;
-    this.status = status;
-    this.details = details; // the rest of the error body, e.g. `state` and `allowed` of a refused transition
-  }
-}
+import { ApiError, errorFromBody } from "./errors.js";
+import { session, signInUrl } from "./signed-in.js";
 
-/** The `{"error": {"code", "message"}}` body of a refused request, as an ApiError. */
-export function errorFromBody(status, text, fallback) {
-  try {
-    const body = JSON.parse(text);
-    if (body && body.error && body.error.message) {
-      return new ApiError(body.error.message, { code: body.error.code || "error", status, details: body.error });
-    }
-  } catch (_) {
-    // Not JSON: a proxy's error page, for example.
-  }
-  return new ApiError(fallback || `The server answered ${status}.`, { code: "http_error", status });
-}
+export { ApiError, errorFromBody, signInUrl };
 
 const SAFE_METHODS = new Set(["GET", "HEAD"]);
 let mePromise = null;
 let leaving = false;
 
-export function signInUrl() {
-  const here = `${window.location.pathname}${window.location.search}`;
-  return `/signin.html?next=${encodeURIComponent(here)}`;
-}
-
-/** Without a session every API call answers 401: go to the sign-in page, once. */
+/** A session that ends while the page is open makes API calls answer 401: go to the sign-in page, once. */
 export function goToSignIn() {
   if (leaving) return;
   leaving = true;
   window.location.assign(signInUrl());
 }
 
-/** The signed-in user and the session's CSRF token (`GET /api/me`), asked once per page. */
+/** The signed-in user and the session's CSRF token (`GET /api/me`), asked once per page
+ * (the page's first question, `GET /api/session`, answered it already). */
 export function getMe() {
+  if (!mePromise && session && session.user) mePromise = Promise.resolve(session.user);
   mePromise = mePromise || getJSON("/api/me").catch((error) => {
     mePromise = null;
     throw error;

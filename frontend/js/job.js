@@ -101,6 +101,14 @@ function environmentFact(current) {
   return `${how}, ${formatDuration(current.env_seconds)}`;
 }
 
+function describeLimits(limits) {
+  if (!limits) return "—";
+  const parts = [`memory ${limits.memory_mb} MB`, `CPU time ${formatDuration(limits.cpu_s)}`,
+    `${limits.processes} processes`, `${limits.open_files} open files`, `files up to ${limits.file_mb} MB`];
+  if (limits.cpus) parts.push(`${limits.cpus} CPUs`);
+  return parts.join(", ");
+}
+
 function renderFacts(now = Date.now()) {
   if (!job) return;
   const facts = [
@@ -111,6 +119,7 @@ function renderFacts(now = Date.now()) {
     ["Unit", job.unit || "—"],
     ["Priority", String(job.priority ?? 0)],
     ["Time limit", job.timeout_s ? formatDuration(job.timeout_s) : "server default"],
+    ["Limits", describeLimits(job.run_limits)],
     ["Upload", formatBytes(job.upload_size)],
     ["Result", job.result_size === null ? "—" : formatBytes(job.result_size)],
     ["Environment", environmentFact(job)],
@@ -384,7 +393,8 @@ let lastFetch = 0;
 
 async function fetchJob() {
   lastFetch = Date.now();
-  applyJob(await getJSON(`/api/jobs/${encodeURIComponent(jobId)}`));
+  const fresh = await getJSON(`/api/jobs/${encodeURIComponent(jobId)}`);
+  if (!isStale(job, fresh)) applyJob(fresh);
 }
 
 /** The fallback poll: rare while the stream works (a safety net), except for a waiting job's place. */
@@ -460,8 +470,10 @@ async function start() {
   }
   logPoller = startPolling(refreshLog, { intervalMs: LOG_POLL_MS });
   wireActions(() => job, (answer) => {
-    if (answer) applyJob(answer);
-    else fetchJob().catch(() => {});
+    // The answer may be older than what the stream said meanwhile (a cancel's kept result, recorded
+    // before the answer arrived): never step back to it.
+    if (answer && !isStale(job, answer)) applyJob(answer);
+    else if (!answer) fetchJob().catch(() => {});
     logPoller.now();
   });
   wirePriority();

@@ -1,6 +1,6 @@
 // Starting a browser session: signing in and registering (the only API calls open without one).
 
-import { errorFromBody, ApiError } from "./api.js";
+import { errorFromBody, ApiError } from "./errors.js";
 
 async function post(path, body) {
   let response;

@@ -15,7 +15,8 @@ from nias.logs import configure_logging
 from nias.messages import ControlMessage, JobMessage
 from nias.settings import Settings, load_settings
 from nias.settings import require
-from nias.web import folder_writable, install_error_handlers, require_internal_token
+from nias.health import Health, ServiceKind
+from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
 from process_unit.environments import EnvironmentCache
 from process_unit.isolation import Isolation
@@ -104,11 +105,9 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
 
     @app.get("/healthz")
     def healthz():
-        checks = _can_work(settings)
-        ok = all(checks.values())
         busy = runner.current()
-        return jsonify({"ok": ok, "unit": settings.unit_name, "busy": busy.job_id if busy else None, **checks}), (
-            200 if ok else 503)
+        return health_response(Health(ServiceKind.UNIT, settings.unit_name, _can_work(settings),
+                                      busy.job_id if busy else None, runner.sandbox.mode))
 
     return app
 

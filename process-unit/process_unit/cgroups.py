@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 V1_CONTROLLERS = ("memory", "pids", "freezer")
 V2_CONTROLLERS = ("memory", "pids")
+OPTIONAL_CONTROLLERS = ("cpu",)  # used where mounted (v1) or offered (v2): a CPU quota per job
+CPU_PERIOD_US = 100_000
 UNIFIED = "unified"  # the key of the one hierarchy of cgroup v2
 PARENT = "nias"
 SERVICE_LEAF = "nias-service"  # v2: where the unit's own processes go, so its cgroup can delegate
@@ -53,8 +55,10 @@ def _write(path: Path, value: str) -> None:
 def _pids_in(folder: Path) -> set[int]:
     try:
         return {int(line) for line in (folder / "cgroup.procs").read_text().split()}
-    except FileNotFoundError:
-        return set()
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENODEV):  # gone, or being removed at this moment
+            return set()
+        raise
 
 
 def _wait_until(condition, timeout_s: float) -> bool:
@@ -148,7 +152,8 @@ class JobGroup:
         return removed
 
     # -- what each cgroup version does its own way -------------------------------------------
-    def set_limits(self, memory_bytes: int | None = None, pids_max: int | None = None) -> None:
+    def set_limits(self, memory_bytes: int | None = None, pids_max: int | None = None,
+                   cpus: float | None = None) -> None:
         raise NotImplementedError
 
     def freeze(self, timeout_s: float = 5.0) -> bool:
@@ -166,7 +171,8 @@ class JobGroup:
 class JobGroupV1(JobGroup):
     """cgroup v1: one folder each in the memory, pids and freezer hierarchies."""
 
-    def set_limits(self, memory_bytes: int | None = None, pids_max: int | None = None) -> None:
+    def set_limits(self, memory_bytes: int | None = None, pids_max: int | None = None,
+                   cpus: float | None = None) -> None:
         memory = self.folders["memory"]
         if memory_bytes is not None:
             names = ["memory.limit_in_bytes"]
@@ -179,6 +185,9 @@ class JobGroupV1(JobGroup):
                 _write(memory / name, str(memory_bytes))
         if pids_max is not None:
             _write(self.folders["pids"] / "pids.max", str(pids_max))
+        if cpus and "cpu" in self.folders:
+            _write(self.folders["cpu"] / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            _write(self.folders["cpu"] / "cpu.cfs_quota_us", str(max(int(cpus * CPU_PERIOD_US), 1000)))
 
     def freeze(self, timeout_s: float = 5.0) -> bool:
         state = self.folders["freezer"] / "freezer.state"
@@ -203,13 +212,16 @@ class JobGroupV2(JobGroup):
     def folder(self) -> Path:
         return self.folders[UNIFIED]
 
-    def set_limits(self, memory_bytes: int | None = None, pids_max: int | None = None) -> None:
+    def set_limits(self, memory_bytes: int | None = None, pids_max: int | None = None,
+                   cpus: float | None = None) -> None:
         if memory_bytes is not None:
             _write(self.folder / "memory.max", str(memory_bytes))
             if (self.folder / "memory.swap.max").exists():
                 _write(self.folder / "memory.swap.max", "0")
         if pids_max is not None:
             _write(self.folder / "pids.max", str(pids_max))
+        if cpus and (self.folder / "cpu.max").exists():
+            _write(self.folder / "cpu.max", f"{max(int(cpus * CPU_PERIOD_US), 1000)} {CPU_PERIOD_US}")
 
     def freeze(self, timeout_s: float = 5.0) -> bool:
         _write(self.folder / "cgroup.freeze", "1")
@@ -270,14 +282,15 @@ class CgroupRoot:
             raise CgroupsUnavailable(f"cannot create the unit's cgroup: {exc}") from None
         return cls(version, folders, unit_name)
 
-    def create(self, name: str, memory_bytes: int | None = None, pids_max: int | None = None) -> JobGroup:
+    def create(self, name: str, memory_bytes: int | None = None, pids_max: int | None = None,
+               cpus: float | None = None) -> JobGroup:
         """A new, empty group for one attempt (a stale one of the same name is emptied first)."""
         group = self.group(name)
         if any(folder.exists() for folder in group.folders.values()):
             _empty_and_remove(group)
         for folder in group.folders.values():
             folder.mkdir()
-        group.set_limits(memory_bytes, pids_max)
+        group.set_limits(memory_bytes, pids_max, cpus)
         return group
 
     def group(self, name: str) -> JobGroup:
@@ -370,7 +383,8 @@ def _own_cgroups(proc: Path) -> tuple[int, dict[str, Path]]:
     except OSError as exc:
         raise CgroupsUnavailable(f"cannot read this process's cgroups: {exc}") from None
     if all(name in v1_mounts and name in v1_own for name in V1_CONTROLLERS):
-        return 1, {name: _seen_at(v1_mounts[name], v1_own[name]) for name in V1_CONTROLLERS}
+        names = V1_CONTROLLERS + tuple(n for n in OPTIONAL_CONTROLLERS if n in v1_mounts and n in v1_own)
+        return 1, {name: _seen_at(v1_mounts[name], v1_own[name]) for name in names}
     for mount in v2_mounts:
         base = _seen_at(mount, v2_own or "/")
         offered = set(_read_or_empty(base / "cgroup.controllers").split())
@@ -407,7 +421,9 @@ def _delegate(folder: Path) -> None:
     """v2: let `folder`'s children use memory and pids. A cgroup with processes of its own cannot,
     so the processes in the unit's own cgroup (the unit's) move to a leaf beside `nias` first."""
     enabled = set(_read_or_empty(folder / "cgroup.subtree_control").split())
-    wanted = " ".join(f"+{name}" for name in V2_CONTROLLERS if name not in enabled)
+    offered = set(_read_or_empty(folder / "cgroup.controllers").split())
+    names = V2_CONTROLLERS + tuple(n for n in OPTIONAL_CONTROLLERS if n in offered)
+    wanted = " ".join(f"+{name}" for name in names if name not in enabled)
     if not wanted:
         return
     try:

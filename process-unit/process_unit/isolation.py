@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 from dataclasses import dataclass
@@ -33,6 +34,12 @@ def _signal_group(pgid: int, signum: int) -> None:
         os.killpg(pgid, signum)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def cgroup_name(settings: Settings) -> str:
+    """The unit's cgroup: its queue prefix and name, so two deployments on one host never share one
+    (a unit cleans its own stale groups at start)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", f"{settings.queue_prefix}.{settings.unit_name}")[:200]
 
 
 def _running(command: str, pids: set[int]) -> set[int]:
@@ -68,16 +75,26 @@ class JobBox:
         self.process = process
 
     def pause(self) -> None:
-        if self.group is not None:
-            self.group.freeze()
-        elif self.process is not None:
+        if self.group is not None and self._in_group(self.group.freeze):
+            return
+        if self.process is not None:
             _signal_group(self.process.pid, signal.SIGSTOP)
 
     def resume(self) -> None:
-        if self.group is not None:
-            self.group.thaw()
-        elif self.process is not None:
+        if self.group is not None and self._in_group(self.group.thaw):
+            return
+        if self.process is not None:
             _signal_group(self.process.pid, signal.SIGCONT)
+
+    def _in_group(self, operation, *args) -> bool:
+        """Run a cgroup operation; False (logged) when the group is gone or refuses, so the caller falls back."""
+        try:
+            operation(*args)
+            return True
+        except OSError as exc:
+            logger.warning("Job box %s: cgroup %s failed (%s); using the process group", self.name,
+                           getattr(operation, "__name__", "operation"), exc)
+            return False
 
     def ask_to_stop(self) -> None:
         """SIGTERM to the job's own processes (not bwrap's), so it can save its work in the grace period."""
@@ -88,24 +105,36 @@ class JobBox:
             self.sandbox.ask_to_stop(self.process.pid)
             return
         # Not bwrap itself: SIGTERM kills it, and its --die-with-parent would SIGKILL the job at once.
-        sparing = _running("bwrap", self.group.pids()) if self.sandbox.bwrap else set()
-        self.group.signal_all(signal.SIGTERM, sparing=sparing)
+        try:
+            sparing = _running("bwrap", self.group.pids()) if self.sandbox.bwrap else set()
+        except OSError:
+            self.sandbox.ask_to_stop(self.process.pid)
+            return
+        self._in_group(self.group.signal_all, signal.SIGTERM, sparing)
 
     def end_all(self) -> None:
         """Kill every process of the attempt, those that left its session too, and wait for them."""
         if self.process is not None:
             _signal_group(self.process.pid, signal.SIGKILL)
-        if self.group is not None and not self.group.kill_all(KILL_WAIT_S):
-            logger.error("Job box %s: processes outlived SIGKILL", self.name)
+        try:
+            if self.group is not None and not self.group.kill_all(KILL_WAIT_S):
+                logger.error("Job box %s: processes outlived SIGKILL", self.name)
+        except OSError as exc:
+            logger.warning("Job box %s: cgroup gone before the end (%s)", self.name, exc)
 
     def memory_exceeded(self) -> bool:
-        return self.group is not None and self.group.oom_killed()
+        try:
+            return self.group is not None and self.group.oom_killed()
+        except OSError:
+            return False
 
     def close(self) -> None:
         """After end_all: remove the cgroup and give the uid back."""
         try:
             if self.group is not None:
                 self.group.remove()
+        except OSError as exc:
+            logger.warning("Job box %s: cgroup not removed (%s)", self.name, exc)
         finally:
             if self.user is not None:
                 self.user.release()
@@ -115,15 +144,16 @@ class Isolation:
     """The unit's means of isolating attempts: a cgroup root and a range of uids, where it has them."""
 
     def __init__(self, sandbox: Sandbox, root: cgroups.CgroupRoot | None, users: job_users.JobUsers | None,
-                 fixed_uid: int | None):
+                 fixed_uid: int | None, cpus: float = 0.0):
         self.sandbox = sandbox
         self.root = root
         self.users = users
         self.fixed_uid = fixed_uid
+        self.cpus = cpus
 
     @classmethod
     def for_unit(cls, settings: Settings, sandbox: Sandbox) -> "Isolation":
-        root, why_not = cgroups.available(settings.unit_name)
+        root, why_not = cgroups.available(cgroup_name(settings))
         if root is None:
             logger.warning("Jobs run without a cgroup of their own (%s): a process that leaves the job's "
                            "session outlives it, and memory is limited per process only", why_not)
@@ -134,7 +164,9 @@ class Isolation:
             logger.warning("Jobs share uid %s (%s)", sandbox.uid, no_users)
         logger.info("Each job gets %s and %s", "its own cgroup" if root else "its process group",
                     "its own uid" if users else f"uid {sandbox.uid if sandbox.uid is not None else os.geteuid()}")
-        return cls(sandbox, root, users, sandbox.uid)
+        if settings.job_cpus and (root is None or "cpu" not in root.folders and root.version == 1):
+            logger.warning("NIAS_JOB_CPUS=%s is not enforced: no cpu cgroup controller here", settings.job_cpus)
+        return cls(sandbox, root, users, sandbox.uid, settings.job_cpus)
 
     @property
     def own_uids(self) -> bool:
@@ -146,7 +178,8 @@ class Isolation:
         try:
             group = None
             if self.root is not None:
-                group = self.root.create(name, memory_bytes=limits.memory_mb * MB, pids_max=limits.processes)
+                group = self.root.create(name, memory_bytes=limits.memory_mb * MB, pids_max=limits.processes,
+                                         cpus=self.cpus or None)
         except BaseException:
             if user is not None:
                 user.release()

@@ -280,7 +280,7 @@ class Runner:
     def announce(self) -> None:
         run = self.current()
         self.events.send(UnitStatus(unit=self.settings.unit_name, state="busy" if run else "idle",
-                                    job_id=run.job_id if run else None))
+                                    job_id=run.job_id if run else None, sandbox=self.sandbox.mode))
 
     def start_presence(self) -> None:
         """Tell the backend every few seconds that this unit is alive, and whether it is busy."""

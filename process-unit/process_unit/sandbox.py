@@ -3,7 +3,7 @@
 - An unprivileged user that is not the service's: `NIAS_JOB_UID`, by default 61000 plus a
   number derived from the unit's name (so process limits count one unit's job only).
   A unit that is not started as root cannot switch users and runs jobs as itself.
-- Where bubblewrap is installed (`NIAS_SANDBOX=auto`, or `bwrap` to require it), a mount, PID,
+- With bubblewrap (`NIAS_SANDBOX=bwrap`, the default: a unit without it refuses to start), a mount, PID,
   IPC and network namespace that shows the job only its project folder, its environment, a
   small private /tmp and the system's read-only files; no network unless `NIAS_JOB_NETWORK=1`.
 - Resource limits (setrlimit): memory (data segment, so GPU libraries that reserve address
@@ -17,12 +17,14 @@ import os
 import resource
 import shutil
 import signal
+import subprocess
 import zlib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 from nias.errors import ConfigurationError
+from nias.health import SandboxMode
 from nias.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -76,9 +78,45 @@ class Sandbox:
             raise ConfigurationError(f"NIAS_SANDBOX must be auto, bwrap or off, not {wanted!r}")
         self.bwrap = shutil.which("bwrap") if wanted != "off" else None
         if wanted == "bwrap" and self.bwrap is None:
-            raise ConfigurationError("NIAS_SANDBOX=bwrap, but bubblewrap (bwrap) is not installed")
+            raise ConfigurationError(
+                "Jobs run in a bubblewrap sandbox (NIAS_SANDBOX=bwrap, the default), but bubblewrap (bwrap) is not "
+                "installed: install it (Debian and Ubuntu: apt-get install bubblewrap), or set NIAS_SANDBOX=off to "
+                "run jobs without one (they then see this host's files, processes and network; admins are warned).")
+        if wanted == "auto" and self.bwrap is None:
+            logger.warning("NIAS_SANDBOX=auto and bubblewrap is not installed: jobs run WITHOUT A SANDBOX")
+        if self.bwrap is not None:
+            self._check_bwrap_works()
         logger.info("Jobs run as uid %s, %s", self.uid if self.uid is not None else os.geteuid(),
                     "in a bubblewrap sandbox" if self.bwrap else "without a mount namespace")
+
+    @property
+    def mode(self) -> SandboxMode:
+        return SandboxMode.BWRAP if self.bwrap else SandboxMode.NONE
+
+    def _check_bwrap_works(self) -> None:
+        """Make one empty sandbox as the job's user, so a host (or a container) that refuses bubblewrap
+        its namespaces stops the unit at start with the reason, instead of failing every job."""
+        uid = self.uid
+
+        def as_job_user() -> None:
+            if uid is not None:
+                os.setgroups([])
+                os.setgid(uid)
+                os.setuid(uid)
+
+        argv = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--ro-bind", "/usr", "/usr",
+                "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
+                "--proc", "/proc", "--dev", "/dev", "--", "/usr/bin/true"]
+        try:
+            probe = subprocess.run(argv, capture_output=True, timeout=30, preexec_fn=as_job_user, cwd="/")
+            failure = probe.stderr.decode(errors="replace").strip()[:300] if probe.returncode else ""
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            failure = str(exc)[:300]
+        if failure:
+            raise ConfigurationError(
+                f"bubblewrap cannot make a sandbox on this host ({failure}). It needs unprivileged user namespaces "
+                "(in a container: security_opt seccomp=unconfined and apparmor=unconfined, see docker-compose.yaml); "
+                "or set NIAS_SANDBOX=off to run jobs without a sandbox.")
 
     def check_reachable(self, *folders: Path) -> None:
         """The job's user must be able to pass through every parent of its folders and its environments."""

@@ -9,7 +9,8 @@ from nias.logs import configure_logging
 from nias.messages import ControlMessage, JobMessage
 from nias.settings import Settings, load_settings
 from nias.settings import require
-from nias.web import install_error_handlers, require_internal_token
+from nias.health import Health, ServiceKind
+from nias.web import health_response, install_error_handlers, require_internal_token
 
 from producer.publisher import JobPublisher
 
@@ -38,8 +39,7 @@ def create_app(settings: Settings | None = None, publisher: JobPublisher | None 
 
     @app.get("/healthz")
     def healthz():
-        ready = publisher.is_ready()
-        return jsonify({"ok": ready, "broker": ready}), 200 if ready else 503
+        return health_response(Health(ServiceKind.PRODUCER, "producer", {"broker": publisher.is_ready()}))
 
     return app
 

@@ -442,6 +442,11 @@ def test_job_page_shows_a_failed_jobs_error(page, finished_jobs):
     expect(error).to_contain_text("The job failed")
     expect(error).to_contain_text("ValueError: channel 3 has no samples")
     expect(page.locator('[data-fact="Exit code"] dd')).to_have_text("1")
+    limits = raises["run_limits"]
+    assert limits["cpu_s"] == 120 == limits["timeout_s"]  # the stack's NIAS_JOB_TIMEOUT_S, as no CPU limit is set
+    expect(page.locator('[data-fact="Limits"] dd')).to_have_text(
+        f"memory {limits['memory_mb']} MB, CPU time 2 min, {limits['processes']} processes, "
+        f"{limits['open_files']} open files, files up to {limits['file_mb']} MB")
     expect(page.locator("#log")).to_contain_text("starting the analysis")
     expect(page.locator('.preview[data-file="partial.txt"] pre')).to_have_text("written before the crash")
     save_screenshot(page, "job-failed")

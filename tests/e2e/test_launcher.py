@@ -1,20 +1,29 @@
-"""The launcher behind `make up`: Ctrl-C or SIGTERM stops every service it started, leaving none behind.
+"""The launcher behind `make up`: Ctrl-C or SIGTERM stops every service it started, leaving none behind;
+it says "up" only when every service answered as itself, on ports that clash with nothing.
 
 Only the launcher is signalled, and nothing else is cleaned up before the check: LocalStack.stop
 kills the launcher's whole session, which would hide a service left running.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
+import requests
 
-from tests.support.stack import LocalStack, wait_until
+from nias.health import Health, ServiceKind
+from tests.support.stack import LocalStack, free_port_block, wait_until
+
+LAUNCHER = Path(__file__).resolve().parents[2] / "tools" / "launcher.py"
 
 
 def _children(pid: int) -> list[int]:
@@ -99,3 +108,114 @@ def test_services_stop_by_themselves_when_the_launcher_is_killed_outright(launch
                    message="every service stopped after its launcher was killed")
     finally:
         _kill(pid for pid in processes if _alive(pid))
+
+
+# --- ports and who answers --------------------------------------------------------------------
+
+
+def _launcher_module():
+    spec = importlib.util.spec_from_file_location("nias_launcher_for_ports", LAUNCHER)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def _started_urls(stack: LocalStack) -> dict[str, str]:
+    """Where the launcher says it started each HTTP service."""
+    return dict(re.findall(r"Started (\S+) \(pid \d+\) at (http://\S+)", stack.log_path.read_text(errors="replace")))
+
+
+def test_a_web_port_set_on_unit_2s_default_port_gives_unit_2_another_port_and_every_service_answers_as_itself(
+        tmp_path):
+    # Where unit-2 would listen by default on this machine now; the web port is set to exactly that.
+    unit_2_default = _launcher_module().choose_ports({}, "127.0.0.1", 2).units[1]
+    stack = LocalStack(tmp_path / "clash", units=2, NIAS_PORT=str(unit_2_default), NIAS_UNIT_BASE_PORT="")
+    stack.url = f"http://127.0.0.1:{unit_2_default}"
+    try:
+        stack.start()
+        urls = _started_urls(stack)
+        assert urls["backend"] == stack.url
+        assert urls["unit-2"] != stack.url
+        assert len(set(urls.values())) == len(urls) == 4
+        for name, kind in [("backend", ServiceKind.BACKEND), ("producer", ServiceKind.PRODUCER),
+                           ("unit-1", ServiceKind.UNIT), ("unit-2", ServiceKind.UNIT)]:
+            answer = Health.from_dict(requests.get(f"{urls[name]}/healthz", timeout=5).json())
+            assert answer.is_of(kind, name), (name, answer)
+        assert "exited with code" not in stack.log_path.read_text(errors="replace")
+    finally:
+        stack.stop()
+
+
+def _failed_start(stack: LocalStack) -> str:
+    with pytest.raises(RuntimeError):
+        stack.start()
+    assert stack.process.wait(60) != 0
+    return stack.log_path.read_text(errors="replace")
+
+
+def test_an_explicit_port_in_use_stops_the_launcher_before_anything_starts_naming_the_variable(tmp_path):
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", free_port_block(1)))
+    holder.listen()
+    port = holder.getsockname()[1]
+    stack = LocalStack(tmp_path / "taken", units=1, NIAS_PRODUCER_PORT=str(port))
+    try:
+        log = _failed_start(stack)
+        assert stack.process.returncode == 2
+        assert f"NIAS_PRODUCER_PORT={port}" in log and f"port {port} on 127.0.0.1 is in use" in log
+        assert "Started" not in log and "NIAS is up" not in log
+    finally:
+        holder.close()
+        stack.stop()
+
+
+def test_a_unit_that_dies_at_start_is_named_with_its_last_lines_and_the_others_are_stopped(tmp_path):
+    stack = LocalStack(tmp_path / "dies", units=1, NIAS_SANDBOX="a-sandbox-that-does-not-exist")
+    try:
+        log = _failed_start(stack)
+        assert stack.process.returncode == 1
+        assert re.search(r"NIAS did not start: unit-1 exited with code \d+ while starting: .*NIAS_SANDBOX must be "
+                         r"auto, bwrap or off", log)
+        assert re.search(r"Its last lines:\n  unit-1 \| ", log)
+        assert "NIAS is up" not in log and "NIAS_READY" not in log
+        assert all(f"Stopped {name}" in log for name in ("backend", "producer", "consumer-1"))
+    finally:
+        stack.stop()
+
+
+def _rabbitmqctl(*args: str) -> str:
+    return subprocess.run(["rabbitmqctl", *args], capture_output=True, text=True, timeout=120, check=True).stdout
+
+
+def test_with_no_broker_url_the_launcher_gives_the_services_a_rabbitmq_account_that_guest_cannot_enter(tmp_path):
+    import pika
+    import pika.exceptions
+
+    from tools.broker import account_name
+    from tests.support.projects import zip_entries
+
+    stack = LocalStack(tmp_path / "account", units=1, own_broker_account=True)
+    name = account_name(stack.data_dir)
+    try:
+        stack.start()
+        store = stack.data_dir / "private" / "broker.json"
+        account = json.loads(store.read_text())
+        assert (account["user"], account["vhost"]) == (name, name) and len(account["password"]) >= 24
+        assert store.stat().st_mode & 0o777 == 0o600
+        environ = Path(f"/proc/{stack.service_pid('backend')}/environ").read_bytes().split(b"\0")
+        [url] = [entry.decode() for entry in environ if entry.startswith(b"NIAS_AMQP_URL=")]
+        assert f"@127.0.0.1:5672/{name}" in url and "guest" not in url
+        assert f"{stack.prefix}.jobs" in _rabbitmqctl("list_queues", "-p", name, "name")
+        with pytest.raises(pika.exceptions.ProbableAccessDeniedError):
+            pika.BlockingConnection(pika.URLParameters(f"amqp://guest:guest@127.0.0.1:5672/{name}"))
+        job = stack.client.submit(zip_entries(tmp_path / "ok.zip", {"code.py": "print('hello')\n"}))
+        assert stack.client.wait(job["id"], timeout_s=120)["state"] == "succeeded"
+        assert "guest account" not in stack.log_path.read_text(errors="replace")
+    finally:
+        stack.stop()
+        subprocess.run(["rabbitmqctl", "delete_vhost", name], capture_output=True, timeout=120)
+        subprocess.run(["rabbitmqctl", "delete_user", name], capture_output=True, timeout=120)

@@ -105,14 +105,16 @@ def environ_defaults(path: Path) -> dict[str, str]:
 
 
 def launcher_defaults() -> dict[str, str]:
-    return environ_defaults(ROOT / "tools" / "launcher.py")
+    ports = {variable: str(default) for variable, default in launcher().PORT_VARIABLES.values()}
+    return {**environ_defaults(ROOT / "tools" / "launcher.py"), **ports}
 
 
 def make_up_specs() -> dict:
-    defaults = launcher_defaults()
-    specs = launcher().service_specs(load_settings({}), int(defaults["NIAS_UNITS"]),
-                                     int(defaults["NIAS_PRODUCER_PORT"]), int(defaults["NIAS_UNIT_BASE_PORT"]))
-    return {spec.name: spec for spec in specs}
+    """The services `make up` starts with every default, as on a machine where each default port is free."""
+    settings = load_settings({})
+    ports = launcher().choose_ports({}, settings.host, int(launcher_defaults()["NIAS_UNITS"]),
+                                    is_free=lambda host, port: True)
+    return {spec.name: spec for spec in launcher().service_specs(settings, ports)}
 
 
 def variables_the_code_reads() -> set[str]:

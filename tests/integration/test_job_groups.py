@@ -338,3 +338,23 @@ def test_a_unit_that_is_not_root_gets_no_job_users_and_says_why():
     said = run_as_nobody("from nias.settings import load_settings\nfrom process_unit.job_users import available\n"
                          "users, why = available(load_settings({'NIAS_DATA_DIR': '/tmp'}))\nprint(users, why)")
     assert said == "None the unit does not run as root, so it cannot run jobs as other users"
+
+
+def _throttled(group: JobGroup) -> int:
+    stat = (group.folders["cpu"] / "cpu.stat").read_text() if "cpu" in group.folders else \
+        (group.folders["unified"] / "cpu.stat").read_text()
+    return int(dict(line.split() for line in stat.splitlines())["nr_throttled"])
+
+
+def test_a_cpu_quota_throttles_every_process_of_the_group_and_none_without_it(unit_root):
+    spin = "import time\nend = time.time() + 1.5\nwhile time.time() < end:\n    pass\n"
+    limited = unit_root.create("limited", cpus=0.25)
+    assert (limited.folders["cpu"] / "cpu.cfs_quota_us").read_text().strip() == "25000"
+    free = unit_root.create("free")
+    for group in (limited, free):
+        job = subprocess.Popen([sys.executable, "-c", spin], preexec_fn=group.enter)
+        assert job.wait(timeout=30) == 0
+    assert _throttled(limited) > 0
+    assert _throttled(free) == 0
+    for group in (limited, free):
+        group.remove()

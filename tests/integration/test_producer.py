@@ -103,7 +103,7 @@ def test_a_publish_without_the_internal_credential_is_refused_and_nothing_is_pub
 def test_health_is_200_with_the_broker_up(client):
     response = client.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"ok": True, "broker": True}
+    assert response.get_json() == {"service": "producer", "name": "producer", "ok": True, "broker": True}
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ def unreachable_client(make_settings, queue_prefix):
 def test_health_is_503_when_the_broker_is_unreachable(unreachable_client):
     response = unreachable_client.get("/healthz")
     assert response.status_code == 503
-    assert response.get_json() == {"ok": False, "broker": False}
+    assert response.get_json() == {"service": "producer", "name": "producer", "ok": False, "broker": False}
 
 
 def test_a_publish_answers_503_broker_unavailable_when_the_broker_is_unreachable(unreachable_client):

@@ -17,6 +17,7 @@ from backend.recorder import Recorder
 from backend.store import jobs as jobs_table
 from nias.amqp import Topology
 from nias.dead_letters import REASON_HEADER
+from nias.health import SandboxMode
 from nias.messages import JobEvent, UnitStatus, unit_key
 from tests.integration.conftest import INTERNAL_TOKEN
 
@@ -142,11 +143,11 @@ def test_an_event_for_a_stale_attempt_is_dropped_not_dead_lettered(sqlite_store,
     assert waiting(broker, topology.dead) == 0
 
 
-def test_a_unit_status_is_recorded(sqlite_store, recorder_for, send):
+def test_a_unit_status_is_recorded_with_the_units_sandbox(sqlite_store, recorder_for, send):
     recorder_for()
-    send(signed(UnitStatus(unit="unit-3", state="busy", job_id="abc", at=1234.5)))
+    send(signed(UnitStatus(unit="unit-3", state="busy", job_id="abc", at=1234.5, sandbox=SandboxMode.NONE)))
     units = eventually(lambda: sqlite_store.list_units(), "the unit status is recorded")
-    assert units == [{"name": "unit-3", "state": "busy", "job_id": "abc", "last_seen": 1234.5}]
+    assert units == [{"name": "unit-3", "state": "busy", "job_id": "abc", "last_seen": 1234.5, "sandbox": "none"}]
 
 
 def test_running_jobs_get_a_fresh_lease_when_the_recorder_starts(sqlite_store, amqp_settings, recorder_for):

@@ -47,7 +47,8 @@ def free_port_block(count: int) -> int:
 
 
 class LocalStack:
-    def __init__(self, workdir: Path, *, units: int = 2, data_dir: Path | None = None, **env: str):
+    def __init__(self, workdir: Path, *, units: int = 2, data_dir: Path | None = None,
+                 own_broker_account: bool = False, **env: str):
         self.workdir = workdir
         self.units = units
         base = free_port_block(2 + units)
@@ -70,8 +71,12 @@ class LocalStack:
             "NIAS_ADMIN_PASSWORD": "admin-password-for-tests",
             "NIAS_ADMIN_TOKEN": f"nias_test_{uuid.uuid4().hex}",
             "NIAS_INTERNAL_TOKEN": uuid.uuid4().hex,
+            # Named, so the launcher keeps RabbitMQ's guest account and the tests can look at the queues.
+            "NIAS_AMQP_URL": os.environ.get("NIAS_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"),
             **{key: str(value) for key, value in env.items()},
         }
+        if own_broker_account:  # as `make up` runs by default: the launcher makes an account of its own
+            del self.env["NIAS_AMQP_URL"]
         self.process: subprocess.Popen | None = None
         self.url = f"http://127.0.0.1:{self.port}"
         self.admin_token = self.env["NIAS_ADMIN_TOKEN"]

@@ -61,15 +61,17 @@ def test_a_pure_v2_host_gets_the_unit_parent_inside_the_units_own_cgroup(v2_tree
 def test_on_v2_every_level_down_to_the_unit_parent_hands_memory_and_pids_to_its_children(v2_tree):
     proc, service = v2_tree
     CgroupRoot.open(UNIT, proc)
-    for level in (service, service / "nias", service / "nias" / UNIT):
+    # cpu too where the level offers it (the fake tree lists controllers at the top level only)
+    assert set((service / "cgroup.subtree_control").read_text().split()) == {"+cpu", "+memory", "+pids"}
+    for level in (service / "nias", service / "nias" / UNIT):
         assert set((level / "cgroup.subtree_control").read_text().split()) == {"+memory", "+pids"}
 
 
 def test_on_v2_a_level_that_already_delegates_is_not_written_again(v2_tree):
     proc, service = v2_tree
-    (service / "cgroup.subtree_control").write_text("memory pids\n")
+    (service / "cgroup.subtree_control").write_text("cpu memory pids\n")
     CgroupRoot.open(UNIT, proc)
-    assert (service / "cgroup.subtree_control").read_text() == "memory pids\n"
+    assert (service / "cgroup.subtree_control").read_text() == "cpu memory pids\n"
 
 
 def test_a_v2_group_gets_its_memory_and_process_limits(v2_group):

@@ -14,7 +14,8 @@ import requests
 from consumer import worker
 from consumer.__main__ import Consumer
 from consumer.delivery import MAX_TRIES, TRIES_HEADER, Delivery
-from consumer.worker import Backend, Claim, Verdict, claim_with_retry, follow_run, unit_is_ready, wait_for_ready_unit
+from consumer.worker import (Backend, Claim, Unit, Verdict, claim_with_retry, follow_run, unit_is_ready,
+                             wait_for_ready_unit)
 from nias.dead_letters import REASON_HEADER
 from nias.errors import ServiceUnavailable
 from nias.messages import JobEvent, JobMessage
@@ -333,3 +334,14 @@ def test_a_unit_whose_health_answer_is_not_an_object_is_not_ready_and_the_worker
     channel = FakeChannel()
     consumer._handle(delivered(channel), MESSAGE)
     assert channel.settled == [("requeue", 7)] and not consumer._busy.is_set()
+
+
+@pytest.mark.parametrize("body, ready", [
+    ({"service": "unit", "name": "unit-1", "ok": True, "busy": None}, True),
+    ({"service": "unit", "name": "unit-2", "ok": True, "busy": None}, False),
+    ({"service": "backend", "name": "backend", "ok": True}, False),
+    ({"ok": True, "busy": None}, False),
+], ids=["itself", "another-unit", "the-backend", "no-identity"])
+def test_a_unit_is_ready_only_when_its_address_answers_as_that_unit(body, ready):
+    unit = Unit(load_settings({"NIAS_UNIT_NAME": "unit-1"}), session=FakeSession(200, json.dumps(body).encode()))
+    assert unit_is_ready(unit) is ready

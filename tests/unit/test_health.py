@@ -1,4 +1,5 @@
-"""`GET /healthz` of the backend and of a processing unit: 200 only when the service can do its work."""
+"""`GET /healthz` of the backend and of a processing unit: 200 only when the service can do its work,
+and always saying which service, of which name, answers (nias/health.py)."""
 from __future__ import annotations
 
 import os
@@ -11,6 +12,8 @@ from typing import Iterator
 
 import pytest
 
+from nias.errors import BadMessage
+from nias.health import Health, SandboxMode, ServiceKind
 from nias.settings import Settings
 
 
@@ -63,7 +66,7 @@ def test_the_backend_is_healthy_when_its_store_answers_and_its_data_dir_is_writa
     app, _, _ = backend
     response = app.test_client().get("/healthz")
     assert response.status_code == 200
-    assert response.json == {"ok": True, "store": True, "data_dir": True}
+    assert response.json == {"service": "backend", "name": "backend", "ok": True, "store": True, "data_dir": True}
 
 
 def test_the_backend_answers_503_when_its_job_store_cannot_be_reached(backend):
@@ -112,6 +115,53 @@ def test_a_unit_is_healthy_when_it_can_write_its_work_dir_results_and_environmen
     assert response.json["ok"] is True and response.json["busy"] is None
 
 
+def test_a_unit_names_itself_and_its_sandbox_in_its_health_answer(unit):
+    app, _ = unit
+    health = Health.from_dict(app.test_client().get("/healthz").json)
+    assert health.is_of(ServiceKind.UNIT, "unit-health")
+    assert not health.is_of(ServiceKind.UNIT, "unit-2") and not health.is_of(ServiceKind.BACKEND, "unit-health")
+    assert health.sandbox is SandboxMode.NONE  # NIAS_SANDBOX=off
+
+
+def test_a_unit_with_bubblewrap_reports_its_sandbox_as_bwrap(data_dir):
+    from process_unit.app import create_app
+
+    settings = Settings(data_dir=data_dir, internal_token="health-test-token", unit_name="unit-bwrap",
+                        sandbox="bwrap")
+    answer = create_app(settings).test_client().get("/healthz").json
+    assert answer["sandbox"] == "bwrap" and answer["unit"] == "unit-bwrap"
+
+
+def test_a_unit_without_bubblewrap_under_the_auto_setting_reports_no_sandbox(data_dir, monkeypatch):
+    from process_unit import sandbox
+    from process_unit.app import create_app
+
+    which = shutil.which
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None if name == "bwrap" else which(name))
+    settings = Settings(data_dir=data_dir, internal_token="health-test-token", unit_name="unit-auto",
+                        sandbox="auto")
+    response = create_app(settings).test_client().get("/healthz")
+    assert response.status_code == 200 and response.json["sandbox"] == "none"
+
+
+def test_the_backend_answers_as_the_backend(backend):
+    app, _, _ = backend
+    assert Health.from_dict(app.test_client().get("/healthz").json).is_of(ServiceKind.BACKEND, "backend")
+
+
+@pytest.mark.parametrize("body", [
+    {"ok": True},  # an answer from before services named themselves, or another program's
+    {"service": "database", "name": "x", "ok": True},
+    {"service": "unit", "ok": True},
+    {"service": "unit", "name": "unit-1", "ok": "yes"},
+    {"service": "unit", "name": "unit-1", "ok": True, "sandbox": "chroot"},
+    ["service", "unit"],
+], ids=["unnamed", "unknown-service", "no-name", "ok-not-bool", "unknown-sandbox", "not-an-object"])
+def test_an_answer_that_does_not_name_a_nias_service_is_refused(body):
+    with pytest.raises(BadMessage):
+        Health.from_dict(body)
+
+
 @pytest.mark.parametrize("folder, check", [("unit_work_dir", "work_dir"), ("jobs_dir", "data_dir"),
                                            ("environments_dir", "environments")])
 def test_a_unit_answers_503_when_a_folder_it_writes_is_not_writable(unit, folder, check):
@@ -120,3 +170,16 @@ def test_a_unit_answers_503_when_a_folder_it_writes_is_not_writable(unit, folder
         response = app.test_client().get("/healthz")
     assert response.status_code == 503
     assert response.json[check] is False and response.json["ok"] is False
+
+
+# --- the sandbox in a unit's presence message (nias/messages.py UnitStatus) --------------------
+
+
+def test_a_units_presence_message_carries_its_sandbox_mode_and_decodes_strictly():
+    from nias.messages import UnitStatus
+
+    sent = UnitStatus(unit="unit-1", state="idle", sandbox=SandboxMode.NONE)
+    assert UnitStatus.decode(sent.encode()).sandbox is SandboxMode.NONE
+    assert UnitStatus.decode(UnitStatus(unit="unit-1", state="idle").encode()).sandbox is None
+    with pytest.raises(BadMessage, match="sandbox"):
+        UnitStatus.decode(sent.encode().replace(b'"none"', b'"chroot"'))

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 
@@ -29,6 +31,8 @@ def installed(monkeypatch, bwrap: str | None) -> None:
         return bwrap if name == "bwrap" else which(name, *args, **kwargs)
 
     monkeypatch.setattr(sandbox_module.shutil, "which", fake_which)
+    if bwrap is not None and not os.path.exists(bwrap):  # a name only: nothing there to probe
+        monkeypatch.setattr(sandbox_module.Sandbox, "_check_bwrap_works", lambda self: None)
 
 
 @pytest.fixture
@@ -74,7 +78,7 @@ def test_auto_uses_bubblewrap_where_it_is_installed_and_runs_python_directly_whe
 
 def test_requiring_bubblewrap_where_it_is_missing_fails_at_start_naming_it(tmp_path, monkeypatch):
     installed(monkeypatch, None)
-    with pytest.raises(ConfigurationError, match="NIAS_SANDBOX=bwrap.*not installed"):
+    with pytest.raises(ConfigurationError, match=r"NIAS_SANDBOX=bwrap, the default\), but bubblewrap \(bwrap\) is not installed: install it .*NIAS_SANDBOX=off"):
         sandbox(tmp_path, sandbox="bwrap")
 
 
@@ -95,3 +99,19 @@ def test_the_members_of_a_jobs_process_group_are_found_and_a_named_command_left_
     finally:
         os.killpg(leader.pid, signal.SIGKILL)
         leader.wait()
+
+
+def test_a_bubblewrap_that_cannot_make_a_sandbox_stops_the_unit_at_start_with_its_reason(tmp_path, monkeypatch):
+    folder = Path(tempfile.mkdtemp(prefix="nias-fake-bwrap-"))  # the job's user must reach it: not under tmp_path
+    folder.chmod(0o755)
+    refusing = folder / "bwrap"
+    refusing.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    refusing.chmod(0o755)
+    installed(monkeypatch, str(refusing))
+    try:
+        with pytest.raises(ConfigurationError) as caught:
+            sandbox(tmp_path, sandbox="bwrap")
+    finally:
+        shutil.rmtree(folder)
+    assert "setting up uid map: Permission denied" in caught.value.message
+    assert "NIAS_SANDBOX=off" in caught.value.message and "seccomp=unconfined" in caught.value.message
