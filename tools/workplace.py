@@ -35,10 +35,7 @@ class WorkPlace:
         return self.work_dir / unit_name
 
     def describe(self) -> str:
-        where = f"work dirs in {self.work_dir}/<unit>, environments in {self.env_dir}"
-        if self.moved_to is None:
-            return where
-        return f"{where} (job users cannot pass through {self.blocked_by}, so not in the data dir)"
+        return f"work dirs in {self.work_dir}/<unit>, environments in {self.env_dir}"
 
 
 def blocking_parent(path: Path, as_root: bool) -> Path | None:
