@@ -7,7 +7,7 @@ with (`make up` gives each service a random one), so a launcher counts only its 
 answer, not one from an older copy of the same service still holding the port. A processing
 unit also says how it sandboxes its jobs.
 
-One flat JSON object: `service`, `name`, `instance`, `ok`, one boolean per check (`store`,
+One flat JSON object: `service`, `name`, `instance` (when set), `ok`, one boolean per check (`store`,
 `data_dir`, ...), and for a unit `unit` (its name again, as consumers read it), `busy` and `sandbox`.
 """
 from __future__ import annotations
@@ -59,8 +59,8 @@ class Health:
         return self.service is service and self.name == name
 
     def to_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"service": self.service.value, "name": self.name, "instance": self.instance,
-                                "ok": self.ok, **self.checks}
+        body: dict[str, Any] = {"service": self.service.value, "name": self.name,
+                                **({"instance": self.instance} if self.instance else {}), "ok": self.ok, **self.checks}
         if self.service is ServiceKind.UNIT:
             body.update(unit=self.name, busy=self.busy, sandbox=self.sandbox.value if self.sandbox else None)
         return body
