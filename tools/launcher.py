@@ -389,7 +389,7 @@ def install_needs(settings: Settings) -> None:
         broker_missing = find_rabbitmq_server() is None
     needs = Needs(rabbitmq=broker_missing, bubblewrap=shutil.which("bwrap") is None, sandbox=settings.sandbox,
                   is_root=os.geteuid() == 0, manager=find_manager(),
-                  no_install=os.environ.get("NIAS_NO_INSTALL", "") not in ("", "0"))
+                  no_install=bool(settings.no_install))
     carry_out(plan_install(needs))
 
 

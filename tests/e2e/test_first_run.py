@@ -142,8 +142,23 @@ def test_the_admin_page_shows_a_banner_when_a_unit_runs_jobs_without_a_sandbox(b
     assert errors == []
 
 
+def test_the_home_page_tells_an_admin_in_one_sentence_when_a_unit_runs_jobs_without_a_sandbox(browser, unsandboxed):
+    page = _admin_page(browser, unsandboxed)
+    errors = _console_errors(page)
+    page.goto("/")
+    note = page.locator("#sandbox-note")
+    expect(note).to_be_visible()
+    expect(note).to_have_text(re.compile(r"^unit-1 runs jobs without a sandbox, [^.]*\.$"))
+    save_screenshot(page, "home-unsandboxed")
+    page.context.close()
+    assert errors == []
+
+
 def test_the_admin_page_shows_no_such_banner_when_every_unit_uses_bubblewrap(browser, stack):
     page = _admin_page(browser, stack)
+    page.goto("/")
+    expect(page.locator("#unit-list")).to_contain_text("unit-1")
+    expect(page.locator("#sandbox-note")).to_be_hidden()
     page.goto("/admin.html")
     expect(page.locator("#users-table")).to_contain_text(admin_credentials(stack)[0])
     expect(page.locator("#sandbox-warning")).to_be_hidden()
