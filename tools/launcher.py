@@ -1,16 +1,15 @@
 """`make up`: every NIAS service as a local process against a local RabbitMQ.
 
-Chooses ports that clash with nothing, starts the backend, the producer and N processing units
-each with its consumer, waits until each answers its health check as itself (a 200 from another
-service on the same port is not enough), warns when units run jobs without a mount namespace,
-prints the URL, restarts (and reports) a service that dies, and stops them all on Ctrl-C
+Chooses ports that clash with nothing (tools/ports.py), installs or names what is missing
+(tools/packages.py), puts the units' work dirs where job users can reach them (tools/workplace.py),
+starts the backend, the producer and N processing units each with its consumer, waits until each
+answers its health check as itself, from the very process it started (a 200 from another service,
+or an older start of the same one, is not enough), warns when units run jobs without a mount
+namespace, ends with a short block (tools/banner.py: the URL, how to sign in, the data dir, the
+units and their sandbox), restarts (and reports) a service that dies, and stops them all on Ctrl-C
 (SIGINT), SIGTERM or SIGHUP. A service that dies or never answers as itself while the stack
 starts stops everything: the launcher names it, shows the last lines it wrote and exits 1.
 The commands here are the ones docker-compose.yaml runs.
-
-Ports: a port set explicitly (`NIAS_PORT`, `NIAS_PRODUCER_PORT`, `NIAS_UNIT_BASE_PORT`) is used
-as it is, or the launcher refuses to start, naming the variable and the port, when it is in use
-or overlaps another service's; a port left to its default moves to the next free one.
 
 Each service runs in a process group of its own, so a Ctrl-C in the terminal reaches only the
 launcher, which stops the services in order (a unit hands its running job back); a service
