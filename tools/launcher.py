@@ -48,7 +48,7 @@ from nias.settings import Settings, load_settings  # noqa: E402
 from tools.banner import Banner, sign_in_hint  # noqa: E402
 from tools.broker import private_broker_url  # noqa: E402
 from tools.packages import Needs, carry_out, find_manager, plan_install  # noqa: E402
-from tools.ports import Ports, choose_ports, port_free  # noqa: E402,F401 (port_free: for the tests)
+from tools.ports import PORT_VARIABLES, Ports, choose_ports, port_free  # noqa: E402,F401 (for the tests)
 from tools.workplace import WorkPlace, choose_work_place, prepare_place  # noqa: E402
 
 logger = logging.getLogger("nias.launcher")
@@ -124,8 +124,9 @@ def service_specs(settings: Settings, ports: Ports, place: WorkPlace | None = No
     for index, port in enumerate(ports.units, start=1):
         unit_url = f"http://{host}:{port}"
         unit_env = {"NIAS_UNIT_NAME": f"unit-{index}", "NIAS_UNIT_PORT": str(port), "NIAS_UNIT_URL": unit_url,
-                    "NIAS_BACKEND_URL": backend_url, "NIAS_WORK_DIR": str(place.unit_work_dir(f"unit-{index}")),
-                    "NIAS_ENV_DIR": str(place.env_dir)}
+                    "NIAS_BACKEND_URL": backend_url, "NIAS_WORK_DIR": str(place.unit_work_dir(f"unit-{index}"))}
+        if place.env_dir != settings.environments_dir:  # moved where job users reach it
+            unit_env["NIAS_ENV_DIR"] = str(place.env_dir)
         services.append(Service(f"unit-{index}", gunicorn("process-unit/gunicorn.conf.py",
                                                           "process_unit.app:create_served_app()"),
                                 unit_env, f"{unit_url}/healthz", ServiceKind.UNIT))
