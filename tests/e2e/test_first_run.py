@@ -129,29 +129,36 @@ def test_units_report_their_sandbox_to_the_backend(unsandboxed):
     assert [(unit["name"], unit["sandbox"]) for unit in units] == [("unit-1", "none")]
 
 
-def test_the_admin_page_shows_a_banner_when_a_unit_runs_jobs_without_a_sandbox(browser, unsandboxed):
+@pytest.mark.parametrize("path,warning,text", [
+    ("/admin.html", "#sandbox-warning", r"unit-1 runs jobs without a sandbox"),
+    ("/", "#sandbox-note", r"^unit-1 runs jobs without a sandbox, [^.]*\.$"),  # one sentence
+], ids=["admin-banner", "home-sentence"])
+def test_the_admin_page_and_the_home_page_warn_an_admin_when_a_unit_runs_jobs_without_a_sandbox(
+        browser, unsandboxed, path, warning, text):
     page = _admin_page(browser, unsandboxed)
     errors = _console_errors(page)
-    page.goto("/admin.html")
-    banner = page.locator("#sandbox-warning")
-    expect(banner).to_be_visible()
-    expect(banner).to_contain_text("unit-1")
-    expect(banner).to_contain_text("without a sandbox")
-    save_screenshot(page, "admin-unsandboxed")
+    page.goto(path)
+    expect(page.locator(warning)).to_be_visible()
+    expect(page.locator(warning)).to_have_text(re.compile(text))
+    save_screenshot(page, f"{warning[1:]}-unsandboxed")
     page.context.close()
     assert errors == []
 
 
-def test_the_home_page_tells_an_admin_in_one_sentence_when_a_unit_runs_jobs_without_a_sandbox(browser, unsandboxed):
-    page = _admin_page(browser, unsandboxed)
-    errors = _console_errors(page)
+def test_the_home_page_keeps_the_sandbox_sentence_from_users_who_are_not_admins(browser, unsandboxed):
+    email, password = f"{uuid.uuid4().hex[:8]}@lab.example", "a long enough password"
+    created = unsandboxed.http.post(f"{unsandboxed.url}/api/users", json={"email": email, "password": password,
+                                                                          "role": "user"}, timeout=10)
+    assert created.status_code == 201, created.text
+    context = browser.new_context(base_url=unsandboxed.url)
+    context.set_default_timeout(15_000)
+    sign_in(context, email, password)
+    page = context.new_page()
     page.goto("/")
-    note = page.locator("#sandbox-note")
-    expect(note).to_be_visible()
-    expect(note).to_have_text(re.compile(r"^unit-1 runs jobs without a sandbox, [^.]*\.$"))
-    save_screenshot(page, "home-unsandboxed")
-    page.context.close()
-    assert errors == []
+    expect(page.locator("#unit-list")).to_contain_text("unit-1")
+    expect(page.locator("#queue-live")).to_contain_text("Updated")
+    expect(page.locator("#sandbox-note")).to_be_hidden()
+    context.close()
 
 
 def test_the_admin_page_shows_no_such_banner_when_every_unit_uses_bubblewrap(browser, stack):
