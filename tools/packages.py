@@ -12,7 +12,7 @@ import logging
 import os
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 logger = logging.getLogger("nias.launcher")
 
@@ -50,7 +50,7 @@ class InstallPlan:
     commands: tuple[tuple[str, ...], ...] = ()  # to run in order, each shown first
     stop: str | None = None  # why make up cannot start, with the command to run (exit 2)
     note: str | None = None  # advice that does not stop it
-    packages: tuple[str, ...] = field(default=())
+    packages: tuple[str, ...] = ()  # what it installs, or would
 
 
 def _install_command(manager: str | None, packages: list[str], is_root: bool) -> str | None:
