@@ -37,6 +37,8 @@ class Settings:
     backend_url: str = "http://127.0.0.1:8080"
     unit_url: str = "http://127.0.0.1:8090"
     unit_name: str = "unit-1"
+    instance_id: str = ""  # named in /healthz, so a launcher knows its own child's answer
+    no_install: int = 0  # 1: `make up` installs nothing, it names what to install and stops
     work_dir: Path | None = None
     env_dir: Path | None = None
     job_python: str = dataclasses.field(default_factory=_default_job_python)
@@ -167,6 +169,8 @@ ENVIRONMENT = {
     "NIAS_BACKEND_URL": "backend_url",
     "NIAS_UNIT_URL": "unit_url",
     "NIAS_UNIT_NAME": "unit_name",
+    "NIAS_INSTANCE_ID": "instance_id",
+    "NIAS_NO_INSTALL": "no_install",
     "NIAS_WORK_DIR": "work_dir",
     "NIAS_ENV_DIR": "env_dir",
     "NIAS_JOB_PYTHON": "job_python",

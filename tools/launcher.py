@@ -1,16 +1,15 @@
 """`make up`: every NIAS service as a local process against a local RabbitMQ.
 
-Chooses ports that clash with nothing, starts the backend, the producer and N processing units
-each with its consumer, waits until each answers its health check as itself (a 200 from another
-service on the same port is not enough), warns when units run jobs without a mount namespace,
-prints the URL, restarts (and reports) a service that dies, and stops them all on Ctrl-C
+Chooses ports that clash with nothing (tools/ports.py), installs or names what is missing
+(tools/packages.py), puts the units' work dirs where job users can reach them (tools/workplace.py),
+starts the backend, the producer and N processing units each with its consumer, waits until each
+answers its health check as itself, from the very process it started (a 200 from another service,
+or an older start of the same one, is not enough), warns when units run jobs without a mount
+namespace, ends with a short block (tools/banner.py: the URL, how to sign in, the data dir, the
+units and their sandbox), restarts (and reports) a service that dies, and stops them all on Ctrl-C
 (SIGINT), SIGTERM or SIGHUP. A service that dies or never answers as itself while the stack
 starts stops everything: the launcher names it, shows the last lines it wrote and exits 1.
 The commands here are the ones docker-compose.yaml runs.
-
-Ports: a port set explicitly (`NIAS_PORT`, `NIAS_PRODUCER_PORT`, `NIAS_UNIT_BASE_PORT`) is used
-as it is, or the launcher refuses to start, naming the variable and the port, when it is in use
-or overlaps another service's; a port left to its default moves to the next free one.
 
 Each service runs in a process group of its own, so a Ctrl-C in the terminal reaches only the
 launcher, which stops the services in order (a unit hands its running job back); a service
@@ -28,7 +27,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -36,7 +34,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
 
 import requests
 
@@ -48,7 +45,11 @@ from nias.errors import BadMessage, BrokerUnavailable, ConfigurationError, NiasE
 from nias.health import Health, SandboxMode, ServiceKind  # noqa: E402
 from nias.logs import configure_logging  # noqa: E402
 from nias.settings import Settings, load_settings  # noqa: E402
+from tools.banner import Banner, sign_in_hint  # noqa: E402
 from tools.broker import private_broker_url  # noqa: E402
+from tools.packages import Needs, carry_out, find_manager, plan_install  # noqa: E402
+from tools.ports import PORT_VARIABLES, Ports, choose_ports, port_free  # noqa: E402,F401 (for the tests)
+from tools.workplace import WorkPlace, choose_work_place, prepare_place  # noqa: E402
 
 logger = logging.getLogger("nias.launcher")
 
@@ -67,9 +68,6 @@ START_TIMEOUT_S = 60
 TAIL_LINES = 20  # of a service's output, shown when it fails to start
 KEPT_LINES = 200
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception): ")  # the last line of a Python traceback
-# The variable that sets each service's port, and its default; units take consecutive ports.
-PORT_VARIABLES = {"backend": ("NIAS_PORT", 8080), "producer": ("NIAS_PRODUCER_PORT", 8081),
-                  "units": ("NIAS_UNIT_BASE_PORT", 8090)}
 _output_lock = threading.Lock()
 
 
@@ -93,6 +91,7 @@ class Service:
     output: deque = field(default_factory=lambda: deque(maxlen=KEPT_LINES))  # its last lines
     pump: threading.Thread | None = None
     health: Health | None = None  # its last answer as itself
+    instance_id: str = field(default_factory=lambda: secrets.token_hex(8))  # NIAS_INSTANCE_ID: this start's
 
     def first_error(self) -> str:
         """The first exception it reported: the cause, before the noise that may follow it."""
@@ -104,78 +103,14 @@ class Service:
         return "\n".join(f"  {self.name} | {line}" for line in tail) if tail else f"  ({self.name} wrote nothing)"
 
 
-@dataclass(frozen=True)
-class Ports:
-    backend: int
-    producer: int
-    units: tuple[int, ...]
-
-
-def port_free(host: str, port: int) -> bool:
-    """Whether a server could listen on host:port now (as gunicorn binds: with SO_REUSEADDR)."""
-    try:
-        family, kind, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-    except socket.gaierror:
-        return False
-    with socket.socket(family, kind) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(address)
-        except OSError:
-            return False
-    return True
-
-
-def _explicit_port(environ: Mapping[str, str], variable: str) -> int | None:
-    raw = environ.get(variable, "")
-    if raw == "":
-        return None
-    if not raw.isdigit() or not 0 < int(raw) < 65536:
-        raise ConfigurationError(f"{variable} must be a port number (1-65535), got {raw!r}")
-    return int(raw)
-
-
-def choose_ports(environ: Mapping[str, str], host: str, units: int,
-                 is_free: Callable[[str, int], bool] = port_free) -> Ports:
-    """Every service's port: an explicit one as set (refused, naming its variable, when it is in use
-    or another service's), a default one moved on to the next free port. Explicit ones go first,
-    so a default never pushes a port the admin chose."""
-    wanted = [("backend", "backend", 0), ("producer", "producer", 0)]
-    wanted += [(f"unit-{index}", "units", index - 1) for index in range(1, units + 1)]
-    taken: dict[int, str] = {}
-    chosen: dict[str, int] = {}
-    explicit = {group: _explicit_port(environ, variable) for group, (variable, _) in PORT_VARIABLES.items()}
-    for name, group, offset in sorted(wanted, key=lambda want: explicit[want[1]] is None):
-        variable, default = PORT_VARIABLES[group]
-        if explicit[group] is not None:
-            port = explicit[group] + offset
-            setting = f"{variable}={explicit[group]}" + (f" gives {name} port {port}" if offset else "")
-            if port in taken:
-                raise ConfigurationError(f"{setting}, which {taken[port]} uses too: choose ports that do not overlap")
-            if port > 65535 or not is_free(host, port):
-                raise ConfigurationError(f"{setting}, but port {port} on {host} is in use by another program: "
-                                         f"stop it or set {variable} to a free port")
-        else:
-            port = default + offset
-            while port in taken or not is_free(host, port):
-                port += 1
-                if port > 65535:
-                    raise ConfigurationError(f"No free port for {name} above {default + offset}; set {variable}")
-            if port != default + offset:
-                holder = taken.get(default + offset, "another program")
-                logger.info("Port %s is taken (by %s): %s listens on %s instead (set %s to choose)", default + offset,
-                            holder, name, port, variable)
-        taken[port] = name
-        chosen[name] = port
-    return Ports(chosen["backend"], chosen["producer"], tuple(chosen[f"unit-{i}"] for i in range(1, units + 1)))
-
-
 def gunicorn(config: str, app: str) -> list[str]:
     return [str(BIN / "gunicorn"), "--config", str(ROOT / config), app]
 
 
-def service_specs(settings: Settings, ports: Ports) -> list[Service]:
-    """The services `make up` runs; docker-compose.yaml runs the same commands."""
+def service_specs(settings: Settings, ports: Ports, place: WorkPlace | None = None) -> list[Service]:
+    """The services `make up` runs; docker-compose.yaml runs the same commands. Each unit works in a
+    folder of its own (a unit clears its work dir of leftovers at start); they share the environments."""
+    place = place or WorkPlace(settings.data_dir / "work", settings.environments_dir)
     host = settings.host
     backend_url = f"http://{host}:{ports.backend}"
     producer_url = f"http://{host}:{ports.producer}"
@@ -189,7 +124,9 @@ def service_specs(settings: Settings, ports: Ports) -> list[Service]:
     for index, port in enumerate(ports.units, start=1):
         unit_url = f"http://{host}:{port}"
         unit_env = {"NIAS_UNIT_NAME": f"unit-{index}", "NIAS_UNIT_PORT": str(port), "NIAS_UNIT_URL": unit_url,
-                    "NIAS_BACKEND_URL": backend_url}
+                    "NIAS_BACKEND_URL": backend_url, "NIAS_WORK_DIR": str(place.unit_work_dir(f"unit-{index}"))}
+        if place.env_dir != settings.environments_dir:  # moved where job users reach it
+            unit_env["NIAS_ENV_DIR"] = str(place.env_dir)
         services.append(Service(f"unit-{index}", gunicorn("process-unit/gunicorn.conf.py",
                                                           "process_unit.app:create_served_app()"),
                                 unit_env, f"{unit_url}/healthz", ServiceKind.UNIT))
@@ -281,7 +218,8 @@ class Stack:
         os.replace(partial, self.pid_file)
 
     def start(self, service: Service) -> None:
-        env = {**self.base_env, **service.env, "PYTHONPATH": os.pathsep.join(
+        service.instance_id = secrets.token_hex(8)  # this start's: an answer from an older one does not count
+        env = {**self.base_env, **service.env, "NIAS_INSTANCE_ID": service.instance_id, "PYTHONPATH": os.pathsep.join(
             [str(ROOT), str(ROOT / "backend"), str(ROOT / "producer"), str(ROOT / "consumer"),
              str(ROOT / "process-unit")])}
         service.process = subprocess.Popen(service.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL,
@@ -387,6 +325,9 @@ def ask_health(service: Service) -> tuple[Health | None, str]:
         return None, f"something that is not a NIAS service answered {response.status_code}"
     if not health.is_of(service.kind, service.name):
         return None, f"the answer came from {health.service.value} {health.name!r}, not from {service.name}"
+    if health.instance != service.instance_id:
+        return None, (f"the answer came from another {service.name} (instance {health.instance or 'unnamed'!r}, "
+                      f"not {service.instance_id!r}: one started before, still holding the port?)")
     if response.status_code != 200 or not health.ok:
         failing = ", ".join(name for name, passed in health.checks.items() if not passed)
         return None, f"it answered {response.status_code}, failing its checks: {failing or 'none named'}"
@@ -411,7 +352,7 @@ def sandbox_warning(services: list[Service], settings: Settings, as_root: bool) 
                    "the default) to require it.")
 
 
-def run(stack: Stack, settings: Settings, ports: Ports) -> None:
+def run(stack: Stack, settings: Settings, ports: Ports, place: WorkPlace) -> None:
     """Start every service, wait until each answers as itself, then supervise until asked to stop."""
     for service in stack.services:
         if stack.stop_requested:
@@ -424,11 +365,48 @@ def run(stack: Stack, settings: Settings, ports: Ports) -> None:
     if warning:
         logger.warning("%s", warning)
     url = f"http://{settings.host}:{ports.backend}/"
-    logger.info("NIAS is up: %s  (data in %s; Ctrl-C stops every service)", url, settings.data_dir)
+    print(closing_banner(stack.services, settings, url, place).text(), flush=True)
     print(f"NIAS_READY {url}", flush=True)
     while not stack.stop_requested:
         stack.supervise_once()
         time.sleep(0.5)
+
+
+def closing_banner(services: list[Service], settings: Settings, url: str, place: WorkPlace) -> Banner:
+    backend = next(s for s in services if s.kind is ServiceKind.BACKEND)
+    units = [s for s in services if s.kind is ServiceKind.UNIT]
+    return Banner(url, sign_in_hint(settings.admin_email, bool(settings.admin_password), list(backend.output)),
+                  str(settings.data_dir), place.describe(), len(units),
+                  tuple(s.name for s in units if s.health and s.health.sandbox is SandboxMode.NONE))
+
+
+def install_needs(settings: Settings) -> None:
+    """Install (or say how to install) what is missing: rabbitmq-server when no broker answers, bubblewrap."""
+    try:
+        connect(settings, attempts=1).close()
+        broker_missing = False
+    except BrokerUnavailable:
+        broker_missing = find_rabbitmq_server() is None
+    needs = Needs(rabbitmq=broker_missing, bubblewrap=shutil.which("bwrap") is None, sandbox=settings.sandbox,
+                  is_root=os.geteuid() == 0, manager=find_manager(),
+                  no_install=bool(settings.no_install))
+    carry_out(plan_install(needs))
+
+
+def work_place(settings: Settings) -> WorkPlace:
+    """Where the units' work dirs and environments go (said at start); SystemExit(2) if it cannot be made."""
+    place = choose_work_place(os.environ, settings.data_dir, os.geteuid() == 0)
+    try:
+        prepare_place(place)
+    except ConfigurationError as exc:
+        logger.error("Not starting: %s", exc.message)
+        raise SystemExit(2) from None
+    if place.moved_to is not None:
+        logger.info("Jobs run as other users, who cannot pass through %s: their work dirs and environments go to "
+                    "%s (uploads, results and private/ stay in %s)", place.blocked_by, place.moved_to,
+                    settings.data_dir)
+    logger.info("Jobs: %s", place.describe())
+    return place
 
 
 def main() -> None:
@@ -440,20 +418,22 @@ def main() -> None:
     except ConfigurationError as exc:
         logger.error("Not starting: %s", exc.message)
         raise SystemExit(2) from None
+    install_needs(settings)
     ensure_rabbitmq(settings)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    place = work_place(settings)
     settings = use_own_broker_account(settings)
     # One credential for the services to know each other by, unless the admin set one.
     internal_token = settings.internal_token or secrets.token_urlsafe(32)
     base_env = {**os.environ, "NIAS_DATA_DIR": str(settings.data_dir), "NIAS_INTERNAL_TOKEN": internal_token,
                 "NIAS_AMQP_URL": settings.amqp_url}
-    stack = Stack(service_specs(settings, ports), base_env, settings.data_dir / "run" / "services.json")
+    stack = Stack(service_specs(settings, ports, place), base_env, settings.data_dir / "run" / "services.json")
 
     for signum in STOP_SIGNALS:
         signal.signal(signum, stack.request_stop)
     failed = False
     try:
-        run(stack, settings, ports)
+        run(stack, settings, ports, place)
     except StartFailed as exc:
         logger.error("NIAS did not start: %s\nStopping the other services.", exc.message)
         failed = True

@@ -86,7 +86,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Uploads land in uploads/, then move to jobs/<id>/ with the job's log and result.
         checks = {"store": store.ping(),
                   "data_dir": folder_writable(settings.uploads_dir) and folder_writable(settings.jobs_dir)}
-        return health_response(Health(ServiceKind.BACKEND, "backend", checks))
+        return health_response(Health(ServiceKind.BACKEND, "backend", checks, instance=settings.instance_id))
 
     @app.get("/api/limits")
     def limits():

@@ -1,7 +1,8 @@
-// Home: the queue at a glance, the latest jobs and this server's limits.
+// Home: the queue at a glance, the latest jobs and this server's limits; for admins, a sentence
+// while a processing unit runs jobs without a sandbox (as the Admin page's banner says).
 
 import "./account-menu.js";
-import { ApiError, getJSON, getLimits, jobUrl, jobsQuery } from "./api.js";
+import { ApiError, getJSON, getLimits, getMe, jobUrl, jobsQuery } from "./api.js";
 import { badge, byId, el, setText, showError } from "./dom.js";
 import { formatAgo, formatClock, formatDuration, plural } from "./format.js";
 import { renderJobRows } from "./job-rows.js";
@@ -52,6 +53,18 @@ function renderUnits(units) {
       badge(unit.state)))));
 }
 
+/** For admins: one sentence naming the online units that run jobs without a sandbox. */
+async function showSandboxNote(units) {
+  const note = byId("sandbox-note");
+  const bare = (units || []).filter((unit) => unit.sandbox === "none" && unit.state !== "offline")
+    .map((unit) => unit.name);
+  const me = bare.length ? await getMe().catch(() => null) : null;
+  note.hidden = !(me && me.role === "admin");
+  if (note.hidden) return;
+  note.textContent = `${bare.join(", ")} ${bare.length === 1 ? "runs" : "run"} jobs without a sandbox, so a job `
+    + "sees the files, processes and network of its host (see the Admin page).";
+}
+
 async function refreshQueue() {
   const live = byId("queue-live");
   try {
@@ -59,6 +72,7 @@ async function refreshQueue() {
     setText(byId("count-queued"), String(summary.counts.queued ?? 0));
     setText(byId("count-running"), String(summary.counts.running ?? 0));
     renderUnits(summary.units);
+    await showSandboxNote(summary.units);
     showError(byId("queue-error"), null);
     live.className = "live";
     live.lastChild.textContent = `Updated ${formatClock(new Date())}`;

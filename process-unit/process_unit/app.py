@@ -107,7 +107,8 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
     def healthz():
         busy = runner.current()
         return health_response(Health(ServiceKind.UNIT, settings.unit_name, _can_work(settings),
-                                      busy.job_id if busy else None, runner.sandbox.mode))
+                                      busy.job_id if busy else None, runner.sandbox.mode,
+                                      settings.instance_id))
 
     return app
 

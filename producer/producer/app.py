@@ -39,7 +39,8 @@ def create_app(settings: Settings | None = None, publisher: JobPublisher | None 
 
     @app.get("/healthz")
     def healthz():
-        return health_response(Health(ServiceKind.PRODUCER, "producer", {"broker": publisher.is_ready()}))
+        return health_response(Health(ServiceKind.PRODUCER, "producer", {"broker": publisher.is_ready()},
+                                      instance=settings.instance_id))
 
     return app
 

@@ -10,6 +10,7 @@ import importlib.util
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -141,10 +142,16 @@ def test_a_web_port_set_on_unit_2s_default_port_gives_unit_2_another_port_and_ev
         assert urls["backend"] == stack.url
         assert urls["unit-2"] != stack.url
         assert len(set(urls.values())) == len(urls) == 4
+        instances = set()
         for name, kind in [("backend", ServiceKind.BACKEND), ("producer", ServiceKind.PRODUCER),
                            ("unit-1", ServiceKind.UNIT), ("unit-2", ServiceKind.UNIT)]:
             answer = Health.from_dict(requests.get(f"{urls[name]}/healthz", timeout=5).json())
             assert answer.is_of(kind, name), (name, answer)
+            # The answer names the instance the launcher started this very process with.
+            environ = Path(f"/proc/{stack.service_pid(name)}/environ").read_bytes().split(b"\0")
+            assert f"NIAS_INSTANCE_ID={answer.instance}".encode() in environ and len(answer.instance) >= 16
+            instances.add(answer.instance)
+        assert len(instances) == 4
         assert "exited with code" not in stack.log_path.read_text(errors="replace")
     finally:
         stack.stop()
@@ -167,6 +174,7 @@ def test_an_explicit_port_in_use_stops_the_launcher_before_anything_starts_namin
         log = _failed_start(stack)
         assert stack.process.returncode == 2
         assert f"NIAS_PRODUCER_PORT={port}" in log and f"port {port} on 127.0.0.1 is in use" in log
+        assert f"in use by pid {os.getpid()} (" in log  # who holds it: this test's own process
         assert "Started" not in log and "NIAS is up" not in log
     finally:
         holder.close()
@@ -183,6 +191,31 @@ def test_a_unit_that_dies_at_start_is_named_with_its_last_lines_and_the_others_a
         assert re.search(r"Its last lines:\n  unit-1 \| ", log)
         assert "NIAS is up" not in log and "NIAS_READY" not in log
         assert all(f"Stopped {name}" in log for name in ("backend", "producer", "consumer-1"))
+    finally:
+        stack.stop()
+
+
+def _path_without_bwrap(folder: Path) -> str:
+    """A PATH of links to the programs a stack needs, bubblewrap left out."""
+    folder.mkdir()
+    for program in ("python3", "rabbitmqctl", "sh", "pgrep"):  # uv: the one beside this Python
+        found = shutil.which(program, path=os.environ["PATH"] + ":/usr/sbin:/sbin")
+        assert found, f"{program} is needed on this machine"
+        (folder / program).symlink_to(found)
+    assert shutil.which("bwrap", path=str(folder)) is None
+    return str(folder)
+
+
+def test_without_bubblewrap_and_with_no_install_set_make_up_stops_at_once_naming_the_command_and_the_opt_out(
+        tmp_path):
+    stack = LocalStack(tmp_path / "no-bwrap", units=1, PATH=_path_without_bwrap(tmp_path / "bin"),
+                       NIAS_NO_INSTALL="1", NIAS_SANDBOX="")
+    try:
+        log = _failed_start(stack)
+        assert stack.process.returncode == 2
+        assert "make up needs bubblewrap" in log and "run: apt-get install bubblewrap" in log
+        assert "NIAS_SANDBOX=off" in log and "NIAS_NO_INSTALL=1" in log
+        assert "Started" not in log and "Installing" not in log
     finally:
         stack.stop()
 

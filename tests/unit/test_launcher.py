@@ -1,11 +1,18 @@
 """tools/launcher.py: `ensure_rabbitmq` starts a local broker when one is installed, else explains;
-`choose_ports` gives every service a port of its own; `ask_health` takes only an answer from the
-service it asks for; `sandbox_warning` says what jobs see without a mount namespace."""
+`plan_install` installs or names what is missing; `choose_ports` gives every service a port of its
+own and names who holds a taken one; `choose_work_place` puts work dirs where job users reach them,
+one per unit; `ask_health` takes only an answer from the very process it started; `sandbox_warning`
+says what jobs see without a mount namespace; the closing block says how to sign in."""
 from __future__ import annotations
 
 import importlib.util
 import json
+import logging
+import os
+import shutil
+import socket
 import sys
+import tempfile
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -15,6 +22,11 @@ import pytest
 from nias.errors import BrokerUnavailable, ConfigurationError
 from nias.health import Health, SandboxMode, ServiceKind
 from nias.settings import Settings
+from tools import packages, workplace
+from tools.banner import Banner, sign_in_hint
+from tools.packages import InstallPlan, Needs, plan_install
+from tools.ports import port_holder
+from tools.workplace import WorkPlace, choose_work_place, prepare_place
 
 LAUNCHER = Path(__file__).resolve().parents[2] / "tools" / "launcher.py"
 
@@ -128,10 +140,22 @@ def test_default_ports_taken_by_another_program_move_to_the_next_free_ones(launc
     assert len({ports.backend, ports.producer, *ports.units}) == 4
 
 
-def test_an_explicit_port_in_use_is_refused_naming_its_variable_and_port(launcher):
+def test_an_explicit_port_in_use_is_refused_naming_its_variable_its_port_and_who_holds_it(launcher):
     with pytest.raises(ConfigurationError) as refused:
-        launcher.choose_ports({"NIAS_PRODUCER_PORT": "9100"}, "127.0.0.1", 2, _free_except(9100))
+        launcher.choose_ports({"NIAS_PRODUCER_PORT": "9100"}, "127.0.0.1", 2, _free_except(9100),
+                              lambda port: f"pid 4242 (a program on {port})")
     assert "NIAS_PRODUCER_PORT=9100" in refused.value.message and "port 9100" in refused.value.message
+    assert "in use by pid 4242 (a program on 9100)" in refused.value.message
+
+
+def test_the_holder_of_a_listening_port_is_found_by_pid_and_command_line():
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        holder = port_holder(port)
+    assert holder.startswith(f"pid {os.getpid()} (") and "python" in holder
+    assert port_holder(port) is None  # closed: nobody listens there now
 
 
 def test_explicit_ports_that_overlap_are_refused_naming_the_unit_and_the_variable(launcher):
@@ -189,7 +213,7 @@ def answering():
 
 
 def _unit_2(launcher, url):
-    return launcher.Service("unit-2", ["true"], health_url=url, kind=ServiceKind.UNIT)
+    return launcher.Service("unit-2", ["true"], health_url=url, kind=ServiceKind.UNIT, instance_id="started-now")
 
 
 def test_a_200_from_the_backend_at_a_units_health_url_does_not_count_as_the_unit(launcher, answering):
@@ -215,11 +239,33 @@ def test_a_200_that_names_no_nias_service_does_not_count(launcher, answering):
 
 def test_the_unit_itself_counts_once_its_checks_pass(launcher, answering):
     reply, url = answering
-    reply["status"], reply["body"] = 503, Health(ServiceKind.UNIT, "unit-2", {"uv": False}).to_dict()
+    reply["status"], reply["body"] = 503, Health(ServiceKind.UNIT, "unit-2", {"uv": False},
+                                                  instance="started-now").to_dict()
     health, why = launcher.ask_health(_unit_2(launcher, url))
     assert health is None and "uv" in why
-    reply["status"], reply["body"] = 200, Health(ServiceKind.UNIT, "unit-2", {"uv": True}).to_dict()
+    reply["status"], reply["body"] = 200, Health(ServiceKind.UNIT, "unit-2", {"uv": True},
+                                                  instance="started-now").to_dict()
     assert launcher.ask_health(_unit_2(launcher, url))[0].is_of(ServiceKind.UNIT, "unit-2")
+
+
+def test_a_200_from_the_same_unit_started_before_does_not_count_as_the_one_just_started(launcher, answering):
+    reply, url = answering
+    reply["body"] = Health(ServiceKind.UNIT, "unit-2", {"uv": True}, instance="an-older-start").to_dict()
+    health, why = launcher.ask_health(_unit_2(launcher, url))
+    assert health is None
+    assert "an-older-start" in why and "started-now" in why
+
+
+def test_each_start_of_a_service_gets_a_new_instance_id_in_its_environment(launcher, tmp_path):
+    service = launcher.Service("producer", [sys.executable, "-c", "import os; print(os.environ['NIAS_INSTANCE_ID'])"])
+    stack = launcher.Stack([service], dict(os.environ), tmp_path / "services.json")
+    seen = []
+    for _ in range(2):
+        stack.start(service)
+        service.process.wait(30)
+        service.pump.join(5)
+        seen.append(service.output[-1])
+    assert seen[0] != seen[1] and seen[1] == service.instance_id and len(seen[1]) >= 16
 
 
 # --- the sandbox warning ----------------------------------------------------------------------
@@ -250,3 +296,169 @@ def test_without_root_the_warning_says_jobs_can_read_the_data_dir_and_the_job_st
     warning = launcher.sandbox_warning(_units(launcher, SandboxMode.NONE), Settings(sandbox="off"), as_root=False)
     assert "NIAS_SANDBOX=off" in warning
     assert "the job store" in warning and "your own user" in warning
+
+
+# --- what make up installs --------------------------------------------------------------------
+
+
+def _needs(**facts) -> Needs:
+    defaults = dict(rabbitmq=False, bubblewrap=False, sandbox="bwrap", is_root=True, manager="apt-get",
+                    no_install=False)
+    return Needs(**{**defaults, **facts})
+
+
+def test_nothing_missing_means_nothing_is_installed():
+    assert plan_install(_needs()) == InstallPlan()
+
+
+def test_as_root_with_apt_get_what_is_missing_is_installed_after_an_apt_get_update():
+    plan = plan_install(_needs(rabbitmq=True, bubblewrap=True))
+    assert plan.commands == (("apt-get", "update"), ("apt-get", "install", "-y", "rabbitmq-server", "bubblewrap"))
+    assert plan.stop is None
+
+
+def test_bubblewrap_is_not_wanted_when_the_sandbox_is_off():
+    assert plan_install(_needs(bubblewrap=True, sandbox="off")) == InstallPlan()
+    plan = plan_install(_needs(rabbitmq=True, bubblewrap=True, sandbox="off"))
+    assert plan.commands[-1] == ("apt-get", "install", "-y", "rabbitmq-server")
+
+
+def test_with_no_install_set_it_stops_naming_the_command_and_the_way_to_run_without_a_sandbox():
+    plan = plan_install(_needs(bubblewrap=True, no_install=True))
+    assert plan.commands == ()
+    assert "run: apt-get install bubblewrap" in plan.stop and "NIAS_NO_INSTALL=1" in plan.stop
+    assert "NIAS_SANDBOX=off" in plan.stop and "NIAS_AMQP_URL" not in plan.stop
+
+
+def test_without_root_it_stops_naming_the_sudo_command_for_both_packages():
+    plan = plan_install(_needs(rabbitmq=True, bubblewrap=True, is_root=False))
+    assert plan.commands == ()
+    assert "run: sudo apt-get install rabbitmq-server bubblewrap" in plan.stop
+    assert "NIAS_AMQP_URL" in plan.stop and "NIAS_SANDBOX=off" in plan.stop
+
+
+def test_without_apt_get_it_names_the_command_of_the_package_manager_it_found():
+    assert "run: dnf install bubblewrap" in plan_install(_needs(bubblewrap=True, manager="dnf")).stop
+    assert "run: brew install rabbitmq" in plan_install(_needs(rabbitmq=True, manager="brew", is_root=False)).stop
+    unknown = plan_install(_needs(rabbitmq=True, manager=None))
+    assert unknown.commands == () and "with this system's package manager" in unknown.stop
+
+
+def test_a_missing_bubblewrap_that_the_auto_sandbox_can_do_without_only_brings_a_note():
+    plan = plan_install(_needs(bubblewrap=True, sandbox="auto", is_root=False))
+    assert plan.stop is None and plan.commands == ()
+    assert "sudo apt-get install bubblewrap" in plan.note and "WITHOUT A SANDBOX" in plan.note
+    assert plan_install(_needs(bubblewrap=True, sandbox="auto")).commands[-1][-1] == "bubblewrap"
+
+
+def test_each_install_command_is_shown_before_it_runs_and_a_failed_one_stops_make_up(monkeypatch, caplog):
+    ran = []
+
+    def fake_run(command, **kwargs):
+        shown = [r.getMessage() for r in caplog.records if "Installing what make up needs" in r.getMessage()]
+        ran.append((command, len(shown)))
+        return type("Done", (), {"returncode": 0 if command[1] == "update" else 100})()
+
+    monkeypatch.setattr(packages.subprocess, "run", fake_run)
+    caplog.set_level(logging.INFO, "nias.launcher")
+    with pytest.raises(SystemExit) as stopped:
+        packages.carry_out(plan_install(_needs(bubblewrap=True)))
+    assert stopped.value.code == 2
+    assert ran == [(("apt-get", "update"), 1), (("apt-get", "install", "-y", "bubblewrap"), 2)]
+    assert "apt-get install -y bubblewrap exited with code 100" in caplog.text
+
+
+def test_a_plan_that_stops_exits_2_without_running_anything(monkeypatch):
+    monkeypatch.setattr(packages.subprocess, "run", lambda *a, **k: pytest.fail("nothing may run"))
+    with pytest.raises(SystemExit) as stopped:
+        packages.carry_out(plan_install(_needs(bubblewrap=True, is_root=False)))
+    assert stopped.value.code == 2
+
+
+# --- where jobs work ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def open_dir():
+    """A folder every user passes through (pytest's own tmp is 0700)."""
+    folder = Path(tempfile.mkdtemp(prefix="nias-launcher-"))
+    folder.chmod(0o711)
+    yield folder
+    shutil.rmtree(folder)
+
+
+@pytest.fixture
+def closed_data_dir(open_dir) -> Path:
+    """A data dir inside a 0700 folder, as under /root or a `mktemp -d`."""
+    (open_dir / "closed").mkdir(mode=0o700)
+    return open_dir / "closed" / "data"
+
+
+def test_as_root_a_data_dir_job_users_cannot_pass_through_moves_work_and_environments_to_var_tmp(closed_data_dir):
+    place = choose_work_place({}, closed_data_dir, as_root=True)
+    assert place.blocked_by == closed_data_dir.parent
+    assert place.moved_to.parent == Path("/var/tmp") and place.moved_to.name.startswith("nias-")
+    assert (place.work_dir, place.env_dir) == (place.moved_to / "work", place.moved_to / "envs")
+    assert place == choose_work_place({}, closed_data_dir, as_root=True)  # the same place on every start
+    assert choose_work_place({}, closed_data_dir.with_name("other"), as_root=True).moved_to != place.moved_to
+
+
+def test_a_reachable_data_dir_or_an_ordinary_user_keeps_the_work_dirs_in_the_data_dir(open_dir, closed_data_dir):
+    for data_dir, as_root in [(open_dir / "data", True), (closed_data_dir, False)]:
+        place = choose_work_place({}, data_dir, as_root)
+        assert place.moved_to is None and place.work_dir == data_dir / "work" and place.env_dir == data_dir / "envs"
+
+
+def test_work_and_environment_folders_set_explicitly_are_kept(closed_data_dir, tmp_path):
+    both = {"NIAS_WORK_DIR": str(tmp_path / "w"), "NIAS_ENV_DIR": str(tmp_path / "e")}
+    assert choose_work_place(both, closed_data_dir, True) == WorkPlace(tmp_path / "w", tmp_path / "e")
+    only_env = choose_work_place({"NIAS_ENV_DIR": str(tmp_path / "e")}, closed_data_dir, True)
+    assert only_env.env_dir == tmp_path / "e" and only_env.work_dir == only_env.moved_to / "work"
+
+
+def test_every_unit_gets_a_work_dir_of_its_own_and_they_share_the_environments(launcher, closed_data_dir):
+    place = choose_work_place({}, closed_data_dir, as_root=True)
+    ports = launcher.Ports(8080, 8081, (8090, 8091, 8092))
+    services = launcher.service_specs(Settings(data_dir=closed_data_dir), ports, place)
+    units = [s for s in services if s.kind is ServiceKind.UNIT]
+    work_dirs = [s.env["NIAS_WORK_DIR"] for s in units]
+    assert work_dirs == [str(place.moved_to / "work" / f"unit-{i}") for i in (1, 2, 3)]
+    assert {s.env["NIAS_ENV_DIR"] for s in units} == {str(place.moved_to / "envs")}
+
+
+def test_the_chosen_place_is_made_0711_and_one_another_user_made_is_refused(monkeypatch, tmp_path, closed_data_dir):
+    monkeypatch.setattr(workplace, "PLACES", tmp_path)
+    place = choose_work_place({}, closed_data_dir, as_root=True)
+    prepare_place(place)
+    assert place.moved_to.stat().st_mode & 0o777 == 0o711 and place.work_dir.stat().st_mode & 0o777 == 0o711
+    prepare_place(place)  # again, on the next start
+    with pytest.raises(ConfigurationError, match="not a folder of uid 12345"):
+        prepare_place(place, uid=12345)
+    place.work_dir.rmdir()
+    place.moved_to.rmdir()
+    place.moved_to.symlink_to(tmp_path)
+    with pytest.raises(ConfigurationError, match="it is a link"):
+        prepare_place(place)
+
+
+# --- the closing block ----------------------------------------------------------------------------
+
+
+def test_the_sign_in_hint_repeats_the_password_the_backend_made_for_the_first_admin():
+    lines = ["2026-01-01 WARNING backend [backend.accounts] No admin existed: created admin@localhost. Sign in at "
+             "http://127.0.0.1:8080/signin.html with the password s3cret-Pass (then change it, or set "
+             "NIAS_ADMIN_PASSWORD)"]
+    assert sign_in_hint("admin@localhost", False, lines).startswith("admin@localhost with the password s3cret-Pass")
+    assert "NIAS_ADMIN_PASSWORD" in sign_in_hint("boss@lab.org", True, [])
+    earlier = sign_in_hint("boss@lab.org", False, [])
+    assert "printed when that admin was made" in earlier and "nias-admin set-password --email boss@lab.org" in earlier
+
+
+def test_the_closing_block_names_the_url_the_data_dir_the_units_and_the_sandbox():
+    sandboxed = Banner("http://127.0.0.1:8080/", "a@b with the password p", "/srv/nias", "work dirs in /w/<unit>",
+                       2, ()).text()
+    assert sandboxed.splitlines()[0] == "NIAS is up: http://127.0.0.1:8080/"
+    assert "/srv/nias" in sandboxed and "/w/<unit>" in sandboxed and "a@b with the password p" in sandboxed
+    assert "2; jobs run in a bubblewrap sandbox" in sandboxed and len(sandboxed.splitlines()) <= 7
+    bare = Banner("u", "s", "d", "w", 1, ("unit-1",)).text()
+    assert "WITHOUT A SANDBOX on unit-1" in bare
