@@ -31,6 +31,15 @@ def describe_units(rows: list[dict], now: float) -> list[dict]:
     ]
 
 
+def sandbox_warning(units: list[dict]) -> str | None:
+    """One sentence naming the online units that run jobs without a sandbox, or None."""
+    bare = [unit["name"] for unit in units if unit["sandbox"] == "none" and unit["state"] != "offline"]
+    if not bare:
+        return None
+    return (f"{', '.join(bare)} {'runs' if len(bare) == 1 else 'run'} jobs without a sandbox, so a job there "
+            "can read every file on that host its user may read, see its processes and use its network.")
+
+
 def _owns(store, job_id: str) -> bool:
     try:
         return store.get_job(job_id)["owner_id"] == g.user["id"]
@@ -53,7 +62,8 @@ def get_summary():
     store = current_app.extensions["nias"].store
     counts = {state.value: 0 for state in JobState}
     counts.update(store.count_by_state(owner_filter()))
-    return jsonify({"counts": counts, "units": visible_units(store)})
+    units = visible_units(store)
+    return jsonify({"counts": counts, "units": units, "sandbox_warning": sandbox_warning(units)})
 
 
 @bp.get("/units")

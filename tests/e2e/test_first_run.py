@@ -127,6 +127,8 @@ def test_units_report_their_sandbox_to_the_backend(unsandboxed):
     units = wait_until(lambda: unsandboxed.http.get(f"{unsandboxed.url}/api/units", timeout=10).json()["units"],
                        message="unit-1 announced itself")
     assert [(unit["name"], unit["sandbox"]) for unit in units] == [("unit-1", "none")]
+    warning = unsandboxed.http.get(f"{unsandboxed.url}/api/summary", timeout=10).json()["sandbox_warning"]
+    assert warning.startswith("unit-1 runs jobs without a sandbox, so a job there can read every file")
 
 
 @pytest.mark.parametrize("path,warning,text", [
@@ -169,6 +171,7 @@ def test_the_admin_page_shows_no_such_banner_when_every_unit_uses_bubblewrap(bro
     page.goto("/admin.html")
     expect(page.locator("#users-table")).to_contain_text(admin_credentials(stack)[0])
     expect(page.locator("#sandbox-warning")).to_be_hidden()
+    assert stack.http.get(f"{stack.url}/api/summary", timeout=10).json()["sandbox_warning"] is None
     assert "WITHOUT A SANDBOX" not in stack.log_path.read_text(errors="replace")
     page.context.close()
 

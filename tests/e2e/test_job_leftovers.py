@@ -19,7 +19,8 @@ FINAL = {"succeeded", "failed", "cancelled"}
 
 @pytest.fixture(scope="module")
 def lone_unit(tmp_path_factory):
-    env = {**STACK_ENV, "NIAS_MAX_RESULT_MB": "5", "NIAS_MAX_LOG_MB": "20", "NIAS_JOB_RETRIES": "0"}
+    env = {**STACK_ENV, "NIAS_MAX_RESULT_MB": "5", "NIAS_MAX_LOG_MB": "20", "NIAS_JOB_RETRIES": "0",
+           "NIAS_LEASE_S": "5"}  # a killed unit's attempt lapses in seconds
     with LocalStack(tmp_path_factory.mktemp("leftovers"), units=1, **env) as stack:
         yield stack
 
