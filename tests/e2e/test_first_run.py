@@ -1,7 +1,8 @@
 """A first run: `make up` from a fresh copy of the repository in a 0700 home, with a `mktemp -d` data dir
 whose path holds a space, runs a job that cannot read the data dir's private/. A first visit: signed
 out, every page leads to the sign-in form without one error in the browser's console; and when
-processing units run jobs without a sandbox, `make up`, the Home page and the Admin page say so."""
+processing units run jobs without a sandbox, `make up`, the Home page and the Admin page say so. As an
+ordinary user, `make up` runs jobs as that user and says what it cannot give them (cgroups, uids)."""
 from __future__ import annotations
 
 import os
@@ -13,6 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,7 +26,7 @@ from tests.support.browser import (  # noqa: F401 (fixtures)
 )
 from nias.client import NiasClient
 from tests.support.projects import zip_entries
-from tests.support.stack import LocalStack, delete_queues, wait_until
+from tests.support.stack import LocalStack, delete_queues, free_port_block, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 OLD_UNIT_PORT = 8090  # where unit-1 listened by default before the web port was set to it
@@ -274,3 +276,57 @@ def test_make_up_from_a_fresh_copy_in_a_closed_home_runs_a_job_that_cannot_read_
     assert "private not readable" in log and "store not readable" in log and "READABLE" not in log
     assert f"working in {place}/work/unit-1/" in log
     assert (data_dir / "private" / "nias.db").exists()  # the store stayed where it was
+
+
+NOBODY = 65534
+
+
+@pytest.fixture(scope="module")
+def user_python(tmp_path_factory) -> Path:
+    """An interpreter an ordinary user may run (this checkout's venv may sit under a closed home),
+    with the project installed from this checkout, as a researcher's own venv would be."""
+    folder = Path(tempfile.mkdtemp(prefix="nias-user-venv-"))
+    folder.chmod(0o755)
+    subprocess.run(["/usr/bin/python3", "-m", "venv", str(folder)], check=True, timeout=120)
+    subprocess.run([str(Path(sys.executable).with_name("uv")), "pip", "install", "--python", str(folder / "bin" / "python"),
+                    "-q", "-r", str(ROOT / "requirements-dev.txt")], check=True, timeout=300, cwd=ROOT)
+    yield folder / "bin" / "python"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_make_up_as_an_ordinary_user_runs_jobs_as_that_user_and_says_what_it_cannot_give_them(user_python, tmp_path):
+    home = Path(tempfile.mkdtemp(prefix="nias-user-home-"))
+    os.chown(home, NOBODY, NOBODY)
+    home.chmod(0o700)  # a home of its own, closed to others, as Debian and Ubuntu make them
+    port = free_port_block(1)
+    prefix, token = f"test-{uuid.uuid4().hex[:10]}", f"nias_test_{uuid.uuid4().hex}"
+    env = {"PATH": f"{user_python.parent}:/usr/bin:/bin", "HOME": str(home), "NIAS_DATA_DIR": str(home / "data"),
+           "NIAS_PORT": str(port), "NIAS_QUEUE_PREFIX": prefix, "NIAS_UNITS": "1", "NIAS_ADMIN_TOKEN": token,
+           "NIAS_AMQP_URL": "amqp://guest:guest@127.0.0.1:5672/%2F", "NIAS_ADMIN_EMAIL": "admin@example.org"}
+    log = home / "launcher.log"
+    with open(log, "wb") as out:
+        launcher = subprocess.Popen(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                                     str(user_python), str(ROOT / "tools" / "launcher.py")],
+                                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: b"NIAS_READY" in log.read_bytes() or launcher.poll() is not None, timeout_s=START_TIMEOUT_S,
+                   message="make up as an ordinary user")
+        text = log.read_text(errors="replace")
+        assert launcher.poll() is None, text[-4000:]
+        assert "the unit does not run as root" in text  # no cgroups, no uids of their own: said, not hidden
+        client = NiasClient(f"http://127.0.0.1:{port}", token=token)
+        code = "import os\nopen('output/uid.txt', 'w').write(str(os.getuid()))\n"
+        done = client.wait(client.submit(zip_entries(tmp_path / "uid.zip", {"code.py": code}))["id"], timeout_s=120)
+        assert done["state"] == "succeeded", (done, text[-3000:])
+        with zipfile.ZipFile(client.result(done["id"], tmp_path / "uid-result.zip")) as result:
+            assert result.read("uid.txt") == str(NOBODY).encode()
+        assert (home / "data" / "work" / "unit-1").is_dir()  # its own home is reachable by its own jobs
+    finally:
+        if launcher.poll() is None:
+            launcher.send_signal(signal.SIGTERM)
+            try:
+                launcher.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(launcher.pid, signal.SIGKILL)
+        delete_queues(prefix)
+        shutil.rmtree(home, ignore_errors=True)
