@@ -413,3 +413,13 @@ def test_a_job_queued_again_is_published_again_and_a_running_one_never(store, ma
     assert (again["id"], again["dispatch"], again["published"]) == (job["id"], 2, 1)
     store.mark_published(job["id"], 2)
     assert store.jobs_to_publish() == []
+
+
+def test_a_users_storage_counts_the_kept_logs_beside_uploads_and_results(store, make_settings):
+    settings = make_settings()
+    job = claimed(store, settings, new_job(store, owner_id="user-logs"))
+    assert store.storage_used("user-logs") == 1234
+    rules.apply_event(store, settings, event(job, JobEvent.FINISHED, state="succeeded", result_size=100,
+                                             details={"log_bytes": 5000}))
+    assert store.get_job(job["id"])["log_size"] == 5000
+    assert store.storage_used("user-logs") == 1234 + 100 + 5000
