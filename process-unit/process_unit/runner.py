@@ -6,17 +6,13 @@ heartbeat event renews its lease so the backend knows this unit still holds it.
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
-import os
 import shutil
-import signal
 import subprocess
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from nias.amqp import EventSink
@@ -28,119 +24,15 @@ from nias.states import JobState
 
 from process_unit.environments import EnvironmentCache
 from process_unit.isolation import Isolation, JobBox
+from process_unit.joblog import JobLog, pump_lines
 from process_unit.results import ResultLimits, pack_output
+from process_unit.run import Run, describe_exit
 from process_unit.sandbox import Limits, Sandbox
 
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 12
-TAIL_LINE_CHARS = 300  # of each stderr line in a job's error; the whole line stays in the log
-LINE_BYTES = 64 * 1024  # read from a job's pipes at a time
-PROGRESS_PREFIX = b"##nias progress "
 PROGRESS_EVERY_S = 0.5
-
-
-@dataclass
-class Run:
-    message: JobMessage
-    attempt: int
-    state: str = JobState.RUNNING.value
-    exit_code: int | None = None
-    error: str | None = None
-    result_size: int | None = None
-    details: dict = field(default_factory=dict)
-    done: threading.Event = field(default_factory=threading.Event)
-    process: subprocess.Popen | None = None
-    box: JobBox | None = None
-    started: float = field(default_factory=time.monotonic)
-    paused_since: float | None = None
-    paused_total: float = 0.0
-    cancelled: bool = False
-    progress: float | None = None
-    progress_message: str = ""
-    progress_sent: float = 0.0
-
-    @property
-    def job_id(self) -> str:
-        return self.message.job_id
-
-    def fail(self, error: str) -> None:
-        """End as failed with `error`; a cancelled run stays cancelled, with `error` added."""
-        if self.state == JobState.CANCELLED.value:
-            self.error = f"{self.error or ''} {error}".strip()
-        else:
-            self.state, self.error = JobState.FAILED.value, error
-
-    @property
-    def paused(self) -> bool:
-        return self.paused_since is not None
-
-    def active_seconds(self) -> float:
-        """Time since the run began, paused time excluded."""
-        now = time.monotonic()
-        paused = self.paused_total + (now - self.paused_since if self.paused_since is not None else 0.0)
-        return now - self.started - paused
-
-    def live_details(self) -> dict:
-        return {"paused": self.paused, "active_s": round(self.active_seconds(), 3), "progress": self.progress,
-                "message": self.progress_message}
-
-    def to_dict(self) -> dict:
-        return {
-            "job_id": self.job_id, "attempt": self.attempt, "state": self.state, "exit_code": self.exit_code,
-            "error": self.error, "result_size": self.result_size, "details": self.details,
-            "done": self.done.is_set(),
-        }
-
-
-class JobLog:
-    """The job's stdout and stderr, appended to `log.txt` on the shared volume, up to a limit.
-
-    Past `max_bytes` the rest is dropped with one note saying so (the job's pipes keep being
-    drained, or it would block). A write that fails (a full volume) drops the rest the same way.
-    """
-
-    def __init__(self, path: Path, max_bytes: int):
-        self._handle = open(path, "ab", buffering=0)
-        self._lock = threading.Lock()
-        self._max_bytes = max_bytes
-        self.written = 0  # bytes in the log
-        self.produced = 0  # bytes the job wrote, kept or not
-        self.failure: str | None = None
-
-    def write(self, data: bytes) -> None:
-        with self._lock:
-            self.produced += len(data)
-            if self.failure is not None:
-                return
-            if self.written + len(data) > self._max_bytes:
-                self.failure = f"the log reached its limit of {self._max_bytes // (1024 * 1024)} MB"
-                data = (f"\n[nias] The log reached its limit of {self._max_bytes // (1024 * 1024)} MB "
-                        "(NIAS_MAX_LOG_MB); the rest of stdout and stderr is dropped.\n").encode()
-            try:
-                self._handle.write(data)
-                self.written += len(data)
-            except OSError as exc:
-                self.failure = f"writing the log failed: {exc.strerror or exc}"
-                logger.error("Log %s: %s; the rest is dropped", self._handle.name, self.failure)
-
-    def note(self, text: str) -> None:
-        """A line of NIAS's own; written even past the limit, so the log says how the job ended."""
-        line = f"[nias] {text}\n".encode()
-        with self._lock:
-            if self._handle.closed:
-                return
-            try:
-                self._handle.write(line)
-                self.written += len(line)
-            except OSError:
-                pass
-
-    def close(self) -> None:
-        """Close the log; a pipe still held open by a job's leftover process writes nowhere after this."""
-        with self._lock:
-            self.failure = self.failure or "closed"
-            self._handle.close()
 
 
 def _verify_upload(path: Path, message: JobMessage) -> None:
@@ -153,45 +45,6 @@ def _verify_upload(path: Path, message: JobMessage) -> None:
         raise ExecutionFailed("The uploaded project is missing from the shared storage.") from None
     if sha.hexdigest() != message.sha256:
         raise ExecutionFailed("The uploaded project changed on the shared storage since it was accepted.")
-
-
-def parse_progress(line: bytes) -> tuple[float, str] | None:
-    """`##nias progress 0.42 filtering channel 3` -> (0.42, "filtering channel 3"); None if not one."""
-    if not line.startswith(PROGRESS_PREFIX):
-        return None
-    fraction, _, message = line[len(PROGRESS_PREFIX):].decode(errors="replace").strip().partition(" ")
-    try:
-        value = float(fraction)
-    except ValueError:
-        return None
-    if value != value:  # NaN
-        return None
-    return min(max(value, 0.0), 1.0), message.strip()[:200]
-
-
-def _tail_line(piece: bytes, whole: bool) -> str:
-    text = piece.decode(errors="replace").rstrip()
-    return text if whole and len(text) <= TAIL_LINE_CHARS else text[:TAIL_LINE_CHARS] + " [...]"
-
-
-def _pump(stream, log: JobLog, tail: deque | None, on_progress=None) -> None:
-    """Copy a job's pipe to its log in pieces of at most LINE_BYTES, whatever its lines' length.
-
-    Only the start of each line reaches the stderr tail (the job's error): a line of any length
-    costs the unit LINE_BYTES of memory, and the error a few hundred characters.
-    """
-    starts_line = True
-    for piece in iter(functools.partial(stream.readline, LINE_BYTES), b""):
-        first, starts_line = starts_line, piece.endswith(b"\n")
-        if on_progress is not None and first and starts_line:
-            progress = parse_progress(piece)
-            if progress is not None:
-                on_progress(*progress)
-                continue  # progress lines do not clutter the log
-        log.write(piece)
-        if tail is not None and first:
-            tail.append(_tail_line(piece, whole=starts_line))
-    stream.close()
 
 
 class Runner:
@@ -469,8 +322,8 @@ class Runner:
         began = run.active_seconds()
         tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
         on_progress = lambda fraction, message: self._report_progress(run, fraction, message)  # noqa: E731
-        pumps = [threading.Thread(target=_pump, args=(process.stdout, log, None, on_progress), daemon=True),
-                 threading.Thread(target=_pump, args=(process.stderr, log, tail), daemon=True)]
+        pumps = [threading.Thread(target=pump_lines, args=(process.stdout, log, None, on_progress), daemon=True),
+                 threading.Thread(target=pump_lines, args=(process.stderr, log, tail), daemon=True)]
         for pump in pumps:
             pump.start()
         timed_out = self._wait(run, process, timeout)
@@ -492,32 +345,8 @@ class Runner:
             run.state = JobState.SUCCEEDED.value
         else:
             run.state = JobState.FAILED.value
-            run.error = self._describe_exit(process.returncode, tail, limits, box.memory_exceeded())
-
-    def _exit_signal(self, code: int) -> int | None:
-        """The signal that ended code.py, if one did: bubblewrap reports a child killed by N as 128 + N."""
-        if code < 0:
-            return -code
-        if self.sandbox.bwrap and code > 128 and code - 128 in signal.valid_signals():
-            return code - 128
-        return None
-
-    def _describe_exit(self, code: int, tail: deque, limits: Limits, out_of_memory: bool = False) -> str:
-        signum = self._exit_signal(code)
-        if out_of_memory:
-            reason = (f"code.py used more than its memory limit of {limits.memory_mb} MB and was stopped "
-                      "(the kernel killed a process of the job)")
-        elif signum is None:
-            reason = f"code.py exited with code {code}"
-        elif signum == signal.SIGXCPU:
-            reason = f"code.py used up its CPU time limit of {limits.cpu_s} s and was stopped (SIGXCPU)"
-        else:
-            name = signal.Signals(signum).name if signum in signal.valid_signals() else str(signum)
-            reason = f"code.py was stopped by signal {name}"
-            if signum == signal.SIGKILL:
-                reason += " (often a sign it ran out of memory)"
-        lines = "\n".join(tail)
-        return f"{reason}.\n{lines}" if lines else f"{reason}."
+            run.error = describe_exit(process.returncode, tail, limits, out_of_memory=box.memory_exceeded(),
+                                      in_bwrap=bool(self.sandbox.bwrap))
 
     def _terminate(self, run: Run) -> None:
         """SIGTERM to the job (woken first if paused), then, after the grace period, SIGKILL to all of it."""

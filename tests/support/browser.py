@@ -55,14 +55,6 @@ def save_screenshot(page: Page, name: str) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture
 def console_errors() -> ConsoleErrors:
     return ConsoleErrors()
@@ -146,7 +138,7 @@ _shared: dict = {"users": 0}
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:  # noqa: F811 (replaces the one-module version above)
+def browser() -> Iterator[Browser]:
     if "browser" not in _shared:
         playwright = sync_playwright().start()
         _shared["playwright"] = playwright

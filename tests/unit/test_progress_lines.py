@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from process_unit.runner import parse_progress
+from process_unit.joblog import parse_progress
 
 
 @pytest.mark.parametrize("line,expected", [

@@ -16,7 +16,8 @@ from nias.messages import EventKind, JobMessage
 from nias.settings import load_settings
 from process_unit import runner as runner_module
 from process_unit.environments import Environment
-from process_unit.runner import LINE_BYTES, TAIL_LINE_CHARS, JobLog, Runner, _pump
+from process_unit.joblog import LINE_BYTES, TAIL_LINE_CHARS, JobLog, pump_lines
+from process_unit.runner import Runner
 from process_unit.sandbox import Sandbox
 
 
@@ -114,7 +115,7 @@ def test_a_line_of_any_length_reaches_the_error_tail_as_its_first_characters_onl
     log = JobLog(tmp_path / "log.txt", max_bytes=10 * LINE_BYTES)
     stream = io.BytesIO(b"E" * (5 * LINE_BYTES) + b"\nshort line\n")
     tail: deque[str] = deque(maxlen=12)
-    _pump(stream, log, tail)
+    pump_lines(stream, log, tail)
     assert list(tail) == ["E" * TAIL_LINE_CHARS + " [...]", "short line"]
     log.close()
     assert (tmp_path / "log.txt").stat().st_size == 5 * LINE_BYTES + len(b"\nshort line\n")
