@@ -1,8 +1,9 @@
 """Running one job at a time: unpack, prepare the environment, run code.py, keep the result.
 
-The job runs in its own session (process group), so a timeout or a stop ends it and every
-child it started. Its outcome goes to the backend as a `finished` event; while it runs, a
-heartbeat event renews its lease so the backend knows this unit still holds it.
+The job runs in a box of its own (isolation.py: its cgroup and uid, else its process group), so a
+timeout, a cancel or its end stops every process it started before the result is packed. Whatever a
+run raises, it ends in `_finish` with one outcome, sent to the backend as a `finished` event;
+while it runs, a heartbeat event renews its lease so the backend knows this unit still holds it.
 """
 from __future__ import annotations
 

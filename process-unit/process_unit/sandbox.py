@@ -1,13 +1,14 @@
 """The job's sandbox: who the job runs as, what it can see, and how much it may use.
 
-- An unprivileged user that is not the service's: `NIAS_JOB_UID`, by default 61000 plus a
-  number derived from the unit's name (so process limits count one unit's job only).
-  A unit that is not started as root cannot switch users and runs jobs as itself.
+- An unprivileged user that is not the service's: the uid the attempt holds (`isolation.py`,
+  from NIAS_JOB_UID_RANGE), or the one `NIAS_JOB_UID` names (by default 61000 plus a number
+  derived from the unit's name). A unit not started as root cannot switch users and runs jobs as itself.
 - With bubblewrap (`NIAS_SANDBOX=bwrap`, the default: a unit without it refuses to start), a mount, PID,
   IPC and network namespace that shows the job only its project folder, its environment, a
   small private /tmp and the system's read-only files; no network unless `NIAS_JOB_NETWORK=1`.
 - Resource limits (setrlimit): memory (data segment, so GPU libraries that reserve address
-  space still load), CPU time, processes, open files and file size.
+  space still load), CPU time, processes, open files and file size; memory, processes and CPUs
+  are limited again on the attempt's cgroup, where the unit has one.
 """
 from __future__ import annotations
 
