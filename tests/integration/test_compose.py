@@ -401,6 +401,19 @@ def test_only_the_unit_runs_as_root_and_only_with_what_switching_users_takes():
             assert "user" not in service and "cap_add" not in service, name
 
 
+@pytest.mark.parametrize("files", [(MAIN,), (MAIN, ROOT / "docker-compose.override.example.yaml")],
+                         ids=["main", "main with the override example"])
+def test_the_backends_private_folder_is_a_volume_of_its_own_that_no_unit_mounts(files):
+    services = resolved(files)["services"]
+    mounts = {name: {m["target"]: m["source"] for m in service.get("volumes", []) if m["type"] == "volume"}
+              for name, service in services.items()}
+    data_dir = services["backend"]["environment"]["NIAS_DATA_DIR"]
+    assert mounts["backend"][f"{data_dir}/private"] == "nias-private"
+    assert [name for name, mounted in mounts.items() if "nias-private" in mounted.values()] == ["backend"]
+    dockerfile = (ROOT / "backend" / "Dockerfile").read_text()
+    assert f"install -d -o nias -g nias {data_dir} {data_dir}/private" in dockerfile  # the volume starts as the backend's
+
+
 def test_the_data_volume_is_mounted_only_where_the_data_dir_is_used():
     services = resolved((MAIN,))["services"]
     mounts = {name: {m["target"]: m["source"] for m in service.get("volumes", []) if m["type"] == "volume"}
