@@ -189,12 +189,34 @@ class WebWorker(ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_pending_socket_readable, conn))
 
     def murder_pending(self):
-        """Runs on every turn of the event loop (at least once a second): every deadline is kept here."""
+        """Runs on every turn of the event loop (at least once a second): every deadline is kept here.
+
+        Stopping, a connection that has sent nothing yet, or lingers after its answer, is closed at
+        once: only requests under way may use the graceful stop."""
+        if not self.alive:
+            self.close_unheard()
         super().murder_pending()
         now = time.monotonic()
         self.heads.expire(now)
         for sock in [sock for sock, due in self.lingering.items() if due <= now]:
             self.forget_lingering(sock)
+
+    def close_unheard(self) -> None:
+        while self.pending_conns:
+            conn = self.pending_conns.popleft()
+            try:
+                self.poller.unregister(conn.sock)
+            except (OSError, KeyError, ValueError):
+                pass
+            self.nr_conns -= 1
+            conn.close()
+        for sock in list(self.lingering):
+            self.forget_lingering(sock)
+        now = time.monotonic()
+        if self.nr_conns > 0 and now >= getattr(self, "_next_stop_report", 0.0):
+            self._next_stop_report = now + 5.0
+            self.log.info("Stopping: %s connections under way (%s kept alive)", self.nr_conns,
+                          len(self.keepalived_conns))
 
     def linger_close(self, sock: socket.socket) -> None:
         """Send our end of the stream, then read and drop what the client still sends for a while
