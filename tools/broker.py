@@ -13,14 +13,14 @@ import json
 import logging
 import os
 import secrets
-import shutil
 import subprocess
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
+from tools.packages import find_system_command
+
 logger = logging.getLogger(__name__)
 
-SBIN_DIRS = ("/usr/sbin", "/usr/local/sbin", "/opt/homebrew/sbin")
 CTL_TIMEOUT_S = 60
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -31,7 +31,7 @@ def account_name(data_dir: Path) -> str:
 
 
 def _rabbitmqctl() -> str | None:
-    return shutil.which("rabbitmqctl", path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS]))
+    return find_system_command("rabbitmqctl")
 
 
 def _ctl(ctl: str, *args: str) -> subprocess.CompletedProcess:

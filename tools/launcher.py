@@ -47,7 +47,7 @@ from nias.logs import configure_logging  # noqa: E402
 from nias.settings import Settings, load_settings  # noqa: E402
 from tools.banner import Banner, sign_in_hint  # noqa: E402
 from tools.broker import private_broker_url  # noqa: E402
-from tools.packages import Needs, carry_out, find_manager, plan_install  # noqa: E402
+from tools.packages import Needs, carry_out, find_manager, find_system_command, plan_install  # noqa: E402
 from tools.ports import PORT_VARIABLES, Ports, choose_ports, port_free  # noqa: E402,F401 (for the tests)
 from tools.workplace import WorkPlace, choose_work_place, prepare_place  # noqa: E402
 
@@ -60,8 +60,6 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 # A unit may take NIAS_STOP_GRACE_S (20 s) plus the kill grace to hand its job back.
 STOP_TIMEOUT_S = 45
 RABBITMQ_START_TIMEOUT_S = 90
-# Where Debian and Homebrew put rabbitmq-server; a user's PATH often lacks the sbin folders.
-SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin", "/opt/homebrew/sbin")
 PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
 START_TIMEOUT_S = 60
@@ -136,7 +134,7 @@ def service_specs(settings: Settings, ports: Ports, place: WorkPlace | None = No
 
 def find_rabbitmq_server() -> str | None:
     """The local rabbitmq-server, on PATH or in the sbin folders."""
-    return shutil.which("rabbitmq-server", path=os.pathsep.join([os.environ.get("PATH", ""), *SBIN_DIRS]))
+    return find_system_command("rabbitmq-server")
 
 
 def ensure_rabbitmq(settings: Settings) -> None:

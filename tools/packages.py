@@ -19,7 +19,7 @@ logger = logging.getLogger("nias.launcher")
 RABBITMQ = "rabbitmq-server"
 BUBBLEWRAP = "bubblewrap"
 # Where package managers live; a user's PATH often lacks the sbin folders.
-SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+SYSTEM_DIRS = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin", "/opt/homebrew/sbin")
 # The command a person runs with each package manager, and its names for the packages
 # (Homebrew has no bubblewrap: macOS has no namespaces).
 INSTALL = {
@@ -93,10 +93,14 @@ def plan_install(needs: Needs) -> InstallPlan:
     return InstallPlan(stop="\n".join(lines), packages=tuple(wanted))
 
 
+def find_system_command(name: str) -> str | None:
+    """`name` on PATH or in the system folders (where Debian and Homebrew put servers and their tools)."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), *SYSTEM_DIRS]))
+
+
 def find_manager() -> str | None:
     """The package manager of this system, looked for on PATH and in the system folders."""
-    path = os.pathsep.join([os.environ.get("PATH", ""), *SYSTEM_DIRS])
-    return next((name for name in INSTALL if shutil.which(name, path=path)), None)
+    return next((name for name in INSTALL if find_system_command(name)), None)
 
 
 def carry_out(plan: InstallPlan) -> None:

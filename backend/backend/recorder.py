@@ -23,8 +23,8 @@ from collections import OrderedDict
 import pika.exceptions
 
 from nias.amqp import Topology, connect
-from nias.dead_letters import preview, publish_dead_letter
-from nias.errors import BadMessage, BrokerUnavailable, ForeignEvent, InvalidTransition, JobNotFound, NiasError
+from nias.dead_letters import preview, publish_dead_letter, reason_for
+from nias.errors import BadMessage, BrokerUnavailable, ForeignEvent, InvalidTransition, JobNotFound
 from nias.messages import UnitStatus, decode_event, unit_key
 from nias.settings import Settings
 
@@ -50,10 +50,6 @@ def record_event(store: Store, settings: Settings, body: bytes, send_control=Non
                           event.sandbox.value if event.sandbox else None)
     else:
         job_rules.apply_event(store, settings, event, send_control)
-
-
-def _reason(exc: Exception) -> str:
-    return f"{exc.code}: {exc.message}" if isinstance(exc, NiasError) else f"{exc.__class__.__name__}: {exc}"
 
 
 class Recorder:
@@ -85,7 +81,7 @@ class Recorder:
         try:
             record_event(self._store, self._settings, body, self._send_control)
         except NEVER_APPLICABLE as exc:
-            self._dead_letter(channel, method.delivery_tag, properties, body, _reason(exc))
+            self._dead_letter(channel, method.delivery_tag, properties, body, reason_for(exc))
             return
         except Exception as exc:  # noqa: BLE001 - anything else might succeed on a later try
             self._try_again_later(channel, method.delivery_tag, properties, body, exc)
@@ -104,19 +100,19 @@ class Recorder:
         if not self._store.ping():
             # The store is down: every event would fail. They wait, uncounted, as for a stopped backend.
             delay, self._outage_delay = self._outage_delay, min(self._outage_delay * 2, OUTAGE_DELAY_MAX_S)
-            logger.warning("Job store unavailable (%s); events wait %.1f s", _reason(exc)[:200], delay)
+            logger.warning("Job store unavailable (%s); events wait %.1f s", reason_for(exc)[:200], delay)
             self._connection.call_later(delay, functools.partial(self._requeue, channel, tag))
             return
         digest = hashlib.sha256(body).hexdigest()
         tries = self._failures.pop(digest, 0) + 1
         if tries >= MAX_TRIES:
             self._dead_letter(channel, tag, properties, body,
-                              f"not applied after {tries} tries; last error {_reason(exc)}")
+                              f"not applied after {tries} tries; last error {reason_for(exc)}")
             return
         self._failures[digest] = tries
         while len(self._failures) > REMEMBERED_FAILURES:
             self._failures.popitem(last=False)
-        logger.warning("Event %s not applied (try %s of %s): %s", preview(body), tries, MAX_TRIES, _reason(exc))
+        logger.warning("Event %s not applied (try %s of %s): %s", preview(body), tries, MAX_TRIES, reason_for(exc))
         self._connection.call_later(RETRY_DELAY_S * 2 ** (tries - 1), functools.partial(self._requeue, channel, tag))
 
     @staticmethod

@@ -101,9 +101,7 @@ class Sandbox:
 
         def as_job_user() -> None:
             if uid is not None:
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
+                become(uid)
 
         argv = [self.bwrap, "--unshare-all", "--unshare-user", "--die-with-parent", "--ro-bind", "/usr", "/usr",
                 "--symlink", "usr/lib", "/lib", "--symlink", "usr/lib64", "/lib64", "--symlink", "usr/bin", "/bin",
@@ -188,13 +186,18 @@ class Sandbox:
             resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * MB,) * 2)
             if uid is not None:
                 resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes,) * 2)
-                os.setgroups([])
-                os.setgid(uid)
-                os.setuid(uid)
+                become(uid)
             # After the user switch, which clears it: if the unit dies, so does the job.
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
         return enter
+
+
+def become(uid: int) -> None:
+    """In a child before exec: give up root for `uid` (its own group, no others)."""
+    os.setgroups([])
+    os.setgid(uid)
+    os.setuid(uid)
 
 
 def group_members(pgid: int, except_command: str = "") -> list[int]:
