@@ -121,3 +121,16 @@ class UnitBusy(Conflict):
     """Raised when a processing unit is asked to run a job while it runs another."""
 
     code = "unit_busy"
+
+
+class TransferFailed(NiasError):
+    """A job's files could not be moved between the backend and a unit, after the retries."""
+
+    code = "transfer_failed"
+    status = 502
+
+
+class UnknownPool(BadRequest):
+    """A job names a pool the admin has not declared (NIAS_POOLS)."""
+
+    code = "unknown_pool"

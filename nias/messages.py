@@ -266,6 +266,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "int | None": (int, type(None)),
     "float | None": (int, float, type(None)),
     "dict": (dict,),
+    "bool": (bool,),
+    "list": (list,),
     "EventKind": (str,),
     "ControlAction": (str,),
     "UnitState": (str,),

@@ -11,6 +11,7 @@ from flask import Blueprint, current_app, jsonify
 from nias.errors import BadRequest, Conflict
 from nias.states import JobState, is_final
 from nias.web import read_json
+from nias.job_files import JobFiles
 
 from backend import jobs as job_rules
 from backend.auth import current_user, visible_job
@@ -78,9 +79,9 @@ def rerun(job_id: str):
         raise Conflict(f"Job {job_id} is {original['state']}; only a finished, failed or cancelled job can be re-run.",
                        state=original["state"])
     new_id = new_job_id()
-    folder = settings.jobs_dir / new_id
-    folder.mkdir(parents=True)
-    source, target = settings.data_dir / original["upload"], folder / "upload.zip"
+    files = JobFiles(settings.jobs_dir, new_id)
+    files.folder.mkdir(parents=True)
+    source, target = settings.data_dir / original["upload"], files.upload
     try:
         try:
             os.link(source, target)
@@ -94,7 +95,7 @@ def rerun(job_id: str):
             owner_id=owner_id, limits=original["limits"],
         )
     except Exception:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(files.folder, ignore_errors=True)
         raise
     logger.info("Job %s: re-run of %s", new_id, job_id)
     feed.publish(job)

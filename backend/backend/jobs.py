@@ -15,6 +15,7 @@ from nias.errors import BadRequest, Conflict, ForeignEvent, InvalidTransition
 from nias.messages import ControlMessage, EventKind, JobEvent
 from nias.states import REQUESTABLE, JobState, allowed_targets, can_transition, is_final
 from nias.settings import Settings
+from nias.job_files import JobFiles
 
 from backend.live import feed
 from backend.store import Store
@@ -77,7 +78,7 @@ def apply_transition(
 
 def keep_only_run(settings: Settings, job_id: str, attempt: int) -> None:
     """A finished job keeps one result: the recorded attempt's. Lost attempts' folders go."""
-    runs = settings.jobs_dir / job_id / "runs"
+    runs = JobFiles(settings.jobs_dir, job_id).runs
     if runs.is_dir():
         for folder in runs.iterdir():
             if folder.name != str(attempt):

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, current_app, jsonify, request, send_file,
 from nias.errors import BadRequest, BadUpload, Conflict, NiasError
 from nias.settings import Settings
 from nias.states import JobState, is_final
+from nias.job_files import JobFiles, RunFiles
 
 from backend.auth import current_user, owner_filter, visible_job
 from backend.dry_run import check_project, zip_refused
@@ -225,7 +226,7 @@ def accept_upload():
             owner_id=current_user()["id"], limits=limits,
         )
     except Exception:
-        shutil.rmtree(settings.jobs_dir / job_id, ignore_errors=True)
+        shutil.rmtree(JobFiles(settings.jobs_dir, job_id).folder, ignore_errors=True)
         raise
     logger.info("Job %s: accepted %r (%d bytes)", job_id, name, upload.size)
     feed.publish(job)
@@ -274,9 +275,8 @@ def get_history(job_id: str):
     ]})
 
 
-def run_dir(job: dict) -> Path:
-    settings = _nias().settings
-    return settings.jobs_dir / job["id"] / "runs" / str(job["attempt"])
+def run_files(job: dict) -> RunFiles:
+    return JobFiles(_nias().settings.jobs_dir, job["id"]).run(job["attempt"])
 
 
 def finished_result(job_id: str) -> tuple[dict, Path]:
@@ -290,7 +290,7 @@ def finished_result(job_id: str) -> tuple[dict, Path]:
     if job["result_due"] is not None:
         raise Conflict(f"Job {job_id} was cancelled; what it wrote is still being saved as its result.",
                        state=job["state"], code="result_pending")
-    path = run_dir(job) / "result.zip"
+    path = run_files(job).result
     if not path.is_file():
         raise NiasError(f"Job {job_id} ended without a result: {job['error'] or 'it never ran'}",
                         code="no_result", status=404)
@@ -326,7 +326,7 @@ def get_log(job_id: str):
     growing log is read on by asking again from there."""
     job = visible_job(job_id)
     offset = parse_int_field(request.args.get("offset"), "offset", 0, 2**62) or 0
-    path = run_dir(job) / "log.txt"
+    path = run_files(job).log
     handle, length = None, 0
     if job["attempt"]:
         try:

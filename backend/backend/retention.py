@@ -6,6 +6,7 @@ import shutil
 import time
 
 from nias.settings import Settings
+from nias.job_files import JobFiles
 
 from backend.store import Store
 
@@ -19,7 +20,7 @@ def expire_old_results(store: Store, settings: Settings, now: float | None = Non
     now = now or time.time()
     expired = 0
     for job in store.jobs_to_expire(now - settings.retention_days * 86400):
-        shutil.rmtree(settings.jobs_dir / job["id"], ignore_errors=True)
+        shutil.rmtree(JobFiles(settings.jobs_dir, job["id"]).folder, ignore_errors=True)
         if store.update_job_fields(job["id"], {"expired_at": None}, {"expired_at": now}):
             expired += 1
             logger.info("Job %s: files removed after the retention period", job["id"])

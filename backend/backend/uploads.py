@@ -24,6 +24,7 @@ from nias.archive import ProjectZip, ZipLimits, inspect_zip, read_requirements
 from nias.errors import BadRequest, BadUpload, NiasError
 from nias.requirements import check_requirements
 from nias.settings import Settings
+from nias.job_files import JobFiles
 
 from backend.live import Slots
 
@@ -212,9 +213,9 @@ def receive_upload(request: UploadRequest, settings: Settings, *,
 
 def store_upload(upload: Upload, settings: Settings, job_id: str) -> str:
     """Move a checked upload to the job's folder; returns its path relative to the data dir."""
-    folder = settings.jobs_dir / job_id
-    folder.mkdir(parents=True)
-    target = folder / "upload.zip"
+    files = JobFiles(settings.jobs_dir, job_id)
+    files.folder.mkdir(parents=True)
+    target = files.upload
     os.replace(upload.path, target)
     return str(target.relative_to(settings.data_dir))
 

@@ -19,6 +19,7 @@ import requests
 
 from nias.errors import BadMessage, ServiceUnavailable
 from nias.health import Health, ServiceKind
+from nias.internal import ClaimAnswer, ClaimRequest, RunStatus, claim_path
 from nias.messages import ControlMessage, JobEvent, JobMessage
 from nias.settings import Settings
 from nias.web import internal_headers
@@ -60,10 +61,9 @@ def _answer_text(response: requests.Response) -> str:
 
 def _attempt_of(response: requests.Response) -> int | None:
     try:
-        attempt = response.json()["attempt"]
-    except (ValueError, KeyError, TypeError):
+        return ClaimAnswer.decode(response.content).attempt
+    except BadMessage:
         return None
-    return attempt if isinstance(attempt, int) and not isinstance(attempt, bool) and attempt > 0 else None
 
 
 def read_claim_answer(response: requests.Response) -> Claim:
@@ -90,8 +90,9 @@ class Backend:
     def claim(self, message: JobMessage, unit: str) -> Claim:
         """The claim's answer; ServiceUnavailable when the backend does not answer at all."""
         try:
-            response = self._session.post(f"{self._url}/internal/jobs/{message.job_id}/claim",
-                                          json={"dispatch": message.dispatch, "unit": unit}, timeout=15)
+            response = self._session.post(self._url + claim_path(message.job_id),
+                                          data=ClaimRequest(dispatch=message.dispatch, unit=unit).encode(),
+                                          headers={"Content-Type": "application/json"}, timeout=15)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise ServiceUnavailable(f"the backend did not answer the claim ({exc.__class__.__name__})") from None
         except requests.RequestException as exc:  # it answered, but not in a way we could read
@@ -154,14 +155,15 @@ class Unit:
                                       data=message.encode(), timeout=15)
         response.raise_for_status()
 
-    def status(self, job_id: str, wait_s: float) -> dict:
+    def status(self, job_id: str, wait_s: float) -> RunStatus:
+        """The unit's run of the job; ValueError (a BadMessage) for an answer that is not one."""
         response = self._session.get(f"{self._url}/api/runs/{job_id}", params={"wait_s": wait_s},
                                      timeout=wait_s + 15)
         response.raise_for_status()
-        status = response.json()
-        if not isinstance(status, dict):
-            raise ValueError(f"the unit's run status is not an object: {str(status)[:100]}")
-        return status
+        try:
+            return RunStatus.decode(response.content)
+        except BadMessage as exc:
+            raise ValueError(f"the unit's run status is not one: {exc.message}") from None
 
     def control(self, message: ControlMessage) -> bool:
         response = self._session.post(f"{self._url}/api/control", data=message.encode(), timeout=15)
@@ -224,9 +226,9 @@ def follow_run(unit: Unit, message: JobMessage, attempt: int, unit_name: str, st
             stop.wait(0.5)
             continue
         unreachable_since = None
-        if status.get("attempt") != attempt:
+        if status.attempt != attempt:
             return lost
-        if status.get("done"):
+        if status.done:
             return None
     # This consumer is stopping; the unit keeps running the job and reports it itself.
     return None

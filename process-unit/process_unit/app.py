@@ -7,7 +7,7 @@ import re
 import shutil
 from pathlib import Path
 
-from flask import Flask, jsonify, request
+from flask import Flask, Response, jsonify, request
 
 from nias.amqp import EventSink
 from nias.errors import JobNotFound
@@ -20,7 +20,7 @@ from nias.web import folder_writable, health_response, install_error_handlers, r
 
 from process_unit.environments import EnvironmentCache
 from process_unit.isolation import Isolation
-from process_unit.runner import Runner
+from process_unit.runner import OWN_FILES, Runner
 from process_unit.sandbox import Sandbox
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,10 @@ RUN_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}-[0-9]+")  # <job id>-
 def remove_leftover_work(work_dir: Path) -> list[str]:
     """Remove the work folders of attempts a killed unit left behind: at start this unit runs nothing."""
     removed = []
+    own = work_dir / OWN_FILES
+    if own.is_dir() and not own.is_symlink():
+        removed += [folder.name for folder in sorted(own.iterdir())]
+        shutil.rmtree(own, ignore_errors=True)
     for folder in sorted(work_dir.iterdir()):
         if RUN_FOLDER.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
             shutil.rmtree(folder, ignore_errors=True)
@@ -53,11 +57,10 @@ def build_runner(settings: Settings) -> Runner:
 
 
 def _can_work(settings: Settings) -> dict[str, bool]:
-    """What a run needs: its scratch space, the shared volume for logs and results, and the
-    environment cache it builds into (with uv and the job interpreter)."""
+    """What a run needs on this host: its scratch space and the environment cache it builds into
+    (with uv and the job interpreter). The job's files come from the backend over HTTP."""
     return {
         "work_dir": folder_writable(settings.unit_work_dir),
-        "data_dir": folder_writable(settings.jobs_dir),
         "environments": folder_writable(settings.environments_dir),
         "uv": bool(shutil.which(settings.uv)),
         "python": os.access(settings.job_python, os.X_OK),
@@ -66,8 +69,6 @@ def _can_work(settings: Settings) -> dict[str, bool]:
 
 def create_app(settings: Settings | None = None, runner: Runner | None = None) -> Flask:
     settings = settings or load_settings()
-    settings.jobs_dir.mkdir(parents=True, exist_ok=True)
-    settings.jobs_dir.chmod(0o700)  # other jobs' uploads, logs and results are no job's business
     runner = runner or build_runner(settings)
     app = Flask(__name__)
     app.extensions["runner"] = runner
@@ -95,7 +96,7 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
         wait_s = min(float(request.args.get("wait_s", "0") or 0), MAX_WAIT_S)
         if wait_s > 0:
             run.done.wait(wait_s)
-        return jsonify(run.to_dict())
+        return Response(run.status().encode(), mimetype="application/json")
 
     @app.post("/api/control")
     def control_run():

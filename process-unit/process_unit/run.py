@@ -7,7 +7,9 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from nias.internal import RunStatus
 from nias.messages import JobMessage
 from nias.states import JobState
 
@@ -23,6 +25,7 @@ class Run:
     exit_code: int | None = None
     error: str | None = None
     result_size: int | None = None
+    result_path: Path | None = None  # the packed result, until it is delivered
     details: dict = field(default_factory=dict)
     done: threading.Event = field(default_factory=threading.Event)
     process: subprocess.Popen | None = None
@@ -59,6 +62,10 @@ class Run:
     def live_details(self) -> dict:
         return {"paused": self.paused, "active_s": round(self.active_seconds(), 3), "progress": self.progress,
                 "message": self.progress_message}
+
+    def status(self) -> RunStatus:
+        return RunStatus(job_id=self.job_id, attempt=self.attempt, state=self.state, done=self.done.is_set(),
+                         paused=self.paused)
 
     def to_dict(self) -> dict:
         return {

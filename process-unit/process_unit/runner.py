@@ -7,7 +7,6 @@ while it runs, a heartbeat event renews its lease so the backend knows this unit
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import shutil
 import subprocess
@@ -18,40 +17,38 @@ from pathlib import Path
 
 from nias.amqp import EventSink
 from nias.archive import ZipLimits, extract_project
-from nias.errors import ExecutionFailed, MessageRefused, NiasError, UnitBusy
-from nias.messages import PRESENCE_S, ControlMessage, JobEvent, JobMessage, UnitStatus
+from nias.errors import ExecutionFailed, MessageRefused, NiasError, TransferFailed, UnitBusy
+from nias.messages import PRESENCE_S, ControlMessage, JobEvent, JobMessage, UnitStatus, clip_text
 from nias.settings import Settings
 from nias.states import JobState
+from nias.transfer import BackendLink
 
 from process_unit.environments import EnvironmentCache
 from process_unit.isolation import Isolation, JobBox
 from process_unit.joblog import JobLog, pump_lines
+from process_unit.log_shipper import LogShipper
 from process_unit.results import ResultLimits, pack_output
 from process_unit.run import Run, describe_exit
 from process_unit.sandbox import Limits, Sandbox
 
 logger = logging.getLogger(__name__)
 
+OWN_FILES = ".unit"  # under the work dir: 0700, never bound into a sandbox
 STDERR_TAIL_LINES = 12
 PROGRESS_EVERY_S = 0.5
 
 
-def _verify_upload(path: Path, message: JobMessage) -> None:
-    sha = hashlib.sha256()
-    try:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1024 * 1024), b""):
-                sha.update(block)
-    except OSError:
-        raise ExecutionFailed("The uploaded project is missing from the shared storage.") from None
-    if sha.hexdigest() != message.sha256:
-        raise ExecutionFailed("The uploaded project changed on the shared storage since it was accepted.")
+def own_folder(work_dir: Path, job_id: str, attempt: int) -> Path:
+    """The unit's own files of an attempt (its upload, log and result), out of the job's reach."""
+    return work_dir / OWN_FILES / f"{job_id}-{attempt}"
 
 
 class Runner:
     def __init__(self, settings: Settings, events: EventSink, environments: EnvironmentCache,
-                 sandbox: Sandbox | None = None, isolation: Isolation | None = None):
+                 sandbox: Sandbox | None = None, isolation: Isolation | None = None,
+                 link: BackendLink | None = None):
         self.settings = settings
+        self.link = link or BackendLink(settings)
         self.events = events
         self.environments = environments
         self.sandbox = sandbox or Sandbox(settings)
@@ -180,34 +177,47 @@ class Runner:
             self._finish(run)
 
     def _attempt(self, run: Run) -> None:
-        run_dir = self.settings.jobs_dir / run.job_id / "runs" / str(run.attempt)
+        """Fetch the upload, unpack it, prepare the environment, run code.py, pack output/: the
+        log goes to the backend as it grows, the result once the run is over (`_deliver_outcome`)."""
         work = self.settings.unit_work_dir / f"{run.job_id}-{run.attempt}"
+        own = own_folder(self.settings.unit_work_dir, run.job_id, run.attempt)
         try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            log = JobLog(run_dir / "log.txt", self.settings.max_log_bytes)
+            own.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            own.mkdir(mode=0o700, exist_ok=True)
+            log = JobLog(own / "log.txt", self.settings.max_log_bytes)
         except OSError as exc:
-            raise ExecutionFailed(f"The job's folder could not be written: {exc.strerror}.") from None
+            raise ExecutionFailed(f"The unit's work dir could not be written: {exc.strerror}.") from None
+        shipper = LogShipper(self.link, run.job_id, run.attempt, own / "log.txt")
+        shipper.start()
         project: Path | None = None
         try:
             log.note(f"Job {run.job_id}, attempt {run.attempt}, on {self.settings.unit_name}")
             shutil.rmtree(work, ignore_errors=True)
-            _verify_upload(self.settings.data_dir / run.message.upload, run.message)
+            upload = own / "upload.zip"
             try:
-                project = extract_project(self.settings.data_dir / run.message.upload, work / "project", self.limits)
+                self.link.fetch_upload(run.job_id, run.attempt, upload, run.message.sha256, run.message.size,
+                                       cancelled=lambda: run.cancelled)
+            except TransferFailed as exc:
+                raise ExecutionFailed(f"The upload could not be fetched from the backend: {exc.message}") from None
+            try:
+                project = extract_project(upload, work / "project", self.limits)
             except OSError as exc:
                 raise ExecutionFailed(f"The project could not be unpacked: {exc.strerror or exc}.") from None
+            finally:
+                upload.unlink(missing_ok=True)
             environment = self.environments.prepare(project / "requirements.txt", log.note)
             run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached)
             self._execute(run, environment.python, environment.path, project, work, log)
         finally:
             try:
                 if project is not None:
-                    self._keep_result(run, project, run_dir / "result.zip", log)
+                    self._keep_result(run, project, own / "result.zip", log)
             finally:
                 run.details["log_bytes"] = log.written
-                if log.failure:
-                    run.details["log_incomplete"] = log.failure
                 log.close()
+                unsent = shipper.finish()
+                if log.failure or unsent:
+                    run.details["log_incomplete"] = "; ".join(filter(None, (log.failure, unsent)))
                 shutil.rmtree(work, ignore_errors=True)
 
     def _keep_result(self, run: Run, project: Path, target: Path, log: JobLog) -> None:
@@ -222,6 +232,7 @@ class Runner:
                 run.fail(exc.message)
             return
         run.result_size = packed.size
+        run.result_path = target
         run.details.update(result_files=packed.files, result_left_out=packed.left_out_count)
         for note in packed.left_out:
             log.note(f"Left out of the result: {note}")
@@ -238,6 +249,7 @@ class Runner:
         except BaseException:  # noqa: BLE001
             logger.exception("Job %s: the outcome could not be sent; the backend's lease will expire", run.job_id)
         finally:
+            shutil.rmtree(own_folder(self.settings.unit_work_dir, run.job_id, run.attempt), ignore_errors=True)
             run.done.set()
             try:
                 self.announce()
@@ -245,9 +257,21 @@ class Runner:
                 logger.exception("Unit status not sent")
 
     def _deliver_outcome(self, run: Run) -> None:
+        """Send the result to the backend, then the outcome; a result that cannot be delivered
+        loses the attempt (the job is queued again), so no job succeeds without its result."""
         if run.details.get("handed_back"):
             self.events.deliver(self._event(run, JobEvent.LOST, error="The processing unit was stopped during the job."))
             return
+        try:
+            self._send_result(run)
+        except TransferFailed as exc:
+            if exc.status == 409:  # the attempt is not this unit's any more: its outcome no longer counts
+                logger.warning("Job %s: %s", run.job_id, exc.message)
+            else:
+                logger.error("Job %s: %s", run.job_id, exc.message)
+                self.events.deliver(self._event(run, JobEvent.LOST, error=clip_text(
+                    f"The result could not be delivered to the backend: {exc.message}", 1000)))
+                return
         event = self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code, error=run.error,
                             result_size=run.result_size, details=run.details)
         try:
@@ -258,6 +282,12 @@ class Runner:
             error = f"The outcome could not be sent in full ({exc.message}); see the log. {run.error or ''}"
             self.events.deliver(self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code,
                                             error=error[:1000], result_size=run.result_size))
+
+    def _send_result(self, run: Run) -> None:
+        path = run.result_path
+        if path is None:
+            return
+        self.link.put_result(run.job_id, run.attempt, path)
 
     def _job_environment(self, run: Run, python: Path, project: Path, work: Path) -> dict[str, str]:
         """What the job sees: its own environment and folders, none of the services' variables."""

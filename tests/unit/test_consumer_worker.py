@@ -20,6 +20,7 @@ from nias.dead_letters import REASON_HEADER
 from nias.errors import ServiceUnavailable
 from nias.messages import JobEvent, JobMessage
 from nias.settings import load_settings
+from nias.internal import ClaimAnswer, RunStatus
 
 MESSAGE = JobMessage(job_id="job1", upload="jobs/job1/upload.zip", sha256="0" * 64, size=100, dispatch=1)
 
@@ -46,13 +47,13 @@ class FakeUnit:
         if self.start_error is not None:
             raise self.start_error
 
-    def status(self, job_id, wait_s) -> dict:
+    def status(self, job_id, wait_s) -> RunStatus:
         self._answer("status")
         if not self.knows_run:
             response = requests.Response()
             response.status_code = 404
             raise requests.HTTPError("no such run", response=response)
-        return {"attempt": 1, "done": True}
+        return RunStatus(job_id=job_id, attempt=1, state="succeeded", done=True)
 
     def health(self) -> dict:
         self._answer("health")
@@ -175,7 +176,7 @@ class FakeSession:
         self.status, self.body, self.error = status, body, error
         self.headers: dict = {}
 
-    def post(self, url, json=None, timeout=None) -> requests.Response:
+    def post(self, url, data=None, headers=None, timeout=None) -> requests.Response:
         if self.error is not None:
             raise self.error
         response = requests.Response()
@@ -196,7 +197,7 @@ def claim_answer(status: int, body: bytes) -> Claim:
 
 
 @pytest.mark.parametrize("status, body, verdict, named", [
-    (200, b'{"attempt": 2}', Verdict.RUN, ""),
+    (200, ClaimAnswer(job_id="job1", attempt=2).encode(), Verdict.RUN, ""),
     (409, error_body("Job job1 is running."), Verdict.DROP, "is running"),
     (409, b"<html>", Verdict.DROP, "409"),
     (404, error_body("No job job1."), Verdict.DEAD, "404"),
@@ -205,7 +206,7 @@ def claim_answer(status: int, body: bytes) -> Claim:
     (502, b"<html>bad gateway</html>", Verdict.AGAIN, "502"),
     (429, b"slow down", Verdict.AGAIN, "429"),
     (200, b"not json", Verdict.AGAIN, "attempt"),
-    (200, b'{"attempt": "2"}', Verdict.AGAIN, "attempt"),
+    (200, b'{"v": 1, "type": "claimed", "job_id": "job1", "attempt": "2"}', Verdict.AGAIN, "attempt"),
     (200, b"[1]", Verdict.AGAIN, "attempt"),
 ], ids=["claimed", "stale", "stale-without-json", "unknown", "malformed-claim", "server-error",
         "bad-gateway", "too-many", "bad-json", "attempt-not-a-number", "not-an-object"])

@@ -162,8 +162,7 @@ def test_an_answer_that_does_not_name_a_nias_service_is_refused(body):
         Health.from_dict(body)
 
 
-@pytest.mark.parametrize("folder, check", [("unit_work_dir", "work_dir"), ("jobs_dir", "data_dir"),
-                                           ("environments_dir", "environments")])
+@pytest.mark.parametrize("folder, check", [("unit_work_dir", "work_dir"), ("environments_dir", "environments")])
 def test_a_unit_answers_503_when_a_folder_it_writes_is_not_writable(unit, folder, check):
     app, settings = unit
     with read_only(getattr(settings, folder)):

@@ -43,6 +43,25 @@ class RecordedEvents:
         return [e for e in self.sent if getattr(e, "event", None) is EventKind.FINISHED]
 
 
+class BackendFiles:
+    """Stands in for the link to the backend: uploads from a folder, logs and results kept here."""
+
+    def __init__(self, uploads: Path):
+        self.uploads = uploads
+        self.logs: dict[str, bytes] = {}
+        self.results: dict[str, bytes] = {}
+
+    def fetch_upload(self, job_id, _attempt, target: Path, _sha256, _size, cancelled=None) -> None:
+        target.write_bytes((self.uploads / f"{job_id}.zip").read_bytes())
+
+    def append_log(self, job_id, _attempt, offset: int, data: bytes) -> int:
+        self.logs[job_id] = self.logs.get(job_id, b"")[:offset] + data
+        return len(self.logs[job_id])
+
+    def put_result(self, job_id, _attempt, path: Path) -> None:
+        self.results[job_id] = path.read_bytes()
+
+
 class ThisInterpreter:
     def prepare(self, _requirements, _log) -> Environment:
         return Environment(Path(sys.prefix), "test", True, 0.0)
@@ -68,7 +87,7 @@ def _message(settings, code: str, job_id: str = "job1") -> JobMessage:
 def _run(settings, events, code: str, job_id: str = "job1"):
     sandbox = Sandbox(settings)
     sandbox.uid = None  # run as this user: pytest's folders are private to it
-    unit = Runner(settings, events, ThisInterpreter(), sandbox)
+    unit = Runner(settings, events, ThisInterpreter(), sandbox, link=BackendFiles(settings.data_dir / "uploads"))
     run = unit.start(_message(settings, code, job_id), 1)
     assert run.done.wait(60), "the run never ended"
     return unit, run
