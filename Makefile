@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: up test test-unit bench chaos venv clean
+.PHONY: up unit test test-unit bench chaos venv clean
 
 venv: $(VENV)/.installed
 
@@ -15,6 +15,11 @@ $(VENV)/.installed: constraints.txt requirements-dev.txt pyproject.toml */pyproj
 
 up: venv
 	$(PY) tools/launcher.py
+
+# One processing unit and its consumer, in the foreground, for this host to serve a backend elsewhere:
+# set NIAS_AMQP_URL, NIAS_BACKEND_URL, NIAS_INTERNAL_TOKEN and NIAS_UNIT_NAME (README, "Add a host").
+unit: venv
+	$(PY) -m process_unit.standalone
 
 test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)

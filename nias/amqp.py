@@ -1,8 +1,9 @@
 """RabbitMQ helpers shared by every service: connecting, the topology, and a confirmed publisher.
 
 Topology (all durable, all classic queues; see the README for why):
-- `<prefix>.jobs`: job messages, `x-max-priority` so urgent jobs can jump the queue;
-  rejected messages dead-letter to `<prefix>.dead`.
+- `<prefix>.jobs` (the `default` pool) and `<prefix>.jobs.<pool>` (every other pool): job
+  messages, `x-max-priority` so urgent jobs can jump the queue; rejected messages dead-letter
+  to `<prefix>.dead`. A unit takes from the queues of the pools it serves.
 - `<prefix>.events`: job events from the processing units and consumers to the backend.
 - `<prefix>.dead`: poison messages, kept for an admin to inspect.
 """
@@ -18,7 +19,7 @@ import pika.exceptions
 
 from nias.errors import BrokerUnavailable, MessageRefused
 from nias.messages import MAX_MESSAGE_BYTES, JobEvent, UnitStatus, unit_key
-from nias.settings import Settings
+from nias.settings import DEFAULT_POOL, Settings
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +30,29 @@ PERSISTENT = pika.DeliveryMode.Persistent
 @dataclass(frozen=True)
 class Topology:
     prefix: str
+    pools: tuple[str, ...] = (DEFAULT_POOL,)  # whose job queues this service declares
+
+    @classmethod
+    def of_backend(cls, settings: Settings) -> "Topology":
+        """Every pool the admin declared (NIAS_POOLS): what the backend and the producer publish to."""
+        return cls(settings.queue_prefix, settings.pool_names)
+
+    @classmethod
+    def of_unit(cls, settings: Settings) -> "Topology":
+        """The pools a unit serves (NIAS_UNIT_POOLS): what its consumer takes from."""
+        return cls(settings.queue_prefix, settings.unit_pool_names)
 
     @property
     def jobs(self) -> str:
-        return f"{self.prefix}.jobs"
+        """The default pool's job queue."""
+        return self.jobs_queue(DEFAULT_POOL)
+
+    def jobs_queue(self, pool: str) -> str:
+        return f"{self.prefix}.jobs" if pool == DEFAULT_POOL else f"{self.prefix}.jobs.{pool}"
+
+    @property
+    def job_queues(self) -> list[str]:
+        return [self.jobs_queue(pool) for pool in self.pools]
 
     @property
     def events(self) -> str:
@@ -56,12 +76,13 @@ class Topology:
         channel.queue_declare(self.dead, durable=True)
         channel.queue_bind(self.dead, self.dead_exchange)
         dead_lettered = {"x-dead-letter-exchange": self.dead_exchange}
-        channel.queue_declare(self.jobs, durable=True, arguments={"x-max-priority": MAX_PRIORITY, **dead_lettered})
+        for queue in self.job_queues:
+            channel.queue_declare(queue, durable=True, arguments={"x-max-priority": MAX_PRIORITY, **dead_lettered})
         channel.queue_declare(self.events, durable=True, arguments=dead_lettered)
         channel.exchange_declare(self.control_exchange, exchange_type="fanout", durable=True)
 
     def delete(self, channel) -> None:
-        for queue in (self.jobs, self.events, self.dead):
+        for queue in (*self.job_queues, self.events, self.dead):
             channel.queue_delete(queue)
         channel.exchange_delete(self.dead_exchange)
         channel.exchange_delete(self.control_exchange)
@@ -111,7 +132,7 @@ class Publisher:
 
     def __init__(self, settings: Settings):
         self._settings = settings
-        self._topology = Topology(settings.queue_prefix)
+        self._topology = Topology.of_backend(settings)
         self._lock = threading.Lock()
         self._connection = None
         self._channel = None

@@ -35,13 +35,16 @@ def _run(action):
 @click.option("--name")
 @click.option("--priority", type=click.IntRange(0, 9))
 @click.option("--timeout", "timeout_s", type=int)
+@click.option("--pool", default=None, help="the pool of units to run it on (default: the default pool)")
 @click.option("--wait", is_flag=True, help="wait for the job to end and exit with its outcome")
 @click.pass_context
-def submit(ctx, project: Path, name, priority, timeout_s, wait: bool) -> None:
+def submit(ctx, project: Path, name, priority, timeout_s, pool, wait: bool) -> None:
     """Upload PROJECT (a .zip) as a new job."""
     client = _client(ctx)
-    job = _run(lambda: client.submit(project, name=name, priority=priority, timeout_s=timeout_s))
-    click.echo(f"{job['id']}  {job['state']}  {job['name']}")
+    job = _run(lambda: client.submit(project, name=name, priority=priority, timeout_s=timeout_s, pool=pool))
+    click.echo(f"{job['id']}  {job['state']}  {job['name']}" + (f"  (pool {job['pool']})" if pool else ""))
+    if job.get("waiting_for"):
+        click.echo(f"  {job['waiting_for']}")
     if wait:
         _finish(client, job["id"])
 

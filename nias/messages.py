@@ -26,6 +26,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 
 from nias.errors import BadMessage, BadSignature
 from nias.health import SandboxMode
+from nias.settings import DEFAULT_POOL, POOL_NAME
 from nias.states import FINAL_STATES, JobState
 
 SCHEMA_VERSION = 1
@@ -137,6 +138,22 @@ def _limits(value: Any) -> str | None:
         if not LIMIT_NAME.fullmatch(name) or _number(0, MAX_INT, integer=True, nullable=False)(amount):
             return "must map limit names to non-negative integers"
     return None
+
+
+def _names(pattern: re.Pattern, most: int, what: str) -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list) or len(value) > most:
+            return f"must be a list of at most {most} {what}"
+        return None if all(isinstance(item, str) and pattern.fullmatch(item) for item in value) else f"must list {what}"
+    return check
+
+
+def _texts(most: int) -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, list) or len(value) > most or any(_text(200)(item) or item is None for item in value):
+            return f"must be a list of at most {most} short texts"
+        return None
+    return check
 
 
 def _upload_path(value: Any) -> str | None:
@@ -285,6 +302,7 @@ class JobMessage(_Message):
         "job_id": _NAME, "upload": _upload_path, "sha256": _matching(SHA256, "64 lowercase hex digits"),
         "size": _COUNT, "dispatch": _COUNT, "priority": _number(0, 10, integer=True),
         "timeout_s": _number(1, 2**31, integer=True), "limits": _limits,
+        "pool": _matching(POOL_NAME, "a pool name of lowercase letters, digits, _ and - (at most 32)"),
     }
     job_id: str
     upload: str  # path of the zip relative to the data dir
@@ -294,6 +312,7 @@ class JobMessage(_Message):
     priority: int = 0
     timeout_s: int | None = None
     limits: dict = field(default_factory=dict)  # a job may ask for less than the admin's limits
+    pool: str = DEFAULT_POOL  # whose queue it waits in: the units serving that pool run it
 
 
 @dataclass(frozen=True)
@@ -366,14 +385,24 @@ class UnitStatus(_Message):
     """A processing unit's periodic "I am here": idle, or busy with a job; and how it sandboxes jobs."""
 
     kind: ClassVar[str] = "unit"
-    checks: ClassVar[dict[str, Check]] = {"unit": _NAME, "job_id": _matching(NAME, "a job id", nullable=True),
-                                          "at": _SECONDS}
+    checks: ClassVar[dict[str, Check]] = {
+        "unit": _NAME, "job_id": _matching(NAME, "a job id", nullable=True), "at": _SECONDS,
+        "pools": _names(POOL_NAME, 32, "pool names"), "host": _text(255), "cpus": _number(0, 1_000_000, integer=True),
+        "memory_mb": _number(0, MAX_INT, integer=True), "gpus": _texts(64), "python": _text(64),
+    }
     enums: ClassVar[dict[str, type[Enum]]] = {"state": UnitState, "sandbox": SandboxMode}
     unit: str
     state: UnitState  # "idle" or "busy"
     job_id: str | None = None
     at: float = field(default_factory=time.time)
     sandbox: SandboxMode | None = None  # None from units that predate it
+    # What the unit has, said with every announcement (process_unit/host_facts.py).
+    pools: list = field(default_factory=lambda: [DEFAULT_POOL])
+    host: str | None = None
+    cpus: int | None = None
+    memory_mb: int | None = None
+    gpus: list = field(default_factory=list)
+    python: str | None = None
 
 
 def decode_event(raw: bytes | str, key_for: KeyFor | None = None) -> JobEvent | UnitStatus:

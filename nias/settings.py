@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -14,6 +15,19 @@ from pathlib import Path
 from typing import Mapping
 
 from nias.errors import ConfigurationError
+
+DEFAULT_POOL = "default"
+POOL_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,31}")
+
+
+def parse_pools(raw: str, variable: str) -> tuple[str, ...]:
+    """`gpu, cluster` -> ("gpu", "cluster"); a malformed or empty list fails naming `variable`."""
+    names = tuple(dict.fromkeys(name.strip() for name in raw.split(",") if name.strip()))
+    bad = [name for name in names if not POOL_NAME.fullmatch(name)]
+    if bad or not names:
+        raise ConfigurationError(f"{variable} must list pool names of lowercase letters, digits, _ and - "
+                                 f"(at most 32), separated by commas, not {raw!r}")
+    return names
 
 
 def _default_job_python() -> str:
@@ -37,6 +51,8 @@ class Settings:
     backend_url: str = "http://127.0.0.1:8080"
     unit_url: str = "http://127.0.0.1:8090"
     unit_name: str = "unit-1"
+    pools: str = DEFAULT_POOL  # the pools that exist (NIAS_POOLS); a job names one of them
+    unit_pools: str = DEFAULT_POOL  # the pools this unit serves (NIAS_UNIT_POOLS)
     instance_id: str = ""  # named in /healthz, so a launcher knows its own child's answer
     no_install: int = 0  # 1: `make up` installs nothing, it names what to install and stops
     work_dir: Path | None = None
@@ -89,6 +105,14 @@ class Settings:
     max_storage_mb_per_user: int = 20_480
     retention_days: float = 30.0  # 0 keeps results for ever
     log_level: str = "INFO"
+
+    @property
+    def pool_names(self) -> tuple[str, ...]:
+        return parse_pools(self.pools, "NIAS_POOLS")
+
+    @property
+    def unit_pool_names(self) -> tuple[str, ...]:
+        return parse_pools(self.unit_pools, "NIAS_UNIT_POOLS")
 
     @property
     def jobs_dir(self) -> Path:
@@ -169,6 +193,8 @@ ENVIRONMENT = {
     "NIAS_BACKEND_URL": "backend_url",
     "NIAS_UNIT_URL": "unit_url",
     "NIAS_UNIT_NAME": "unit_name",
+    "NIAS_POOLS": "pools",
+    "NIAS_UNIT_POOLS": "unit_pools",
     "NIAS_INSTANCE_ID": "instance_id",
     "NIAS_NO_INSTALL": "no_install",
     "NIAS_WORK_DIR": "work_dir",
@@ -269,4 +295,5 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigurationError(f"NIAS_SESSION_DAYS must be more than 0, got {settings.session_days!r}")
     if settings.header_timeout_s <= 0:  # 0 would close every connection before its first request
         raise ConfigurationError(f"NIAS_HEADER_TIMEOUT_S must be more than 0, got {settings.header_timeout_s!r}")
+    settings.pool_names, settings.unit_pool_names  # noqa: B018 - a malformed list fails at start, naming its variable
     return dataclasses.replace(settings, data_dir=Path(settings.data_dir).resolve())

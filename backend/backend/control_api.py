@@ -92,7 +92,7 @@ def rerun(job_id: str):
             upload=str(target.relative_to(settings.data_dir)), upload_sha256=original["upload_sha256"],
             upload_size=original["upload_size"], timeout_s=original["timeout_s"], attempt=0, dispatch=1,
             published=0, queue_priority=original["priority"], queued_at=time.time(), rerun_of=job_id,
-            owner_id=owner_id, limits=original["limits"],
+            owner_id=owner_id, limits=original["limits"], pool=original["pool"],
         )
     except Exception:
         shutil.rmtree(files.folder, ignore_errors=True)

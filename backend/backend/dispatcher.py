@@ -38,6 +38,7 @@ def message_for(job: dict) -> JobMessage:
         size=job["upload_size"],
         dispatch=job["dispatch"],
         priority=job["queue_priority"],
+        pool=job["pool"],
         timeout_s=job["timeout_s"],
         limits=job.get("limits") or {},
     )
@@ -109,14 +110,14 @@ class Dispatcher:
             logger.warning("Job %s: %s not sent now (%s); the next heartbeat retries it",
                            message.job_id, message.action, exc.message)
 
-    def ready_messages(self) -> int | None:
-        """How many job messages wait ready in the jobs queue; None when RabbitMQ cannot say."""
+    def ready_messages(self, pool: str) -> int | None:
+        """How many job messages wait ready in the pool's queue; None when RabbitMQ cannot say."""
         try:
             connection = connect(self._settings, attempts=1)
         except BrokerUnavailable:
             return None
         try:
-            return connection.channel().queue_declare(Topology(self._settings.queue_prefix).jobs,
+            return connection.channel().queue_declare(Topology.of_backend(self._settings).jobs_queue(pool),
                                                       passive=True).method.message_count
         except (pika.exceptions.AMQPError, OSError):
             return None

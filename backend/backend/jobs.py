@@ -295,17 +295,18 @@ def requeue_with_priority(store: Store, job_id: str, priority: int | None, *, ru
     return moved
 
 
-def redispatch_lost_messages(store: Store, settings: Settings, ready_messages: Callable[[], int | None]) -> int:
+def redispatch_lost_messages(store: Store, settings: Settings, ready_messages: Callable[[str], int | None]) -> int:
     """Publish again (a new dispatch) each queued job whose message is lost: dead-lettered after
     failed deliveries, purged, or gone with a broker's disk. A message is lost when its job has
-    waited `NIAS_REDISPATCH_S` while the jobs queue holds none ready (so it waits nowhere); after
+    waited `NIAS_REDISPATCH_S` while its pool's queue holds none ready (so it waits nowhere); after
     `NIAS_REDISPATCH_LIMIT` re-publications the job fails, saying so."""
     if not settings.redispatch_s:
         return 0
     waiting = store.published_waiting_since(time.time() - settings.redispatch_s)
-    if not waiting or ready_messages() != 0:  # None: the broker cannot say; wait for the next pass
-        return 0
-    for job in waiting:
+    pools = {job["pool"] for job in waiting}
+    empty = {pool for pool in pools if ready_messages(pool) == 0}  # None: the broker cannot say; wait
+    lost_jobs = [job for job in waiting if job["pool"] in empty]
+    for job in lost_jobs:
         lost = (job["redispatched"] or 0) + 1
         guard = {"state": JobState.QUEUED.value, "dispatch": job["dispatch"]}
         if lost > settings.redispatch_limit:
@@ -319,7 +320,7 @@ def redispatch_lost_messages(store: Store, settings: Settings, ready_messages: C
                                                       "queued_at": time.time()}):
             logger.warning("Job %s: its message %s is lost; publishing it again (%s of %s)", job["id"],
                            job["dispatch"], lost, settings.redispatch_limit)
-    return len(waiting)
+    return len(lost_jobs)
 
 
 def expire_leases(store: Store, settings: Settings) -> int:

@@ -19,6 +19,7 @@ from nias.job_files import JobFiles, RunFiles
 from backend.auth import current_user, owner_filter, visible_job
 from backend.dry_run import check_project, zip_refused
 from backend.live import feed
+from backend.pools import choose_pool, live_pools, waiting_for
 from backend.uploads import (discard_body, new_job_id, parse_int_field, receive_upload, refuse_unread, store_upload,
                              too_many_uploads, uploads_in_flight)
 
@@ -63,7 +64,8 @@ def pause_deadline(job: dict) -> str | None:
     return iso_time(job["paused_at"] + limit)
 
 
-def job_to_json(job: dict, *, position: int | None = None) -> dict:
+def job_to_json(job: dict, *, position: int | None = None, served: set[str] | None = None) -> dict:
+    """The job as the API shows it; `served` (the pools with a live unit) says what a queued job waits for."""
     elapsed = elapsed_seconds(job, time.time())
     eta = eta_seconds(job, elapsed)
     body = {
@@ -98,6 +100,8 @@ def job_to_json(job: dict, *, position: int | None = None) -> dict:
         "result_pending": job.get("result_due") is not None,  # cancelled: the kept result is still coming
         "pause_deadline": pause_deadline(job),
         "queue_position": position,
+        "pool": job["pool"],
+        "waiting_for": waiting_for(job, served) if served is not None else None,
         "run_next": job["queue_priority"] > job["priority"],
         "links": {
             "self": url_for("jobs.get_job", job_id=job["id"]),
@@ -166,8 +170,10 @@ def requested_limits(form, settings: Settings) -> dict[str, int]:
 
 
 def job_json_with_position(job: dict) -> dict:
-    position = _nias().store.queue_position(job) if job["state"] == JobState.QUEUED.value else None
-    return job_to_json(job, position=position)
+    if job["state"] != JobState.QUEUED.value:
+        return job_to_json(job)
+    store = _nias().store
+    return job_to_json(job, position=store.queue_position(job), served=live_pools(store))
 
 
 def dry_run(settings: Settings) -> dict:
@@ -214,6 +220,7 @@ def accept_upload():
         priority = parse_int_field(request.form.get("priority"), "priority", 0, 9) or 0
         timeout_s = parse_int_field(request.form.get("timeout_s"), "timeout_s", 1, settings.job_timeout_s)
         limits = requested_limits(request.form, settings)
+        pool = choose_pool(request.form.get("pool"), settings)
         job_id = new_job_id()
         relative = store_upload(upload, settings, job_id)
     finally:
@@ -223,7 +230,7 @@ def accept_upload():
             id=job_id, name=name, state=JobState.QUEUED.value, priority=priority, upload=relative,
             upload_sha256=upload.sha256, upload_size=upload.size, timeout_s=timeout_s,
             attempt=0, dispatch=1, published=0, queue_priority=priority, queued_at=time.time(),
-            owner_id=current_user()["id"], limits=limits,
+            owner_id=current_user()["id"], limits=limits, pool=pool,
         )
     except Exception:
         shutil.rmtree(JobFiles(settings.jobs_dir, job_id).folder, ignore_errors=True)
@@ -244,7 +251,9 @@ def list_jobs():
     search = (request.args.get("q") or "").strip()[:200] or None
     rows, total = _nias().store.list_jobs(state=state, search=search, owner=owner_filter(), limit=per_page,
                                           offset=(page - 1) * per_page)
-    return jsonify({"jobs": [job_to_json(row) for row in rows], "total": total, "page": page, "per_page": per_page})
+    served = live_pools(_nias().store) if any(row["state"] == JobState.QUEUED.value for row in rows) else None
+    return jsonify({"jobs": [job_to_json(row, served=served) for row in rows], "total": total, "page": page,
+                    "per_page": per_page})
 
 
 @bp.get("/<job_id>")

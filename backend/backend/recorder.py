@@ -47,7 +47,8 @@ def record_event(store: Store, settings: Settings, body: bytes, send_control=Non
     event = decode_event(body, key_for=functools.partial(unit_key, settings.internal_token))
     if isinstance(event, UnitStatus):
         store.record_unit(event.unit, event.state.value, event.job_id, event.at,
-                          event.sandbox.value if event.sandbox else None)
+                          event.sandbox.value if event.sandbox else None, pools=event.pools, host=event.host,
+                          cpus=event.cpus, memory_mb=event.memory_mb, gpus=event.gpus, python=event.python)
     else:
         job_rules.apply_event(store, settings, event, send_control)
 

@@ -81,6 +81,7 @@ jobs = Table(
     Column("expired_at", Float),  # when retention removed its files
     Column("limits", JSON(none_as_null=True)),  # the lower resource limits the job asked for, e.g. {"memory_mb": 64}
     Column("result_due", Float),
+    Column("pool", String(32), nullable=False, default="default"),  # whose units run it (NIAS_POOLS)
     Column("redispatched", Integer),  # how often its message was found lost and published again  # cancelled while running: until when the attempt's kept result is awaited
 )
 
@@ -145,6 +146,12 @@ units = Table(
     Column("job_id", String(32)),
     Column("last_seen", Float, nullable=False),
     Column("sandbox", String(16)),  # how the unit runs jobs: "bwrap", or "none" (no mount namespace)
+    Column("pools", JSON(none_as_null=True)),  # the pools it serves
+    Column("host", String(255)),
+    Column("cpus", Integer),
+    Column("memory_mb", BigInteger),
+    Column("gpus", JSON(none_as_null=True)),  # names, from nvidia-smi where there is one
+    Column("python", String(64)),  # the version its jobs run on
 )
 
 
@@ -250,6 +257,13 @@ class Store:
             rows = [dict(row) for row in conn.execute(query).mappings()]
             total = conn.execute(count).scalar_one()
         return rows, total
+
+    def queued_by_pool(self, owner: str | None = None) -> dict[str, int]:
+        query = select(jobs.c.pool, func.count()).where(jobs.c.state == "queued").group_by(jobs.c.pool)
+        if owner is not None:
+            query = query.where(jobs.c.owner_id == owner)
+        with self.engine.connect() as conn:
+            return {pool: count for pool, count in conn.execute(query)}
 
     def count_by_state(self, owner: str | None = None) -> dict[str, int]:
         query = select(jobs.c.state, func.count()).group_by(jobs.c.state)
@@ -433,8 +447,10 @@ class Store:
             )
         return result.rowcount == 1
 
-    def record_unit(self, name: str, state: str, job_id: str | None, seen: float, sandbox: str | None = None) -> None:
-        values = {"state": state, "job_id": job_id, "last_seen": seen, "sandbox": sandbox}
+    def record_unit(self, name: str, state: str, job_id: str | None, seen: float, sandbox: str | None = None,
+                    **about: Any) -> None:
+        """A unit's presence; `about` holds what it says of itself (pools, host, cpus, memory_mb, gpus, python)."""
+        values = {"state": state, "job_id": job_id, "last_seen": seen, "sandbox": sandbox, **about}
         with self.engine.begin() as conn:
             changed = conn.execute(update(units).where(units.c.name == name).values(**values)).rowcount
             if not changed:
@@ -458,7 +474,8 @@ class Store:
             jobs.c.queue_priority > job["queue_priority"],
             and_(jobs.c.queue_priority == job["queue_priority"], jobs.c.queued_at < job["queued_at"]),
         )
-        query = select(func.count()).select_from(jobs).where(jobs.c.state == "queued", jobs.c.id != job["id"], ahead)
+        query = select(func.count()).select_from(jobs).where(jobs.c.state == "queued", jobs.c.pool == job["pool"],
+                                                             jobs.c.id != job["id"], ahead)
         with self.engine.connect() as conn:
             return conn.execute(query).scalar_one() + 1
 

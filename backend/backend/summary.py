@@ -6,16 +6,15 @@ import time
 from flask import Blueprint, current_app, g, jsonify
 
 from nias.errors import JobNotFound
-from nias.messages import PRESENCE_S
+from nias.settings import DEFAULT_POOL
 from nias.states import JobState
 
 from backend.auth import is_admin, owner_filter
 from backend.jobs_api import iso_time
+from backend.pools import OFFLINE_AFTER_S, describe_pools
 
 bp = Blueprint("summary", __name__, url_prefix="/api")
 
-# Three missed announcements mean a unit is offline.
-OFFLINE_AFTER_S = 3 * PRESENCE_S
 
 
 def describe_units(rows: list[dict], now: float) -> list[dict]:
@@ -26,6 +25,12 @@ def describe_units(rows: list[dict], now: float) -> list[dict]:
             "job_id": row["job_id"],
             "last_seen": iso_time(row["last_seen"]),
             "sandbox": row.get("sandbox"),
+            "pools": row.get("pools") or [DEFAULT_POOL],
+            "host": row.get("host"),
+            "cpus": row.get("cpus"),
+            "memory_mb": row.get("memory_mb"),
+            "gpus": row.get("gpus") or [],
+            "python": row.get("python"),
         }
         for row in rows
     ]
@@ -63,7 +68,8 @@ def get_summary():
     counts = {state.value: 0 for state in JobState}
     counts.update(store.count_by_state(owner_filter()))
     units = visible_units(store)
-    return jsonify({"counts": counts, "units": units, "sandbox_warning": sandbox_warning(units)})
+    pools = describe_pools(current_app.extensions["nias"].settings, units, store.queued_by_pool(owner_filter()))
+    return jsonify({"counts": counts, "units": units, "pools": pools, "sandbox_warning": sandbox_warning(units)})
 
 
 @bp.get("/units")

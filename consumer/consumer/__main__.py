@@ -5,6 +5,8 @@ main thread, which keeps answering heartbeats; the job is handled in a worker th
 acks go back through `add_callback_threadsafe`. While a job runs the consumer cancels its
 subscription, so no second message waits unseen behind a busy unit; and it subscribes again only
 once its unit is healthy and idle, so a dead unit never takes (and spends) other jobs' attempts.
+A unit serving several pools takes from each pool's queue on one channel, whose prefetch of one
+is shared by them all (`global_qos`): it never holds two messages at once.
 
 Every delivery is settled exactly once (`consumer/delivery.py`): the worker thread decides, the
 connection's thread carries it out, and whatever the handler raises before it has decided, the
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 class Consumer:
     def __init__(self, settings: Settings):
         self.settings = settings
-        self.topology = Topology(settings.queue_prefix)
+        self.topology = Topology.of_unit(settings)
         self.stop = threading.Event()
         self.backend = Backend(settings)
         self.unit = Unit(settings)
@@ -46,7 +48,7 @@ class Consumer:
         self._connection = None
         self._channel = None
         self._publish_channel = None  # publisher confirms on: dead letters and handed-back copies
-        self._tag: str | None = None
+        self._tags: list[str] = []
 
     # -- main thread -------------------------------------------------------------------
     def run(self) -> None:
@@ -74,31 +76,36 @@ class Consumer:
                 self._connection.close()
         except (pika.exceptions.AMQPError, OSError):
             pass
-        self._channel = self._publish_channel = self._tag = None
+        self._channel = self._publish_channel = None
+        self._tags = []
         self.stop.wait(0.5)
 
     def _serve(self, connection) -> None:
         channel = connection.channel()
         self.topology.declare(channel)
-        channel.basic_qos(prefetch_count=1)
+        channel.basic_qos(prefetch_count=1, global_qos=True)  # one message for the unit, whichever its pool
         self._publish_channel = connection.channel()
         self._publish_channel.confirm_delivery()
         control = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
         channel.queue_bind(control, self.topology.control_exchange)
         channel.basic_consume(control, self._on_control, auto_ack=True)
         self._channel = channel
-        logger.info("Consumer %s waiting for jobs on %s", self.settings.unit_name, self.topology.jobs)
+        logger.info("Consumer %s waiting for jobs on %s", self.settings.unit_name, ", ".join(self.topology.job_queues))
         while not self.stop.is_set() or self._busy.is_set():
-            if self._tag is None and not self._busy.is_set() and not self.stop.is_set():
-                self._tag = channel.basic_consume(self.topology.jobs, self._on_message)
+            if not self._tags and not self._busy.is_set() and not self.stop.is_set():
+                self._tags = [channel.basic_consume(queue, self._on_message) for queue in self.topology.job_queues]
             connection.process_data_events(time_limit=1)
         connection.process_data_events(time_limit=0)  # carry out a settlement decided just now
-        if self._tag is not None:
-            channel.basic_cancel(self._tag)
+        self._unsubscribe(channel)
         connection.close()
 
+    def _unsubscribe(self, channel) -> None:
+        for tag in self._tags:
+            channel.basic_cancel(tag)
+        self._tags = []
+
     def _on_message(self, channel, method, properties, body: bytes) -> None:
-        delivery = Delivery(channel, method.delivery_tag, properties, body)
+        delivery = Delivery(channel, method.delivery_tag, properties, body, queue=method.routing_key)
         try:
             message = JobMessage.decode(body)
         except Exception as exc:  # noqa: BLE001 - a body that does not decode never will
@@ -106,8 +113,7 @@ class Consumer:
             self._settle(delivery, Outcome.DEAD, reason_for(exc))
             return
         # Take no other message until this one is settled and its run is over.
-        channel.basic_cancel(self._tag)
-        self._tag = None
+        self._unsubscribe(channel)
         self._busy.set()
         try:
             threading.Thread(target=self._handle, args=(delivery, message),

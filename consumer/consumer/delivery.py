@@ -45,6 +45,7 @@ class Delivery:
     tag: int
     properties: pika.BasicProperties | None
     body: bytes
+    queue: str = ""  # the job queue it came from (its pool's); copies and dead letters name it
     settled: bool = False
 
     @property
@@ -76,11 +77,13 @@ def settle(delivery: Delivery, outcome: Outcome, reason: str, confirmed, topolog
         outcome, reason = Outcome.DEAD, f"failed on {delivery.tries + 1} deliveries; last error: {reason}"
     if outcome is Outcome.DEAD:
         logger.error("Dead-lettering job message %s: %s", preview(delivery.body), reason)
-        publish_dead_letter(confirmed, topology, delivery.body, delivery.properties, reason, topology.jobs)
+        publish_dead_letter(confirmed, topology, delivery.body, delivery.properties, reason,
+                            delivery.queue or topology.jobs)
     elif outcome is Outcome.RETRY:
         logger.warning("Handing job message %s back (failed delivery %s of %s): %s", preview(delivery.body),
                        delivery.tries + 1, MAX_TRIES, reason)
-        confirmed.basic_publish("", topology.jobs, delivery.body, delivery.retry_properties(), mandatory=True)
+        confirmed.basic_publish("", delivery.queue or topology.jobs, delivery.body, delivery.retry_properties(),
+                                mandatory=True)
     if outcome is Outcome.REQUEUE:
         channel.basic_nack(delivery.tag, requeue=True)
     else:

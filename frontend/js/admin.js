@@ -7,6 +7,7 @@ import { createInvitation } from "./invitations.js";
 import { byId, copyButton, el, showError, setText } from "./dom.js";
 import { formatAgo, formatBytes, formatFullTime, plural } from "./format.js";
 import { startPolling } from "./poll.js";
+import { showUnitsTable } from "./pools.js";
 
 const UNITS_EVERY_MS = 10000; // units announce themselves every 5 s
 
@@ -158,6 +159,7 @@ async function start() {
   byId("reload-dead").addEventListener("click", showDeadLetters);
   copyButton("copy-invitation", "invitation-link");
   startPolling(showSandboxWarning, { intervalMs: UNITS_EVERY_MS });
+  startPolling(showUnitsTable, { intervalMs: UNITS_EVERY_MS });
   await Promise.all([showUsers(me), showDeadLetters()]);
 }
 

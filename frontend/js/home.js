@@ -7,6 +7,7 @@ import { badge, byId, el, setText, showError } from "./dom.js";
 import { formatAgo, formatClock, formatDuration, plural } from "./format.js";
 import { renderJobRows } from "./job-rows.js";
 import { startPolling } from "./poll.js";
+import { renderPools } from "./pools.js";
 
 const RECENT_COLUMNS = ["name", "state", "submitted", "duration"];
 let summaryMissing = false;
@@ -72,6 +73,7 @@ async function refreshQueue() {
     setText(byId("count-queued"), String(summary.counts.queued ?? 0));
     setText(byId("count-running"), String(summary.counts.running ?? 0));
     renderUnits(summary.units);
+    renderPools(byId("pool-list"), summary.pools);
     await showSandboxNote(summary.units);
     showError(byId("queue-error"), null);
     live.className = "live";

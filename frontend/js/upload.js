@@ -7,6 +7,7 @@ import { byId, el } from "./dom.js";
 import { renderCheckReport, reportFromRefusal } from "./dry-run.js";
 import { formatBytes, formatDuration, plural } from "./format.js";
 import { filesFromFolderInput, isSkipped, walkEntry } from "./project-files.js";
+import { fillPoolChoice } from "./pools.js";
 import { zipFiles } from "./zip.js";
 
 const form = byId("upload-form");
@@ -138,6 +139,8 @@ function readOptions() {
     }
     options.timeout_s = timeout;
   }
+  const pool = byId("job-pool").value;
+  if (pool && pool !== "default") options.pool = pool;
   return options;
 }
 
@@ -323,3 +326,4 @@ function wire() {
 
 wire();
 limitsKnown = showLimits();
+fillPoolChoice(byId("job-pool"));

@@ -19,6 +19,7 @@ from nias.health import Health, ServiceKind
 from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
 from process_unit.environments import EnvironmentCache
+from process_unit.host_facts import read_host_facts
 from process_unit.isolation import Isolation
 from process_unit.runner import OWN_FILES, Runner
 from process_unit.sandbox import Sandbox
@@ -53,7 +54,8 @@ def build_runner(settings: Settings) -> Runner:
                                     bool(settings.build_sdists))
     sandbox = Sandbox(settings)
     sandbox.check_reachable(settings.unit_work_dir, settings.environments_dir)
-    return Runner(settings, EventSink(settings), environments, sandbox, Isolation.for_unit(settings, sandbox))
+    return Runner(settings, EventSink(settings), environments, sandbox, Isolation.for_unit(settings, sandbox),
+                  facts=read_host_facts(settings.job_python))
 
 
 def _can_work(settings: Settings) -> dict[str, bool]:

@@ -7,6 +7,7 @@ while it runs, a heartbeat event renews its lease so the backend knows this unit
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import shutil
 import subprocess
@@ -24,6 +25,7 @@ from nias.states import JobState
 from nias.transfer import BackendLink
 
 from process_unit.environments import EnvironmentCache
+from process_unit.host_facts import HostFacts
 from process_unit.isolation import Isolation, JobBox
 from process_unit.joblog import JobLog, pump_lines
 from process_unit.log_shipper import LogShipper
@@ -46,8 +48,9 @@ def own_folder(work_dir: Path, job_id: str, attempt: int) -> Path:
 class Runner:
     def __init__(self, settings: Settings, events: EventSink, environments: EnvironmentCache,
                  sandbox: Sandbox | None = None, isolation: Isolation | None = None,
-                 link: BackendLink | None = None):
+                 link: BackendLink | None = None, facts: HostFacts | None = None):
         self.settings = settings
+        self.facts = facts
         self.link = link or BackendLink(settings)
         self.events = events
         self.environments = environments
@@ -130,8 +133,10 @@ class Runner:
 
     def announce(self) -> None:
         run = self.current()
+        about = dataclasses.asdict(self.facts) if self.facts is not None else {}
         self.events.send(UnitStatus(unit=self.settings.unit_name, state="busy" if run else "idle",
-                                    job_id=run.job_id if run else None, sandbox=self.sandbox.mode))
+                                    job_id=run.job_id if run else None, sandbox=self.sandbox.mode,
+                                    pools=list(self.settings.unit_pool_names), **about))
 
     def start_presence(self) -> None:
         """Tell the backend every few seconds that this unit is alive, and whether it is busy."""

@@ -51,5 +51,5 @@ def create_served_app() -> Flask:
     require(settings, "internal_token")
     app = create_app(settings)
     app.extensions["publisher"].start_keepalive()
-    logger.info("Producer publishing to %s.jobs", settings.queue_prefix)
+    logger.info("Producer publishing to the job queues of pools %s", ", ".join(settings.pool_names))
     return app

@@ -13,15 +13,15 @@ logger = logging.getLogger(__name__)
 class JobPublisher:
     def __init__(self, settings: Settings):
         self._settings = settings
-        self._topology = Topology(settings.queue_prefix)
+        self._topology = Topology.of_backend(settings)
         self._publisher = Publisher(settings)
 
     def publish(self, message: JobMessage) -> None:
         """Return once RabbitMQ has the message on disk; BrokerUnavailable otherwise."""
-        self._publisher.publish(self._topology.jobs, message.encode(), message_id=message.job_id,
-                                priority=message.priority)
-        logger.info("Job %s: published (dispatch %s, priority %s)", message.job_id, message.dispatch,
-                    message.priority)
+        self._publisher.publish(self._topology.jobs_queue(message.pool), message.encode(),
+                                message_id=message.job_id, priority=message.priority)
+        logger.info("Job %s: published to pool %s (dispatch %s, priority %s)", message.job_id, message.pool,
+                    message.dispatch, message.priority)
 
     def publish_control(self, message: ControlMessage) -> None:
         """Fan a pause/resume/cancel out to every consumer; the one holding the job acts on it."""

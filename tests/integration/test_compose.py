@@ -516,6 +516,8 @@ def test_the_health_check_asks_the_port_gunicorn_binds(service):
     argv = json.loads(check.split("CMD", 1)[1])
     assert argv[:2] == ["python", "-c"] and "urllib" in argv[2]
     conf = (ROOT / DOCKERFILES[service]).parent / "gunicorn.conf.py"
+    if "process_unit.gunicorn_config import" in conf.read_text():  # the unit's settings live in its package
+        conf = ROOT / "process-unit" / "process_unit" / "gunicorn_config.py"
     port_variable = re.search(r"bind = .*environ\.get\('(NIAS_\w*PORT)'", conf.read_text()).group(1)
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()

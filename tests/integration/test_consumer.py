@@ -19,6 +19,7 @@ from consumer import worker
 from consumer.worker import CLAIM_TRIES, Claim, Verdict
 from nias.dead_letters import reason_of
 from nias.messages import JobMessage
+from nias.internal import ClaimAnswer, RunStatus
 from tests.support.stack import free_port_block, wait_until
 
 
@@ -123,8 +124,8 @@ class RunningUnit:
         self.started.append(message.job_id)
         self._attempts[message.job_id] = attempt
 
-    def status(self, job_id: str, wait_s: float) -> dict:
-        return {"attempt": self._attempts[job_id], "done": True}
+    def status(self, job_id: str, wait_s: float) -> RunStatus:
+        return RunStatus(job_id=job_id, attempt=self._attempts[job_id], state="succeeded", done=True)
 
 
 class BackendStandIn:
@@ -175,8 +176,8 @@ class BackendStandIn:
             self._server.server_close()
 
 
-def runs(_job_id: str) -> tuple[int, dict]:
-    return 200, {"attempt": 1}
+def runs(job_id: str) -> tuple[int, dict]:
+    return 200, json.loads(ClaimAnswer(job_id=job_id, attempt=1).encode())
 
 
 @pytest.fixture
