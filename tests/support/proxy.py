@@ -10,8 +10,9 @@ logger = logging.getLogger(__name__)
 
 
 class TcpProxy:
-    def __init__(self, target: tuple[str, int], port: int = 0):
+    def __init__(self, target: tuple[str, int], port: int = 0, host: str = "127.0.0.1"):
         self.target = target
+        self.host = host
         self._listener: socket.socket | None = None
         self._connections: set[socket.socket] = set()
         self._lock = threading.Lock()
@@ -22,7 +23,7 @@ class TcpProxy:
         """Accept connections (again) on the same port."""
         listener = socket.socket()
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        listener.bind(("127.0.0.1", self.port))
+        listener.bind((self.host, self.port))
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener

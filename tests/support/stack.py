@@ -18,7 +18,7 @@ import requests
 
 from nias.amqp import Topology, connect
 from nias.client import NiasClient
-from nias.settings import load_settings
+from nias.settings import load_settings, parse_pools
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -152,15 +152,15 @@ class LocalStack:
         except ProcessLookupError:
             pass
         self.process = None
-        delete_queues(self.prefix, self.env.get("NIAS_AMQP_URL"))
+        delete_queues(self.prefix, self.env.get("NIAS_AMQP_URL"), self.env.get("NIAS_POOLS") or "default")
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
 
-def delete_queues(prefix: str, amqp_url: str | None = None) -> None:
+def delete_queues(prefix: str, amqp_url: str | None = None, pools: str = "default") -> None:
     settings = load_settings({"NIAS_AMQP_URL": amqp_url} if amqp_url else {}, queue_prefix=prefix)
     connection = connect(settings, attempts=3)
     try:
-        Topology(prefix).delete(connection.channel())
+        Topology(prefix, parse_pools(pools, "NIAS_POOLS")).delete(connection.channel())
     finally:
         connection.close()
 
