@@ -40,6 +40,7 @@ def message_for(job: dict) -> JobMessage:
         priority=job["queue_priority"],
         timeout_s=job["timeout_s"],
         limits=job.get("limits") or {},
+        params=job.get("params") or {},
     )
 
 
