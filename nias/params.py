@@ -70,14 +70,6 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def parse_assignment(text: str) -> tuple[str, Any]:
-    """`name=value` into its name and value (see `parse_value`); ValueError without a `=`."""
-    name, equals, raw = text.partition("=")
-    if not equals or not name.strip():
-        raise ValueError(f"{text!r} is not name=value")
-    return name.strip(), parse_value(raw)
-
-
 def split_sweep_values(raw: str) -> list[Any]:
     """`v1,v2,...` or a JSON list into the values a sweep takes a parameter through."""
     value = parse_value(raw)
