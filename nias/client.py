@@ -108,13 +108,13 @@ class NiasClient:
         """`{"commands": [...]}`, and for an admin `"broken": [...]` too."""
         return self._request("GET", "/api/commands").json()
 
-    def run_command(self, name: str, *, params: dict | None = None, sweep: dict | list | None = None,
+    def run_command(self, command: str, *, params: dict | None = None, sweep: dict | list | None = None,
                     **fields: Any) -> dict:
         """Queue a job (or, with `sweep`, a sweep) from a command; returns it."""
         body = {"params": params or {}, **{k: v for k, v in fields.items() if v is not None}}
         if sweep is not None:
             body["sweep"] = sweep
-        return self._request("POST", f"/api/commands/{name}/jobs", json=body).json()
+        return self._request("POST", f"/api/commands/{command}/jobs", json=body).json()
 
     def sweep(self, sweep_id: str) -> dict:
         return self._request("GET", f"/api/sweeps/{sweep_id}").json()
