@@ -8,6 +8,8 @@ import { renderCheckReport, reportFromRefusal } from "./dry-run.js";
 import { formatBytes, formatDuration, plural } from "./format.js";
 import { filesFromFolderInput, isSkipped, walkEntry } from "./project-files.js";
 import { zipFiles } from "./zip.js";
+import { paramOptions, sweepUrl } from "./params-fields.js";
+import "./commands.js";
 
 const form = byId("upload-form");
 const errorBox = byId("upload-error");
@@ -138,6 +140,11 @@ function readOptions() {
     }
     options.timeout_s = timeout;
   }
+  try {
+    Object.assign(options, paramOptions());
+  } catch (error) {
+    throw new UploadRefused(error.message);
+  }
   return options;
 }
 
@@ -250,7 +257,7 @@ async function sendChoice({ dryRun }) {
     }
     currentUpload = null; // the upload is over: opening the job must not ask "Leave site?"
     showAccepted(answer);
-    window.location.assign(jobUrl(answer.id));
+    window.location.assign(answer.jobs ? sweepUrl(answer.id) : jobUrl(answer.id)); // a sweep has a page of its own
   } catch (error) {
     if (dryRun && error.status === 400) {
       showCheckReport(reportFromRefusal(error)); // the zip rules refused it before any other check
