@@ -87,12 +87,15 @@ class NiasClient:
     def log(self, job_id: str, *, offset: int = 0) -> str:
         return self._request("GET", f"/api/jobs/{job_id}/log", params={"offset": offset}).text
 
-    def result(self, job_id: str, destination: Path) -> Path:
-        response = self._request("GET", f"/api/jobs/{job_id}/result", stream=True)
+    def _download(self, path: str, destination: Path) -> Path:
+        response = self._request("GET", path, stream=True)
         with open(destination, "wb") as handle:
             for chunk in response.iter_content(1024 * 1024):
                 handle.write(chunk)
         return destination
+
+    def result(self, job_id: str, destination: Path) -> Path:
+        return self._download(f"/api/jobs/{job_id}/result", destination)
 
     def set_state(self, job_id: str, state: str) -> dict:
         return self._request("PUT", f"/api/jobs/{job_id}/state", json={"state": state}).json()
@@ -123,11 +126,8 @@ class NiasClient:
         return self._request("POST", f"/api/sweeps/{sweep_id}/cancel").json()
 
     def sweep_results(self, sweep_id: str, destination: Path) -> Path:
-        response = self._request("GET", f"/api/sweeps/{sweep_id}/results", stream=True)
-        with open(destination, "wb") as handle:
-            for chunk in response.iter_content(1024 * 1024):
-                handle.write(chunk)
-        return destination
+        """Every finished job's result of the sweep, in one zip."""
+        return self._download(f"/api/sweeps/{sweep_id}/results", destination)
 
     def wait_sweep(self, sweep_id: str, *, timeout_s: float = 600) -> dict:
         """Block until every job of the sweep has ended with its result recorded."""

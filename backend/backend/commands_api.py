@@ -78,13 +78,13 @@ def zip_command(command: Command, settings: Settings) -> tuple[Path, str, int, s
     return path, sha.hexdigest(), size, digest
 
 
-def _priority(body: dict) -> int:
-    priority = body.get("priority", 0)
-    if priority is None:
-        return 0
-    if not isinstance(priority, int) or isinstance(priority, bool) or not 0 <= priority <= 9:
-        raise BadRequest("priority must be a whole number from 0 to 9.")
-    return priority
+def _whole_number(body: dict, field: str, low: int, high: int) -> int | None:
+    value = body.get(field)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise BadRequest(f"{field} must be a whole number from {low} to {high}.")
+    return value
 
 
 def _points(command: Command, body: dict, settings: Settings) -> tuple[dict, list[dict] | None]:
@@ -106,7 +106,7 @@ def _points(command: Command, body: dict, settings: Settings) -> tuple[dict, lis
 
 @bp.post("/<name>/jobs")
 def submit_command(name: str):
-    """`{"params": {...}, "sweep": ..., "name", "priority"}`: a job (or a sweep) from the command,
+    """`{"params": {...}, "sweep": ..., "name", "priority", "timeout_s"}`: a job (or a sweep) from the command,
     its parameters checked against the declaration first; a bad one queues nothing."""
     nias = _nias()
     settings = nias.settings
@@ -119,8 +119,10 @@ def submit_command(name: str):
     label = body.get("name")
     if label is not None and not isinstance(label, str):
         raise BadRequest("name must be text.")
-    path, sha256, size, digest = zip_command(command, settings)
-    submission = Submission(path, sha256, size, clean_name(label, command.name), user["id"], _priority(body),
+    priority = _whole_number(body, "priority", 0, 9) or 0
+    timeout_s = _whole_number(body, "timeout_s", 1, settings.job_timeout_s)
+    path, sha256, size, digest = zip_command(command, settings)  # only once everything asked for is checked
+    submission = Submission(path, sha256, size, clean_name(label, command.name), user["id"], priority, timeout_s,
                             command=command.name, command_digest=digest)
     try:
         if points is not None:

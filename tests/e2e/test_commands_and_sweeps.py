@@ -18,7 +18,7 @@ import pytest
 
 from nias.client import ApiError, NiasClient
 from tests.e2e.test_accounts import new_user, token_for
-from tests.support.projects import zip_entries
+from tests.support.projects import WELCH, zip_entries
 
 BIN = Path(sys.executable).parent
 
@@ -37,41 +37,6 @@ if params.get("fail"):
     raise SystemExit(3)
 """
 
-WELCH = """
-[command]
-name = "welch-psd"
-title = "Power spectrum (Welch)"
-description = "Estimates the PSD of each channel of a recording."
-[[parameters]]
-name = "nperseg"
-type = "int"
-default = 2048
-min = 64
-max = 65536
-help = "Segment length"
-
-[[parameters]]
-name = "window"
-type = "choice"
-choices = ["hann", "hamming", "blackman"]
-default = "hann"
-
-[[parameters]]
-name = "label"
-type = "str"
-required = true
-
-[[parameters]]
-name = "detrend"
-type = "bool"
-default = false
-
-[[parameters]]
-name = "alpha"
-type = "float"
-min = 0.0
-max = 1.0
-"""
 
 
 @pytest.fixture(scope="module")
@@ -224,6 +189,22 @@ def test_every_kind_of_bad_command_parameter_answers_400_naming_it_and_queues_no
     assert error["code"] == "bad_param" and error["param"] == name and error["problem"] == problem
     assert repr(name) in error["message"]
     assert stack.client.jobs(per_page=1)["total"] == before
+
+
+@pytest.mark.parametrize("extra", [{"priority": 12}, {"timeout_s": 0}, {"name": 7}, {"sweep": {"nperseg": []}}])
+def test_a_bad_option_of_a_command_job_answers_400_and_queues_nothing(stack, welch, extra):
+    before = stack.client.jobs(per_page=1)["total"]
+    answer = stack.http.post(f"{stack.url}/api/commands/welch-psd/jobs", json={"params": {"label": "x"}, **extra},
+                             timeout=30)
+    assert answer.status_code == 400, answer.text
+    assert stack.client.jobs(per_page=1)["total"] == before
+    assert not list((stack.data_dir / "uploads").glob("command-*"))
+
+
+def test_a_command_job_takes_its_priority_and_time_limit(client, welch):
+    job = client.run_command("welch-psd", params={"label": "x"}, priority=3, timeout_s=60)
+    assert job["priority"] == 3 and job["timeout_s"] == 60
+    assert client.wait(job["id"], timeout_s=120)["state"] == "succeeded"
 
 
 def test_nias_run_queues_a_command_job_and_waits_for_it(stack, welch):

@@ -2,30 +2,15 @@
 from __future__ import annotations
 
 import re
-import shutil
 import uuid
 import zipfile
 
-import pytest
 from playwright.sync_api import expect
 
-from tests.e2e.test_commands_and_sweeps import WELCH, add_command, params_zip
+from tests.e2e.test_commands_and_sweeps import commands_dir, params_zip, welch  # noqa: F401 (fixtures)
 from tests.support.browser import browser, console_errors, new_page, page, save_screenshot  # noqa: F401 (fixtures)
 
 SLOW = 60_000  # ms: generous waits for jobs to change state
-
-
-@pytest.fixture(scope="module")
-def commands_dir(stack):
-    folder = stack.data_dir / "commands"
-    folder.mkdir(exist_ok=True)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def welch(commands_dir):
-    return add_command(commands_dir, f"welch-{uuid.uuid4().hex[:6]}", WELCH)
 
 
 def test_the_command_form_is_drawn_from_its_parameters_and_queues_a_checked_job(page, stack, welch, console_errors):

@@ -8,41 +8,8 @@ import pytest
 
 from nias.errors import BadRequest
 from backend.commands import CommandBook, UnknownCommand, load_command
+from tests.support.projects import WELCH
 
-WELCH = """
-[command]
-name = "welch-psd"
-title = "Power spectrum (Welch)"
-description = "Estimates the PSD of each channel of a recording."
-[[parameters]]
-name = "nperseg"
-type = "int"
-default = 2048
-min = 64
-max = 65536
-help = "Segment length"
-
-[[parameters]]
-name = "window"
-type = "choice"
-choices = ["hann", "hamming", "blackman"]
-default = "hann"
-
-[[parameters]]
-name = "label"
-type = "str"
-required = true
-
-[[parameters]]
-name = "scale"
-type = "float"
-min = 0.0
-
-[[parameters]]
-name = "detrend"
-type = "bool"
-default = false
-"""
 
 
 def make_command(root: Path, folder: str, declaration: str, code: str = "print('hi')\n") -> Path:
@@ -57,7 +24,7 @@ def test_a_declaration_gives_the_command_its_typed_parameters(tmp_path):
     command = load_command(make_command(tmp_path, "welch", WELCH))
     assert command.name == "welch-psd" and command.title == "Power spectrum (Welch)"
     assert [(p.name, p.type) for p in command.parameters] == [
-        ("nperseg", "int"), ("window", "choice"), ("label", "str"), ("scale", "float"), ("detrend", "bool")]
+        ("nperseg", "int"), ("window", "choice"), ("label", "str"), ("detrend", "bool"), ("alpha", "float")]
     assert command.to_json()["parameters"][0] == {"name": "nperseg", "type": "int", "required": False,
                                                   "help": "Segment length", "default": 2048, "min": 64, "max": 65536}
     assert set(command.files) == {"command.toml", "code.py"} and len(command.digest) == 64
@@ -77,8 +44,9 @@ def test_given_parameters_are_checked_and_defaults_fill_in_the_rest(tmp_path):
     ({"label": "s3", "nperseg": 70000}, "nperseg", "at most 65536"),
     ({"label": "s3", "window": "kaiser"}, "window", "one of hann, hamming, blackman"),
     ({"label": 3}, "label", "text"),
-    ({"label": "s3", "scale": "big"}, "scale", "a number"),
-    ({"label": "s3", "scale": -1}, "scale", "at least 0"),
+    ({"label": "s3", "alpha": "big"}, "alpha", "a number"),
+    ({"label": "s3", "alpha": -1}, "alpha", "at least 0"),
+    ({"label": "s3", "alpha": 1.5}, "alpha", "at most 1"),
     ({"label": "s3", "detrend": "yes"}, "detrend", "true or false"),
     ({}, "label", "required"),
     ({"label": "s3", "colour": "red"}, "colour", "not a parameter"),
