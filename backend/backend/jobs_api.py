@@ -247,8 +247,9 @@ def list_jobs():
     page = parse_int_field(request.args.get("page"), "page", 1, 1_000_000) or 1
     per_page = parse_int_field(request.args.get("per_page"), "per_page", 1, MAX_PER_PAGE) or 20
     search = (request.args.get("q") or "").strip()[:200] or None
+    sweep = (request.args.get("sweep") or "")[:32] or None  # "none": leave out the jobs of sweeps
     rows, total = _nias().store.list_jobs(state=state, search=search, owner=owner_filter(), limit=per_page,
-                                          offset=(page - 1) * per_page)
+                                          offset=(page - 1) * per_page, sweep=sweep)
     return jsonify({"jobs": [job_to_json(row) for row in rows], "total": total, "page": page, "per_page": per_page})
 
 

@@ -283,8 +283,11 @@ class Store:
         return dict(row)
 
     def list_jobs(self, *, state: str | None = None, search: str | None = None, owner: str | None = None,
-                  limit: int = 20, offset: int = 0) -> tuple[list[dict], int]:
+                  limit: int = 20, offset: int = 0, sweep: str | None = None) -> tuple[list[dict], int]:
+        """`sweep`: "none" leaves out the jobs of sweeps, a sweep's id keeps only its jobs."""
         conditions = [jobs.c.owner_id == owner] if owner else []
+        if sweep:
+            conditions.append(jobs.c.sweep_id.is_(None) if sweep == "none" else jobs.c.sweep_id == sweep)
         if state:
             conditions.append(jobs.c.state == state)
         if search:

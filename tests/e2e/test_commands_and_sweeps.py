@@ -241,6 +241,11 @@ def test_a_3x2_sweep_over_a_zip_runs_six_jobs_over_one_stored_upload_with_metric
     assert by_point[(0.2, "fast")]["metrics"]["tenfold"] == 2.0
     for job in done["jobs"]:
         assert result_json(client, job["id"], tmp_path) == job["params"]
+    only = stack.http.get(f"{stack.url}/api/jobs", params={"sweep": sweep["id"]}, timeout=30).json()
+    assert only["total"] == 6
+    outside = stack.http.get(f"{stack.url}/api/jobs", params={"sweep": "none", "per_page": 100},
+                             timeout=30).json()["jobs"]
+    assert not any(job["sweep_id"] for job in outside)
     # retention removing one job's folder leaves the others their upload
     shutil.rmtree(stack.data_dir / "jobs" / done["jobs"][0]["id"])
     again = client.wait(client.rerun(done["jobs"][1]["id"])["id"], timeout_s=120)

@@ -71,10 +71,12 @@ def test_the_sweep_page_counts_lists_and_sorts_its_jobs_by_their_metrics(page, s
     with zipfile.ZipFile(path) as archive:
         assert "alpha=0.5_mode=exact/metrics.json" in archive.namelist()
     page.goto("/results.html")
-    row = page.locator(f'#sweeps-table tr[data-sweep-id="{sweep["id"]}"]')
+    row = page.locator(f'#sweeps-list li[data-sweep-id="{sweep["id"]}"]')
     expect(row).to_be_visible()
-    row.get_by_role("button").click()
-    expect(page.locator("#sweeps-table tr.sweep-jobs li")).to_have_count(6)
+    row.locator("summary").click()
+    expect(row.locator(".sweep-jobs li")).to_have_count(6)
+    for job in sweep["jobs"]:  # listed with the sweep, not again among the jobs
+        expect(page.locator(f'#jobs-table tr[data-job-id="{job["id"]}"]')).to_have_count(0)
     save_screenshot(page, "results-sweep-row")
 
 
