@@ -224,6 +224,21 @@ def test_nias_run_queues_a_command_job_and_waits_for_it(stack, welch):
 # Sweeps
 
 
+def test_nias_submit_with_sweep_options_queues_the_product_and_waits_for_every_job(stack, tmp_path):
+    env = {**os.environ, "NIAS_URL": stack.url, "NIAS_TOKEN": stack.admin_token}
+    run = subprocess.run([str(BIN / "nias"), "submit", str(params_zip(tmp_path)), "--param", "label=x",
+                          "--sweep", "alpha=0.1,0.2", "--sweep", "mode=fast,exact", "--wait"],
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert lines[0].startswith("sweep ") and "4 jobs" in lines[0]
+    finished = [line for line in lines if "succeeded" in line]
+    assert len(finished) == 4 and all('"score"' in line for line in finished)
+    bad = subprocess.run([str(BIN / "nias"), "submit", str(params_zip(tmp_path)), "--param", "no-equals-sign"],
+                         env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0 and "is not name=value" in bad.stderr
+
+
 def test_a_3x2_sweep_over_a_zip_runs_six_jobs_over_one_stored_upload_with_metrics(stack, client, tmp_path):
     sweep = client.submit(params_zip(tmp_path), name="grid", params={"label": "fixed"},
                           sweep={"alpha": [0.1, 0.2, 0.5], "mode": ["fast", "exact"]})
