@@ -116,9 +116,20 @@ function showMode() {
   byId("upload-form").hidden = mode === "command";
 }
 
+/** For admins: the command folders that cannot be used, and why (users never see them). */
+function showBroken(broken) {
+  const box = byId("command-broken");
+  box.hidden = !broken || broken.length === 0;
+  if (box.hidden) return;
+  box.replaceChildren(el("strong", {}, `Broken commands (only admins see this): ${broken.length}`),
+    el("ul", {}, broken.map((item) => el("li", {}, el("code", {}, item.folder), `: ${item.reason}`))));
+}
+
 async function load() {
   try {
-    commands = (await getJSON("/api/commands")).commands;
+    const listing = await getJSON("/api/commands");
+    commands = listing.commands;
+    showBroken(listing.broken);
   } catch (error) {
     showError(errorBox, error, "The commands could not be listed");
     return;

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 import uuid
 import zipfile
 
@@ -46,6 +47,20 @@ def test_the_command_form_is_drawn_from_its_parameters_and_queues_a_checked_job(
     assert job["command"] == "welch-psd" and job["state"] == "succeeded"
     expect(page.locator("#params-table")).to_contain_text('"blackman"')
     expect(page.locator("#params-origin")).to_contain_text("From the command welch-psd")
+
+
+def test_an_admin_sees_the_broken_commands_and_why_on_the_upload_page(page, commands_dir, welch):
+    folder = commands_dir / "broken-for-page"
+    folder.mkdir()
+    (folder / "code.py").write_text("print(1)\n")
+    (folder / "command.toml").write_text("[command\n")
+    try:
+        page.goto("/upload.html")
+        page.get_by_role("radio", name="Run a command").check()
+        expect(page.locator("#command-broken")).to_contain_text("broken-for-page: command.toml is not valid TOML")
+        expect(page.locator("#command-select option", has_text="broken-for-page")).to_have_count(0)
+    finally:
+        shutil.rmtree(folder)
 
 
 def test_the_sweep_page_counts_lists_and_sorts_its_jobs_by_their_metrics(page, stack, tmp_path, console_errors):
