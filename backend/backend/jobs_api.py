@@ -21,7 +21,8 @@ from backend.live import feed
 from backend.submission import Submission, check_room_for, queue_job, queue_sweep
 from backend.sweep_view import sweep_to_json
 from backend.sweeps import checked_params, expand_sweep, parse_json_field
-from backend.uploads import discard_body, parse_int_field, receive_upload, refuse_unread, too_many_uploads, uploads_in_flight
+from backend.uploads import (discard_body, parse_int_field, receive_upload, refuse_unread, too_many_uploads,
+                             uploads_in_flight)
 
 logger = logging.getLogger(__name__)
 
