@@ -64,6 +64,14 @@ def _job_row(submission: Submission, settings: Settings, job_id: str, params: di
     )
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """A hard link (the same file, stored once), or a copy where the filesystem has none."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def _place_uploads(submission: Submission, settings: Settings, job_ids: list[str]) -> None:
     first = JobFiles(settings.jobs_dir, job_ids[0])
     first.folder.mkdir(parents=True)
@@ -71,7 +79,7 @@ def _place_uploads(submission: Submission, settings: Settings, job_ids: list[str
     for job_id in job_ids[1:]:
         files = JobFiles(settings.jobs_dir, job_id)
         files.folder.mkdir(parents=True)
-        os.link(first.upload, files.upload)
+        link_or_copy(first.upload, files.upload)
 
 
 def _remove_folders(settings: Settings, job_ids: list[str]) -> None:
@@ -144,10 +152,7 @@ def queue_rerun(nias, original: dict, owner_id: str, params: dict | None = None)
     files.folder.mkdir(parents=True)
     source = settings.data_dir / original["upload"]
     try:
-        try:
-            os.link(source, files.upload)
-        except OSError:
-            shutil.copyfile(source, files.upload)
+        link_or_copy(source, files.upload)
         job = nias.store.insert_job(**rerun_row(settings, original, new_id, owner_id, params))
     except Exception:
         shutil.rmtree(files.folder, ignore_errors=True)
