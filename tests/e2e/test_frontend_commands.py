@@ -95,12 +95,22 @@ def test_the_sweep_page_counts_lists_and_sorts_its_jobs_by_their_metrics(page, s
     save_screenshot(page, "results-sweep-row")
 
 
-def test_cancelling_a_sweep_from_its_page_ends_the_jobs_still_going(page, stack, tmp_path):
-    sweep = stack.client.submit(params_zip(tmp_path), sweep=[{"sleep": 120, "n": n} for n in range(3)])
+def test_cancelling_a_sweep_from_its_page_ends_the_jobs_still_going_and_failed_ones_run_again(page, stack,
+                                                                                              tmp_path):
+    sweep = stack.client.submit(params_zip(tmp_path), sweep=[{"fail": True}] + [{"sleep": 120, "n": n}
+                                                                                 for n in range(3)])
+    failed = sweep["jobs"][0]["id"]
+    stack.client.wait(failed, timeout_s=120)
     page.goto(f"/sweep.html?id={sweep['id']}")
     page.get_by_role("button", name="Cancel the jobs not ended").click()
     expect(page.locator('#sweep-counts [data-state="cancelled"] dd')).to_have_text("3", timeout=SLOW)
     expect(page.get_by_role("button", name="Cancel the jobs not ended")).to_be_hidden()
+    save_screenshot(page, "sweep-cancelled")
+    page.get_by_role("button", name="Re-run the failed jobs").click()
+    expect(page.locator(f'#sweep-table tr[data-job-id="{failed}"]')).to_have_count(0, timeout=SLOW)
+    rerun = [job for job in stack.client.sweep(sweep["id"])["jobs"] if job["rerun_of"] == failed]
+    assert len(rerun) == 1 and rerun[0]["params"] == {"fail": True}
+    expect(page.locator(f'#sweep-table tr[data-job-id="{rerun[0]["id"]}"]')).to_have_count(1)
 
 
 def test_a_zip_upload_with_a_sweep_opens_the_sweep_page(page, stack, tmp_path):
