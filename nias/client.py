@@ -1,6 +1,7 @@
 """A small Python client for the NIAS REST API (used by the CLI, the tests and the benchmarks)."""
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,9 +44,14 @@ class NiasClient:
             raise ApiError.from_response(response)
         return response
 
-    def submit(self, project: Path | BinaryIO, *, name: str | None = None, **fields: Any) -> dict:
-        """Upload a project zip (a path or an open binary file); returns the new job."""
+    def submit(self, project: Path | BinaryIO, *, name: str | None = None, params: dict | None = None,
+               sweep: dict | list | None = None, **fields: Any) -> dict:
+        """Upload a project zip (a path or an open binary file); returns the new job, or the new
+        sweep when `sweep` is given."""
         data = {key: str(value) for key, value in fields.items() if value is not None}
+        for key, value in (("params", params), ("sweep", sweep)):
+            if value is not None:
+                data[key] = json.dumps(value)
         if name is not None:
             data["name"] = name
         if isinstance(project, (str, Path)):
@@ -81,15 +87,56 @@ class NiasClient:
     def log(self, job_id: str, *, offset: int = 0) -> str:
         return self._request("GET", f"/api/jobs/{job_id}/log", params={"offset": offset}).text
 
-    def result(self, job_id: str, destination: Path) -> Path:
-        response = self._request("GET", f"/api/jobs/{job_id}/result", stream=True)
+    def _download(self, path: str, destination: Path) -> Path:
+        response = self._request("GET", path, stream=True)
         with open(destination, "wb") as handle:
             for chunk in response.iter_content(1024 * 1024):
                 handle.write(chunk)
         return destination
+
+    def result(self, job_id: str, destination: Path) -> Path:
+        return self._download(f"/api/jobs/{job_id}/result", destination)
 
     def set_state(self, job_id: str, state: str) -> dict:
         return self._request("PUT", f"/api/jobs/{job_id}/state", json={"state": state}).json()
 
     def history(self, job_id: str) -> list[dict]:
         return self._request("GET", f"/api/jobs/{job_id}/history").json()["transitions"]
+
+    def rerun(self, job_id: str, *, params: dict | None = None) -> dict:
+        body = {"params": params} if params is not None else None
+        return self._request("POST", f"/api/jobs/{job_id}/rerun", json=body).json()
+
+    def commands(self) -> dict:
+        """`{"commands": [...]}`, and for an admin `"broken": [...]` too."""
+        return self._request("GET", "/api/commands").json()
+
+    def run_command(self, command: str, *, params: dict | None = None, sweep: dict | list | None = None,
+                    **fields: Any) -> dict:
+        """Queue a job (or, with `sweep`, a sweep) from a command; returns it."""
+        body = {"params": params or {}, **{k: v for k, v in fields.items() if v is not None}}
+        if sweep is not None:
+            body["sweep"] = sweep
+        return self._request("POST", f"/api/commands/{command}/jobs", json=body).json()
+
+    def sweep(self, sweep_id: str) -> dict:
+        return self._request("GET", f"/api/sweeps/{sweep_id}").json()
+
+    def cancel_sweep(self, sweep_id: str) -> dict:
+        return self._request("POST", f"/api/sweeps/{sweep_id}/cancel").json()
+
+    def sweep_results(self, sweep_id: str, destination: Path) -> Path:
+        """Every finished job's result of the sweep, in one zip."""
+        return self._download(f"/api/sweeps/{sweep_id}/results", destination)
+
+    def wait_sweep(self, sweep_id: str, *, timeout_s: float = 600) -> dict:
+        """Block until every job of the sweep has ended with its result recorded."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            sweep = self.sweep(sweep_id)
+            if all(is_final(job["state"]) and not job.get("result_pending") for job in sweep["jobs"]):
+                return sweep
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"sweep {sweep_id} has jobs still going after {timeout_s} s")
+            waiting = next(job for job in sweep["jobs"] if not is_final(job["state"]) or job.get("result_pending"))
+            self.job(waiting["id"], wait_s=5, state=waiting["state"])

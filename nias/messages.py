@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, TypeVar
 from nias.errors import BadMessage, BadSignature
 from nias.health import SandboxMode
 from nias.settings import DEFAULT_POOL, POOL_NAME
+from nias.params import params_problem
 from nias.states import FINAL_STATES, JobState
 
 SCHEMA_VERSION = 1
@@ -301,7 +302,7 @@ class JobMessage(_Message):
     checks: ClassVar[dict[str, Check]] = {
         "job_id": _NAME, "upload": _upload_path, "sha256": _matching(SHA256, "64 lowercase hex digits"),
         "size": _COUNT, "dispatch": _COUNT, "priority": _number(0, 10, integer=True),
-        "timeout_s": _number(1, 2**31, integer=True), "limits": _limits,
+        "timeout_s": _number(1, 2**31, integer=True), "limits": _limits, "params": params_problem,
         "pool": _matching(POOL_NAME, "a pool name of lowercase letters, digits, _ and - (at most 32)"),
     }
     job_id: str
@@ -313,6 +314,7 @@ class JobMessage(_Message):
     timeout_s: int | None = None
     limits: dict = field(default_factory=dict)  # a job may ask for less than the admin's limits
     pool: str = DEFAULT_POOL  # whose queue it waits in: the units serving that pool run it
+    params: dict = field(default_factory=dict)  # written to params.json in the project folder (nias.params)
 
 
 @dataclass(frozen=True)

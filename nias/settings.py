@@ -103,6 +103,8 @@ class Settings:
     redispatch_limit: int = 3  # re-publications of one job before it fails as undeliverable
     max_queued_per_user: int = 100
     max_storage_mb_per_user: int = 20_480
+    max_sweep_jobs: int = 1_000  # jobs one sweep may make
+    commands_dir: Path | None = None  # the admin's commands; default <data>/commands
     retention_days: float = 30.0  # 0 keeps results for ever
     log_level: str = "INFO"
 
@@ -129,6 +131,10 @@ class Settings:
     @property
     def environments_dir(self) -> Path:
         return self.env_dir or self.data_dir / "envs"
+
+    @property
+    def commands_folder(self) -> Path:
+        return self.commands_dir or self.data_dir / "commands"
 
     @property
     def store_url(self) -> str:
@@ -246,6 +252,8 @@ ENVIRONMENT = {
     "NIAS_MAX_QUEUED_PER_USER": "max_queued_per_user",
     "NIAS_MAX_STORAGE_MB_PER_USER": "max_storage_mb_per_user",
     "NIAS_RETENTION_DAYS": "retention_days",
+    "NIAS_MAX_SWEEP_JOBS": "max_sweep_jobs",
+    "NIAS_COMMANDS_DIR": "commands_dir",
     "NIAS_LOG_LEVEL": "log_level",
 }
 

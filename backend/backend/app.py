@@ -14,7 +14,8 @@ from nias.settings import Settings, load_settings, require
 from nias.health import Health, ServiceKind
 from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
-from backend import accounts, accounts_api, admin_api, control_api, events_api, internal_api, jobs_api, results_api, summary
+from backend import (accounts, accounts_api, admin_api, commands_api, control_api, events_api, internal_api, jobs_api,
+                     results_api, summary, sweeps_api)
 from backend.dispatcher import Dispatcher
 from backend.recorder import Recorder
 from backend.store import Store, open_store
@@ -80,6 +81,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(control_api.bp)
     app.register_blueprint(events_api.bp)
     app.register_blueprint(admin_api.bp)
+    app.register_blueprint(commands_api.bp)
+    app.register_blueprint(sweeps_api.bp)
 
     @app.get("/healthz")
     def healthz():

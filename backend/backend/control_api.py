@@ -2,22 +2,20 @@
 from __future__ import annotations
 
 import logging
-import os
-import shutil
-import time
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, current_app, jsonify, request
 
 from nias.errors import BadRequest, Conflict
-from nias.states import JobState, is_final
+from nias.states import is_final
 from nias.web import read_json
-from nias.job_files import JobFiles
 
 from backend import jobs as job_rules
 from backend.auth import current_user, visible_job
 from backend.jobs_api import check_quota, job_json_with_position
-from backend.live import feed
-from backend.uploads import new_job_id
+from backend.commands import UnknownCommand
+from backend.commands_api import command_book
+from backend.submission import queue_rerun
+from backend.sweeps import checked_params
 
 logger = logging.getLogger(__name__)
 
@@ -63,9 +61,24 @@ def run_next(job_id: str):
     return jsonify(job_json_with_position(job))
 
 
+def rerun_params(original: dict) -> dict | None:
+    body = request.get_json(silent=True) if request.content_length else None
+    if not isinstance(body, dict) or body.get("params") is None:
+        return None
+    params = checked_params(body["params"])
+    if original.get("command"):
+        try:
+            command = command_book().get(original["command"])
+        except UnknownCommand:
+            return params  # the command is gone: its job's upload still holds the project
+        return command.resolve(params)
+    return params
+
+
 @bp.post("/<job_id>/rerun")
 def rerun(job_id: str):
-    """A new job from the same upload, linked to the original by `rerun_of`."""
+    """A new job from the same upload, linked to the original by `rerun_of`; an optional
+    `{"params": {...}}` body gives it other parameters (checked against its command's, if any)."""
     nias = _nias()
     settings = nias.settings
     original = visible_job(job_id)
@@ -78,26 +91,5 @@ def rerun(job_id: str):
     if not is_final(original["state"]):
         raise Conflict(f"Job {job_id} is {original['state']}; only a finished, failed or cancelled job can be re-run.",
                        state=original["state"])
-    new_id = new_job_id()
-    files = JobFiles(settings.jobs_dir, new_id)
-    files.folder.mkdir(parents=True)
-    source, target = settings.data_dir / original["upload"], files.upload
-    try:
-        try:
-            os.link(source, target)
-        except OSError:
-            shutil.copyfile(source, target)
-        job = nias.store.insert_job(
-            id=new_id, name=original["name"], state=JobState.QUEUED.value, priority=original["priority"],
-            upload=str(target.relative_to(settings.data_dir)), upload_sha256=original["upload_sha256"],
-            upload_size=original["upload_size"], timeout_s=original["timeout_s"], attempt=0, dispatch=1,
-            published=0, queue_priority=original["priority"], queued_at=time.time(), rerun_of=job_id,
-            owner_id=owner_id, limits=original["limits"], pool=original["pool"],
-        )
-    except Exception:
-        shutil.rmtree(files.folder, ignore_errors=True)
-        raise
-    logger.info("Job %s: re-run of %s", new_id, job_id)
-    feed.publish(job)
-    nias.dispatcher.publish_job(job)
+    job = queue_rerun(nias, original, owner_id, rerun_params(original))
     return jsonify(job_json_with_position(job)), 201

@@ -41,6 +41,7 @@ def message_for(job: dict) -> JobMessage:
         pool=job["pool"],
         timeout_s=job["timeout_s"],
         limits=job.get("limits") or {},
+        params=job.get("params") or {},
     )
 
 

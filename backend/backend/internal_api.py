@@ -11,7 +11,7 @@ import logging
 import os
 import tempfile
 
-from flask import Blueprint, Response, current_app, jsonify, request, send_file
+from flask import Blueprint, Response, current_app, request, send_file
 
 from nias.errors import BadRequest, Conflict, NiasError
 from nias.internal import (LOG_CHUNK_BYTES, SHA256_HEADER, UNIT_HEADER, ClaimAnswer, ClaimRequest, FileReceipt,

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -20,8 +19,11 @@ from backend.auth import current_user, owner_filter, visible_job
 from backend.dry_run import check_project, zip_refused
 from backend.live import feed
 from backend.pools import choose_pool, live_pools, waiting_for
-from backend.uploads import (discard_body, new_job_id, parse_int_field, receive_upload, refuse_unread, store_upload,
-                             too_many_uploads, uploads_in_flight)
+from backend.submission import Submission, check_room_for, queue_job, queue_sweep
+from backend.sweep_view import sweep_to_json
+from backend.sweeps import checked_params, expand_sweep, parse_json_field
+from backend.uploads import (discard_body, parse_int_field, receive_upload, refuse_unread, too_many_uploads,
+                             uploads_in_flight)
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +97,10 @@ def job_to_json(job: dict, *, position: int | None = None, served: set[str] | No
         "limits": job.get("limits") or {},
         "run_limits": run_limits(job, _nias().settings),
         "rerun_of": job["rerun_of"],
+        "params": job.get("params") or {},
+        "command": job.get("command"),
+        "command_digest": job.get("command_digest"),
+        "sweep_id": job.get("sweep_id"),
         "owner": job["owner_id"],
         "expired_at": iso_time(job["expired_at"]),
         "result_pending": job.get("result_due") is not None,  # cancelled: the kept result is still coming
@@ -116,6 +122,11 @@ def job_to_json(job: dict, *, position: int | None = None, served: set[str] | No
 
 def _nias():
     return current_app.extensions["nias"]
+
+
+def sweep_json(sweep_id: str) -> dict:
+    store = _nias().store
+    return sweep_to_json(store.get_sweep(sweep_id), store.sweep_jobs(sweep_id), job_to_json, _nias().settings)
 
 
 def check_quota(store, settings, user: dict) -> None:
@@ -220,24 +231,19 @@ def accept_upload():
         priority = parse_int_field(request.form.get("priority"), "priority", 0, 9) or 0
         timeout_s = parse_int_field(request.form.get("timeout_s"), "timeout_s", 1, settings.job_timeout_s)
         limits = requested_limits(request.form, settings)
-        pool = choose_pool(request.form.get("pool"), settings)
-        job_id = new_job_id()
-        relative = store_upload(upload, settings, job_id)
+        params = checked_params(parse_json_field(request.form.get("params"), "params"))
+        sweep = parse_json_field(request.form.get("sweep"), "sweep")
+        points = expand_sweep(sweep, params, settings.max_sweep_jobs) if sweep is not None else None
+        check_room_for(nias.store, settings, current_user()["id"], len(points or [params]))
+        submission = Submission(upload.path, upload.sha256, upload.size, name, current_user()["id"],
+                                priority, timeout_s, limits,
+                                extra={"pool": choose_pool(request.form.get("pool"), settings)})
+        if points is not None:
+            sweep_id = queue_sweep(nias, submission, points, sweep, params)
+            return jsonify(sweep_json(sweep_id)), 201
+        job = queue_job(nias, submission, params)
     finally:
         request.discard_parts()
-    try:
-        job = nias.store.insert_job(
-            id=job_id, name=name, state=JobState.QUEUED.value, priority=priority, upload=relative,
-            upload_sha256=upload.sha256, upload_size=upload.size, timeout_s=timeout_s,
-            attempt=0, dispatch=1, published=0, queue_priority=priority, queued_at=time.time(),
-            owner_id=current_user()["id"], limits=limits, pool=pool,
-        )
-    except Exception:
-        shutil.rmtree(JobFiles(settings.jobs_dir, job_id).folder, ignore_errors=True)
-        raise
-    logger.info("Job %s: accepted %r (%d bytes)", job_id, name, upload.size)
-    feed.publish(job)
-    nias.dispatcher.publish_job(job)
     return jsonify(job_json_with_position(job)), 201
 
 
@@ -249,8 +255,9 @@ def list_jobs():
     page = parse_int_field(request.args.get("page"), "page", 1, 1_000_000) or 1
     per_page = parse_int_field(request.args.get("per_page"), "per_page", 1, MAX_PER_PAGE) or 20
     search = (request.args.get("q") or "").strip()[:200] or None
+    sweep = (request.args.get("sweep") or "")[:32] or None  # "none": leave out the jobs of sweeps
     rows, total = _nias().store.list_jobs(state=state, search=search, owner=owner_filter(), limit=per_page,
-                                          offset=(page - 1) * per_page)
+                                          offset=(page - 1) * per_page, sweep=sweep)
     served = live_pools(_nias().store) if any(row["state"] == JobState.QUEUED.value for row in rows) else None
     return jsonify({"jobs": [job_to_json(row, served=served) for row in rows], "total": total, "page": page,
                     "per_page": per_page})

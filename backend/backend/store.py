@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    case,
     create_engine,
     delete,
     event,
@@ -83,6 +84,24 @@ jobs = Table(
     Column("result_due", Float),
     Column("pool", String(32), nullable=False, default="default"),  # whose units run it (NIAS_POOLS)
     Column("redispatched", Integer),  # how often its message was found lost and published again  # cancelled while running: until when the attempt's kept result is awaited
+    Column("params", JSON(none_as_null=True)),  # what code.py reads from params.json
+    Column("command", String(100)),  # the command the job was made from, if any
+    Column("command_digest", String(64)),  # the digest of that command's files when the job was made
+    Column("sweep_id", String(32), index=True),
+    Column("upload_shared", Integer),  # 1: its upload is a link to another job's of the sweep, counted there
+)
+
+sweeps = Table(
+    "sweeps",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("name", String(200), nullable=False),
+    Column("owner_id", String(32), index=True),
+    Column("created_at", Float, nullable=False),
+    Column("command", String(100)),
+    Column("params", JSON(none_as_null=True)),  # the fixed parameters every job shares
+    Column("sweep", JSON(none_as_null=True)),  # the grid or list as submitted
+    Column("job_count", Integer, nullable=False),
 )
 
 users = Table(
@@ -235,6 +254,34 @@ class Store:
             )
         return self.get_job(values["id"])
 
+    def insert_sweep(self, sweep: dict, job_rows: list[dict]) -> None:
+        """A sweep and all its jobs, in one transaction: all of them are queued, or none."""
+        with self.engine.begin() as conn:
+            conn.execute(insert(sweeps).values(**sweep))
+            for values in job_rows:
+                conn.execute(insert(jobs).values(**values))
+                conn.execute(insert(transitions).values(job_id=values["id"], from_state=None,
+                                                        to_state=values["state"], at=values["created_at"]))
+
+    def get_sweep(self, sweep_id: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(sweeps).where(sweeps.c.id == sweep_id)).mappings().first()
+        return dict(row) if row else None
+
+    def list_sweeps(self, owner: str | None, limit: int = 20, offset: int = 0) -> tuple[list[dict], int]:
+        conditions = [sweeps.c.owner_id == owner] if owner else []
+        query = (select(sweeps).where(*conditions).order_by(sweeps.c.created_at.desc(), sweeps.c.id.desc())
+                 .limit(limit).offset(offset))
+        with self.engine.connect() as conn:
+            rows = [dict(row) for row in conn.execute(query).mappings()]
+            total = conn.execute(select(func.count()).select_from(sweeps).where(*conditions)).scalar_one()
+        return rows, total
+
+    def sweep_jobs(self, sweep_id: str) -> list[dict]:
+        query = select(jobs).where(jobs.c.sweep_id == sweep_id).order_by(jobs.c.created_at, jobs.c.id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
     def get_job(self, job_id: str) -> dict:
         with self.engine.connect() as conn:
             row = conn.execute(select(jobs).where(jobs.c.id == job_id)).mappings().first()
@@ -243,8 +290,11 @@ class Store:
         return dict(row)
 
     def list_jobs(self, *, state: str | None = None, search: str | None = None, owner: str | None = None,
-                  limit: int = 20, offset: int = 0) -> tuple[list[dict], int]:
+                  limit: int = 20, offset: int = 0, sweep: str | None = None) -> tuple[list[dict], int]:
+        """`sweep`: "none" leaves out the jobs of sweeps, a sweep's id keeps only its jobs."""
         conditions = [jobs.c.owner_id == owner] if owner else []
+        if sweep:
+            conditions.append(jobs.c.sweep_id.is_(None) if sweep == "none" else jobs.c.sweep_id == sweep)
         if state:
             conditions.append(jobs.c.state == state)
         if search:
@@ -275,7 +325,8 @@ class Store:
 
     def storage_used(self, owner: str) -> int:
         """Bytes a user's kept uploads, results and logs take on the shared volume."""
-        used = func.coalesce(func.sum(jobs.c.upload_size + func.coalesce(jobs.c.result_size, 0)
+        upload = case((jobs.c.upload_shared == 1, 0), else_=jobs.c.upload_size)  # a sweep's upload counts once
+        used = func.coalesce(func.sum(upload + func.coalesce(jobs.c.result_size, 0)
                                       + func.coalesce(jobs.c.log_size, 0)), 0)
         with self.engine.connect() as conn:
             return int(conn.execute(select(used).where(jobs.c.owner_id == owner, jobs.c.expired_at.is_(None)))

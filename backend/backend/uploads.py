@@ -8,7 +8,6 @@ from __future__ import annotations
 import errno
 import hashlib
 import logging
-import os
 import secrets
 import socket
 import tempfile
@@ -24,7 +23,6 @@ from nias.archive import ProjectZip, ZipLimits, inspect_zip, read_requirements
 from nias.errors import BadRequest, BadUpload, NiasError
 from nias.requirements import check_requirements
 from nias.settings import Settings
-from nias.job_files import JobFiles
 
 from backend.live import Slots
 
@@ -209,15 +207,6 @@ def receive_upload(request: UploadRequest, settings: Settings, *,
     sha256, size = _digest(part)
     stem = Path(storage.filename).stem if storage.filename.lower().endswith(".zip") else storage.filename
     return Upload(part, sha256, size, project), clean_name(request.form.get("name"), stem)
-
-
-def store_upload(upload: Upload, settings: Settings, job_id: str) -> str:
-    """Move a checked upload to the job's folder; returns its path relative to the data dir."""
-    files = JobFiles(settings.jobs_dir, job_id)
-    files.folder.mkdir(parents=True)
-    target = files.upload
-    os.replace(upload.path, target)
-    return str(target.relative_to(settings.data_dir))
 
 
 def parse_int_field(raw: str | None, field: str, low: int, high: int) -> int | None:

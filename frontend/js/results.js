@@ -110,7 +110,7 @@ function showLive() {
 async function refresh() {
   const asked = { ...view };
   try {
-    const answer = await getJSON(jobsQuery(asked));
+    const answer = await getJSON(jobsQuery({ ...asked, sweep: "none" })); // sweeps have rows of their own
     if (JSON.stringify(asked) !== JSON.stringify(view)) return true; // the view changed meanwhile
     const pages = Math.max(1, Math.ceil(answer.total / answer.per_page));
     if (view.page > pages) {
@@ -142,6 +142,7 @@ function scheduleRefresh() {
 }
 
 function matchesView(job) {
+  if (job.sweep_id) return false; // listed with its sweep
   if (view.state && job.state !== view.state) return false;
   if (view.q && !job.name.toLowerCase().includes(view.q.toLowerCase())) return false;
   if (view.mine && me && job.owner !== me.id) return false;

@@ -9,6 +9,8 @@ import { formatBytes, formatDuration, plural } from "./format.js";
 import { filesFromFolderInput, isSkipped, walkEntry } from "./project-files.js";
 import { fillPoolChoice } from "./pools.js";
 import { zipFiles } from "./zip.js";
+import { paramOptions, sweepUrl } from "./params-fields.js";
+import "./commands.js";
 
 const form = byId("upload-form");
 const errorBox = byId("upload-error");
@@ -141,6 +143,11 @@ function readOptions() {
   }
   const pool = byId("job-pool").value;
   if (pool && pool !== "default") options.pool = pool;
+  try {
+    Object.assign(options, paramOptions());
+  } catch (error) {
+    throw new UploadRefused(error.message);
+  }
   return options;
 }
 
@@ -253,7 +260,7 @@ async function sendChoice({ dryRun }) {
     }
     currentUpload = null; // the upload is over: opening the job must not ask "Leave site?"
     showAccepted(answer);
-    window.location.assign(jobUrl(answer.id));
+    window.location.assign(answer.jobs ? sweepUrl(answer.id) : jobUrl(answer.id)); // a sweep has a page of its own
   } catch (error) {
     if (dryRun && error.status === 400) {
       showCheckReport(reportFromRefusal(error)); // the zip rules refused it before any other check

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from nias.amqp import EventSink
 from nias.archive import ZipLimits, extract_project
+from nias.params import PARAMS_FILE
 from nias.errors import ExecutionFailed, MessageRefused, NiasError, TransferFailed, UnitBusy
 from nias.messages import PRESENCE_S, ControlMessage, JobEvent, JobMessage, UnitStatus, clip_text
 from nias.settings import Settings
@@ -26,6 +27,7 @@ from nias.transfer import BackendLink
 
 from process_unit.environments import EnvironmentCache
 from process_unit.host_facts import HostFacts
+from process_unit.job_params import write_params_file
 from process_unit.isolation import Isolation, JobBox
 from process_unit.joblog import JobLog, pump_lines
 from process_unit.log_shipper import LogShipper
@@ -210,6 +212,7 @@ class Runner:
                 raise ExecutionFailed(f"The project could not be unpacked: {exc.strerror or exc}.") from None
             finally:
                 upload.unlink(missing_ok=True)
+            write_params_file(project, run.message.params)
             environment = self.environments.prepare(project / "requirements.txt", log.note)
             run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached)
             self._execute(run, environment.python, environment.path, project, work, log)
@@ -309,6 +312,7 @@ class Runner:
             "VIRTUAL_ENV": str(python.parent.parent),
             "MPLBACKEND": "Agg",
             "NIAS_JOB_ID": run.job_id,
+            "NIAS_PARAMS_FILE": str(project / PARAMS_FILE),
         }
 
     def _wait(self, run: Run, process: subprocess.Popen, timeout: float) -> bool:
