@@ -16,8 +16,9 @@ from typing import Callable
 import requests
 
 from nias.errors import BadMessage, TransferFailed
-from nias.internal import (PING_PATH, SHA256_HEADER, UNIT_HEADER, FileReceipt, PingAnswer, log_path, result_path,
-                           upload_path)
+from nias.internal import (OUTCOME_HEADER, PING_PATH, SHA256_HEADER, UNIT_HEADER, FileReceipt, PingAnswer,
+                           encode_outcome, log_path, result_path, upload_path)
+from nias.messages import JobEvent
 from nias.retry import Backoff
 from nias.settings import Settings
 from nias.web import internal_headers
@@ -157,17 +158,19 @@ class BackendLink:
         return self._retried(send, what)
 
     # -- the result ----------------------------------------------------------------------------
-    def put_result(self, job_id: str, attempt: int, path: Path) -> FileReceipt:
-        """Send the result zip; returns once the backend has verified and kept it."""
+    def put_result(self, job_id: str, attempt: int, path: Path, outcome: JobEvent | None = None) -> FileReceipt:
+        """Send the result zip (with the outcome about to be published, which the backend keeps
+        in case this unit dies before publishing it); returns once the backend has verified and kept it."""
         what = f"Sending the result of job {job_id}"
         sha256, size = file_digest(path)
+        extra = {OUTCOME_HEADER: encode_outcome(outcome)} if outcome is not None else {}
 
         def send() -> FileReceipt:
             with open(path, "rb") as handle:
                 response = self._session.put(
                     self._url + result_path(job_id, attempt), data=handle, timeout=self._timeout,
                     headers={SHA256_HEADER: sha256, "Content-Length": str(size),
-                             "Content-Type": "application/zip"})
+                             "Content-Type": "application/zip", **extra})
             receipt = FileReceipt.decode(self._check(response, what).content)
             if receipt.size != size or receipt.sha256 != sha256:
                 raise _Again(f"{what}: the backend kept {receipt.size} bytes, not the {size} sent")

@@ -15,9 +15,10 @@ import tempfile
 
 from flask import Blueprint, Response, current_app, request, send_file
 
-from nias.errors import BadRequest, Conflict, NiasError, StorageFull
-from nias.internal import (LOG_CHUNK_BYTES, SHA256_HEADER, UNIT_HEADER, ClaimAnswer, ClaimRequest, FileReceipt,
-                           PingAnswer)
+from nias.errors import BadMessage, BadRequest, Conflict, NiasError, StorageFull
+from nias.internal import (LOG_CHUNK_BYTES, OUTCOME_HEADER, SHA256_HEADER, UNIT_HEADER, ClaimAnswer, ClaimRequest,
+                           FileReceipt, PingAnswer, decode_outcome)
+from nias.messages import JobEvent
 from nias.job_files import JobFiles, RunFiles
 from nias.states import JobState
 
@@ -129,6 +130,32 @@ def _room_for(what: str):
         raise StorageFull(f"The backend's volume has no room left for {what}: {os.strerror(exc.errno)}.") from None
 
 
+def _write_whole(path, data: bytes) -> None:
+    """`data` at `path`, all of it or nothing: written beside it, then renamed."""
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".part", delete=False)
+    try:
+        with handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    finally:
+        if os.path.exists(handle.name):
+            os.unlink(handle.name)
+
+
+def _outcome_header(job_id: str, attempt: int) -> JobEvent | None:
+    """The outcome sent with a result, which must be this attempt's and this unit's."""
+    value = request.headers.get(OUTCOME_HEADER)
+    if value is None:
+        return None
+    try:
+        outcome = decode_outcome(value)
+    except BadMessage as exc:
+        raise BadRequest(exc.message) from None
+    if (outcome.job_id, outcome.attempt, outcome.unit) != (job_id, attempt, request.headers.get(UNIT_HEADER)):
+        raise BadRequest(f"{OUTCOME_HEADER} is about another attempt or unit.")
+    return outcome
+
+
 def _sha256_header() -> str:
     sha256 = request.headers.get(SHA256_HEADER, "")
     if len(sha256) != 64 or any(c not in "0123456789abcdef" for c in sha256):
@@ -141,7 +168,7 @@ def put_result(job_id: str, attempt: int):
     """Keep the attempt's result zip once its size and SHA-256 match what the unit sent."""
     held_attempt(job_id, attempt, cancelled_too=True)
     settings = _nias().settings
-    sha256, size = _sha256_header(), request.content_length
+    sha256, size, outcome = _sha256_header(), request.content_length, _outcome_header(job_id, attempt)
     if size is None:
         raise BadRequest("Send the result with a Content-Length.")
     if size > settings.max_result_bytes:
@@ -160,6 +187,9 @@ def put_result(job_id: str, attempt: int):
         if got != size or digest.hexdigest() != sha256:
             raise NiasError(f"The result arrived as {got} bytes that do not match the {size} bytes and checksum "
                             "sent; send it again.", code="result_mismatch", status=422)
+        if outcome is not None:  # first, so that a kept result always has its outcome beside it
+            with _room_for("the result"):
+                _write_whole(_run_files(job_id, attempt).outcome, outcome.encode())
         os.replace(handle.name, target)
     finally:
         if os.path.exists(handle.name):

@@ -272,7 +272,7 @@ class Runner:
             self.events.deliver(self._event(run, JobEvent.LOST, error="The processing unit was stopped during the job."))
             return
         try:
-            self._send_result(run)
+            self._send_result(run, self._outcome(run))
         except TransferFailed as exc:
             if exc.status == 409:  # the attempt is not this unit's any more: its outcome no longer counts
                 logger.warning("Job %s: %s", run.job_id, exc.message)
@@ -286,8 +286,7 @@ class Runner:
                     f"The result could not be delivered to the backend: {exc.message}", 1000)))
                 return
         ended = {"at": run.ended_at} if run.ended_at is not None else {}
-        event = self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code, error=run.error,
-                            result_size=run.result_size, details=run.details, **ended)
+        event = self._outcome(run)
         try:
             self.events.deliver(event)
         except MessageRefused as exc:
@@ -297,11 +296,16 @@ class Runner:
             self.events.deliver(self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code,
                                             error=error[:1000], result_size=run.result_size, **ended))
 
-    def _send_result(self, run: Run) -> None:
+    def _outcome(self, run: Run) -> JobEvent:
+        ended = {"at": run.ended_at} if run.ended_at is not None else {}
+        return self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code, error=run.error,
+                           result_size=run.result_size, details=run.details, **ended)
+
+    def _send_result(self, run: Run, outcome: JobEvent) -> None:
         path = run.result_path
         if path is None:
             return
-        self.link.put_result(run.job_id, run.attempt, path)
+        self.link.put_result(run.job_id, run.attempt, path, outcome)
 
     def _job_environment(self, run: Run, python: Path, project: Path, work: Path) -> dict[str, str]:
         """What the job sees: its own environment and folders, none of the services' variables."""

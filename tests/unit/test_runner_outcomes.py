@@ -59,7 +59,7 @@ class BackendFiles:
         self.logs[job_id] = self.logs.get(job_id, b"")[:offset] + data
         return len(self.logs[job_id])
 
-    def put_result(self, job_id, _attempt, path: Path) -> None:
+    def put_result(self, job_id, _attempt, path: Path, _outcome=None) -> None:
         self.results[job_id] = path.read_bytes()
 
 
@@ -148,7 +148,7 @@ class RefusingBackend(BackendFiles):
         super().__init__(uploads)
         self.status = status
 
-    def put_result(self, job_id, _attempt, path: Path) -> None:
+    def put_result(self, job_id, _attempt, path: Path, _outcome=None) -> None:
         raise TransferFailed(f"Sending the result of job {job_id}: answered {self.status}", status=self.status)
 
 
@@ -180,7 +180,7 @@ def test_a_result_that_cannot_be_delivered_loses_the_attempt_so_the_job_runs_aga
 
 def test_an_outcome_delivered_late_carries_the_time_the_run_ended(settings):
     class SlowBackend(BackendFiles):
-        def put_result(self, job_id, _attempt, path: Path) -> None:
+        def put_result(self, job_id, _attempt, path: Path, _outcome=None) -> None:
             time.sleep(1.5)  # the backend takes its time: the outcome's time stays the run's
             super().put_result(job_id, _attempt, path)
 
