@@ -21,8 +21,11 @@ up: venv
 unit: venv
 	$(PY) -m process_unit.standalone
 
+# Test files run in TEST_WORKERS processes (each file's tests stay in one, so a module's stack is
+# started once); TEST_WORKERS=0 runs them all in this process.
+TEST_WORKERS ?= 2
 test: venv
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-unit: venv
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

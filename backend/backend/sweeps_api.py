@@ -69,16 +69,24 @@ def cancel_sweep(sweep_id: str):
     nias = _nias()
     cancelled = 0
     for job in current_jobs(nias.store.sweep_jobs(sweep_id)):
-        if is_final(job["state"]):
-            continue
-        try:
-            job_rules.request_state(nias.store, job["id"], JobState.CANCELLED.value, nias.dispatcher.send_control,
-                                    nias.settings)
-            cancelled += 1
-        except Conflict:  # it ended (or changed) meanwhile: what it became stands
-            continue
+        cancelled += _cancel_unless_ended(nias, job["id"])
     logger.info("Sweep %s: %d jobs cancelled on request", sweep_id, cancelled)
     return jsonify({**sweep_json(sweep_id), "cancelled": cancelled})
+
+
+def _cancel_unless_ended(nias, job_id: str, tries: int = 5) -> int:
+    """1 once the job is cancelled; 0 if it ended first. A job that changed under the request (a
+    unit claimed it at that moment) is asked again, as it now stands."""
+    for _ in range(tries):
+        if is_final(nias.store.get_job(job_id)["state"]):
+            return 0
+        try:
+            job_rules.request_state(nias.store, job_id, JobState.CANCELLED.value, nias.dispatcher.send_control,
+                                    nias.settings)
+            return 1
+        except Conflict:
+            continue
+    return 0
 
 
 @bp.post("/<sweep_id>/rerun-failed")

@@ -31,7 +31,8 @@ class RemoteHost:
         tag = uuid.uuid4().hex[:6]
         self.netns = f"nias-{tag}"
         self._veth = f"vn{tag}"
-        subnet = random.randint(1, 250)
+        taken = subprocess.run(["ip", "-4", "-o", "addr"], capture_output=True, text=True).stdout
+        subnet = random.choice([n for n in range(1, 251) if f"10.231.{n}." not in taken])  # hosts of other tests
         self.address = f"10.231.{subnet}.1"  # our end of the link: what the host reaches us at
         self.remote_address = f"10.231.{subnet}.2"
         self.hide = [path for path in hide if path.exists()]
