@@ -7,7 +7,6 @@ import time
 from flask import Blueprint, Response, current_app, jsonify
 
 from nias.errors import NiasError
-from nias.web import read_json
 
 from backend import api_models as api
 from backend.openapi import describe
@@ -30,7 +29,7 @@ def _me(user: dict) -> dict:
 @bp.post("/auth/register")
 @describe("Register an account", {201: api.Me, **api.REFUSED}, body=api.Registration, public=True, tag="accounts")
 def register():
-    body = read_json()
+    body = api.read_body(api.Registration)
     nias = _nias()
     user = accounts.register(nias.store, nias.settings, body.get("email"), body.get("password"),
                              body.get("invitation"))
@@ -42,7 +41,7 @@ def register():
 @describe("Sign in (sets the session cookie)", {200: api.Me, **api.REFUSED}, body=api.Credentials, public=True,
           tag="accounts")
 def login():
-    body = read_json()
+    body = api.read_body(api.Credentials)
     user = accounts.authenticate(_nias().store, body.get("email"), body.get("password"))
     sign_in(user)
     return jsonify(_me(user))
@@ -76,7 +75,7 @@ def me():
 @describe("Change my password", {200: api.PasswordChanged, **api.REFUSED}, body=api.PasswordChange, tag="accounts")
 def change_password():
     """`{"current", "new"}`: a new password; every other session of the account ends (API tokens stay)."""
-    body = read_json()
+    body = api.read_body(api.PasswordChange)
     nias = _nias()
     user = current_user()
     accounts.change_password(nias.store, user, body.get("current"), body.get("new"))
@@ -96,7 +95,8 @@ def list_tokens():
 @describe("Create an API token", {201: api.NewToken, **api.REFUSED}, body=api.TokenRequest, body_required=False,
           tag="accounts")
 def create_token():
-    token = accounts.create_token(_nias().store, current_user(), read_json().get("name", ""))
+    token = accounts.create_token(_nias().store, current_user(),
+                                 api.read_body(api.TokenRequest).get("name") or "")
     return jsonify(token), 201
 
 
@@ -122,7 +122,7 @@ def list_users():
 @describe("Create an account (admins)", {201: api.User, **api.REFUSED}, body=api.NewUser, tag="accounts")
 def create_user():
     require_admin()
-    body = read_json()
+    body = api.read_body(api.NewUser)
     user = accounts.create_user(_nias().store, body.get("email"), body.get("password"), body.get("role", "user"))
     return jsonify(accounts.public_user(user)), 201
 

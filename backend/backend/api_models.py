@@ -7,9 +7,11 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from nias.errors import BadRequest
 from nias.states import JobState
+from nias.web import read_json
 
 from backend.openapi import Answer
 
@@ -458,3 +460,16 @@ class DeadLetterQuery(Model):
 REFUSED = {"4XX": ErrorBody}  # every refusal has the error shape; each view names its successes
 UNAVAILABLE = {503: Answer("a service it needs (the broker) is unavailable", model=ErrorBody)}
 ZIP = Answer("a zip file", media="application/zip", schema={"type": "string", "contentMediaType": "application/zip"})
+
+
+def read_body(model: type[Model]) -> dict:
+    """The request's JSON object, checked against `model` (types, bounds, required fields); a 400 names the first
+    field that breaks it. Returns the object as sent, for the view's own rules."""
+    body = read_json()
+    try:
+        model.model_validate(body)
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"]) or "body"
+        raise BadRequest(f"{field}: {problem['msg']}.", field=field) from None
+    return body

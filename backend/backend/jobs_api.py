@@ -363,7 +363,8 @@ def get_log(job_id: str):
             handle = None
     if handle is not None:
         length = max(0, os.fstat(handle.fileno()).st_size - offset)
-        handle.seek(offset)
+        if length:  # a seek far past the end fails on some filesystems (EINVAL), and there is nothing to read
+            handle.seek(offset)
     headers = {"X-Log-Size": str(offset + length), "Content-Length": str(length)}
     body = read_in_chunks(handle, length) if handle is not None else iter(())
     response = Response(body, mimetype="text/plain", headers=headers, direct_passthrough=True)

@@ -5,12 +5,10 @@ NIAS services may send the internal token in `X-Nias-Internal-Token` as they do 
 """
 from __future__ import annotations
 
-import hmac
-
-from flask import Blueprint, Response, current_app, request
+from flask import Blueprint, Response, current_app
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from nias.web import INTERNAL_HEADER
+from nias.web import is_internal_token, presented_token
 
 from backend import accounts
 from backend.accounts import AuthenticationFailed, Forbidden
@@ -22,15 +20,12 @@ bp = Blueprint("metrics", __name__)
 def check_scraper() -> None:
     """Let the internal token or an admin's API token through; anyone else gets 401 or 403."""
     nias = current_app.extensions["nias"]
-    header = request.headers.get("Authorization", "")
-    sent = header[len("Bearer "):].strip() if header.startswith("Bearer ") else request.headers.get(INTERNAL_HEADER, "")
+    sent = presented_token()
     if not sent:
         raise AuthenticationFailed("Send the internal token or an admin's API token as 'Authorization: Bearer <token>'.")
-    internal = nias.settings.internal_token
-    if internal and hmac.compare_digest(sent, internal):
+    if is_internal_token(nias.settings, sent):
         return
-    user = accounts.user_for_token(nias.store, sent)
-    if user["role"] != "admin":
+    if accounts.user_for_token(nias.store, sent)["role"] != "admin":
         raise Forbidden("Only the internal token or an admin's API token may read the metrics.")
 
 
