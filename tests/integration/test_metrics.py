@@ -1,16 +1,21 @@
 """The backend's /metrics on the real job store (SQLite and PostgreSQL): who may read it and what it counts."""
 from __future__ import annotations
 
+import json
+import re
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from backend import accounts
 from backend.app import create_app
+from process_unit.metrics import UnitMetrics
 
 INTERNAL = "metrics-internal-token"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -82,3 +87,16 @@ def test_units_are_counted_by_state_and_pool_and_a_silent_one_is_offline(app, st
     assert found[("nias_units", (("pool", "gpu"), ("state", "idle")))] == 1
     assert found[("nias_units", (("pool", "gpu"), ("state", "offline")))] == 1
     assert ("nias_events_applied_total", ()) in found and ("nias_events_dead_lettered_total", ()) in found
+
+
+def test_every_metric_the_grafana_dashboard_plots_is_one_nias_exposes(app):
+    exposed = set()
+    answer = app.test_client().get("/metrics", headers={"Authorization": f"Bearer {INTERNAL}"}).data.decode()
+    for family in text_string_to_metric_families(answer):
+        exposed.update(sample.name for sample in family.samples)
+    for family in UnitMetrics().registry.collect():
+        exposed.update(sample.name for sample in family.samples)
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "nias-dashboard.json").read_text())
+    plotted = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"\bnias_[a-z_]+", target["expr"])}
+    assert plotted and plotted <= exposed, plotted - exposed
