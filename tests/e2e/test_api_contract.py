@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.conftest import STACK_ENV
+from tests.support.browser import browser  # noqa: F401 - a fixture
 from tests.support.projects import WELCH, zip_project
 from tests.support.stack import LocalStack
 
@@ -66,3 +67,20 @@ def test_every_operation_holds_to_the_openapi_document_under_generated_requests(
         capture_output=True, text=True, timeout=400)
     assert run.returncode == 0, run.stdout[-12000:] + run.stderr[-3000:]
     assert "Operations:" in run.stdout and "37 selected" in run.stdout
+
+
+def test_the_api_reference_page_draws_every_operation_from_the_servers_own_assets(contract_stack, browser):
+    page = browser.new_page()
+    elsewhere = []
+    page.on("request", lambda request: elsewhere.append(request.url)
+            if not request.url.startswith(contract_stack.url) else None)
+    try:
+        page.goto(f"{contract_stack.url}/api-docs/")
+        page.wait_for_selector(".opblock", timeout=30_000)
+        document = contract_stack.http.get(f"{contract_stack.url}/api/openapi.json", timeout=10).json()
+        operations = sum(len(item) for item in document["paths"].values())
+        assert page.locator(".opblock").count() == operations
+        assert page.get_by_text("/api/jobs/{job_id}/log").count() >= 1
+    finally:
+        page.close()
+    assert not elsewhere, f"the reference page asked other servers: {elsewhere}"
