@@ -38,7 +38,7 @@ START_SCRIPT = """window.onload = function () {
 
 
 @bp.get("/api/openapi.json")
-@describe("This API's OpenAPI 3.1 document", {200: api.Answer("the OpenAPI document", schema={"type": "object"})},
+@describe("This API's OpenAPI 3.1 document", {200: api.OPENAPI_DOCUMENT},
           public=True, tag="server")
 def openapi_document():
     document = current_app.extensions.get("nias.openapi")

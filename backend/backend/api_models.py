@@ -460,6 +460,11 @@ class DeadLetterQuery(Model):
 REFUSED = {"4XX": ErrorBody}  # every refusal has the error shape; each view names its successes
 UNAVAILABLE = {503: Answer("a service it needs (the broker) is unavailable", model=ErrorBody)}
 ZIP = Answer("a zip file", media="application/zip", schema={"type": "string", "contentMediaType": "application/zip"})
+EVENT_STREAM = Answer("a stream of `event: job` messages", media="text/event-stream", schema={"type": "string"})
+LOG_TEXT = Answer("stdout and stderr so far", media="text/plain", schema={"type": "string"},
+                  headers={"X-Log-Size": "the log's size when asked: where to ask on from"})
+RESULT_FILE = Answer("the file, typed by its name", media="*/*", schema={})
+OPENAPI_DOCUMENT = Answer("the OpenAPI document", schema={"type": "object"})
 
 
 def read_body(model: type[Model]) -> dict:

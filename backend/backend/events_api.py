@@ -63,7 +63,7 @@ def hold_stream_slot(user_id: str) -> None:
 
 @bp.get("/events")
 @describe("Follow job changes as server-sent events",
-          {200: api.Answer("a stream of `event: job` messages", media="text/event-stream", schema={"type": "string"}), **api.REFUSED},
+          {200: api.EVENT_STREAM, **api.REFUSED},
           query=api.EventsQuery, tag="jobs")
 def stream_events():
     """`event: job` with the job as JSON for every change; `?job=<id>` follows one job only."""

@@ -344,9 +344,7 @@ def read_in_chunks(handle, length: int, chunk_bytes: int = LOG_CHUNK_BYTES) -> I
 
 
 @bp.get("/<job_id>/log")
-@describe("A job's log",
-          {200: api.Answer("stdout and stderr so far", media="text/plain", schema={"type": "string"}, headers={"X-Log-Size": "the log's size when asked"}), **api.REFUSED},
-          query=api.LogQuery, tag="jobs")
+@describe("A job's log", {200: api.LOG_TEXT, **api.REFUSED}, query=api.LogQuery, tag="jobs")
 def get_log(job_id: str):
     """The run's output as text, streamed; `?offset=N` returns only what came after byte N.
 

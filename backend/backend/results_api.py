@@ -119,7 +119,7 @@ def _disposition(kind: str, name: str) -> str:
 
 @bp.get("/jobs/<job_id>/files/<path:name>")
 @describe("One file of a result",
-          {200: api.Answer("the file, typed by its name", media="*/*", schema={}), **api.REFUSED},
+          {200: api.RESULT_FILE, **api.REFUSED},
           query=api.FileQuery, tag="results")
 def get_file(job_id: str, name: str):
     """One file of the result; `?max_bytes=N` sends only its start (`X-Truncated: true`)."""
