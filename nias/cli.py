@@ -30,7 +30,8 @@ def main(ctx: click.Context, url: str | None, token: str | None) -> None:
 @main.command()
 @click.option("--email", help="sign in with this account's e-mail and password to make a token")
 @click.option("--password", help="asked for when not given")
-@click.option("--with-token", "given_token", metavar="TOKEN", help="keep this API token instead (from the Account page)")
+@click.option("--with-token", "given_token", metavar="TOKEN",
+              help="keep this API token instead (from the Account page)")
 @click.pass_obj
 def login(session: Session, email: str | None, given_token: str | None, password: str | None) -> None:
     """Save the server's URL and an API token in the config file, so other commands need neither."""

@@ -106,7 +106,8 @@ def list_commands(ctx) -> None:
         if command["description"]:
             click.echo(f"    {command['description']}")
         for parameter in command["parameters"]:
-            bounds = "".join(f" {key}={parameter[key]}" for key in ("default", "min", "max", "choices") if key in parameter)
+            bounds = "".join(f" {key}={parameter[key]}" for key in ("default", "min", "max", "choices")
+                             if key in parameter)
             required = " required" if parameter["required"] else ""
             click.echo(f"    --param {parameter['name']}=<{parameter['type']}>{required}{bounds}  {parameter['help']}")
     for broken in listing.get("broken", []):
@@ -264,7 +265,8 @@ def status(ctx, as_json: bool) -> None:
         return
     click.echo("jobs:  " + "  ".join(f"{state} {count}" for state, count in summary["counts"].items()))
     for pool in summary["pools"]:
-        click.echo(f"pool {pool['name']}: {pool['queued']} queued, {pool['online']} of {len(pool['units'])} units online")
+        online = f"{pool['online']} of {len(pool['units'])} units online"
+        click.echo(f"pool {pool['name']}: {pool['queued']} queued, {online}")
     rows = [("UNIT", "STATE", "POOLS", "JOB")] + [
         (unit["name"], unit["state"], ",".join(unit["pools"]), unit["job_id"] or "-") for unit in summary["units"]]
     widths = [max(len(row[column]) for row in rows) for column in range(3)]

@@ -44,7 +44,8 @@ class StoreCollector(Collector):
         yield self._queue_depth()
         yield self._histogram("nias_job_run_seconds", "How long code.py ran, per finished job", jobs.c.run_seconds)
         yield self._histogram("nias_environment_build_seconds", "How long a job's environment took to build "
-                              "(jobs whose environment was not cached)", jobs.c.env_seconds, jobs.c.env_cached.is_(False))
+                              "(jobs whose environment was not cached)", jobs.c.env_seconds,
+                              jobs.c.env_cached.is_(False))
         yield from self._bytes()
         yield self._units()
 

@@ -22,7 +22,8 @@ def check_scraper() -> None:
     nias = current_app.extensions["nias"]
     sent = presented_token()
     if not sent:
-        raise AuthenticationFailed("Send the internal token or an admin's API token as 'Authorization: Bearer <token>'.")
+        raise AuthenticationFailed("Send the internal token or an admin's API token as "
+                                   "'Authorization: Bearer <token>'.")
     if is_internal_token(nias.settings, sent):
         return
     if accounts.user_for_token(nias.store, sent)["role"] != "admin":
