@@ -9,6 +9,7 @@ from typing import Any, BinaryIO
 import requests
 
 from nias.errors import NiasError, ServiceUnavailable
+from nias.multipart import MultipartUpload, Progress
 from nias.states import is_final
 
 
@@ -45,9 +46,10 @@ class NiasClient:
         return response
 
     def submit(self, project: Path | BinaryIO, *, name: str | None = None, params: dict | None = None,
-               sweep: dict | list | None = None, **fields: Any) -> dict:
+               sweep: dict | list | None = None, on_progress: Progress | None = None, **fields: Any) -> dict:
         """Upload a project zip (a path or an open binary file); returns the new job, or the new
-        sweep when `sweep` is given."""
+        sweep when `sweep` is given. A path is streamed from disk, calling `on_progress` with the
+        bytes sent as they go."""
         data = {key: str(value) for key, value in fields.items() if value is not None}
         for key, value in (("params", params), ("sweep", sweep)):
             if value is not None:
@@ -55,9 +57,9 @@ class NiasClient:
         if name is not None:
             data["name"] = name
         if isinstance(project, (str, Path)):
-            with open(project, "rb") as handle:
-                files = {"file": (Path(project).name, handle, "application/zip")}
-                return self._request("POST", "/api/jobs", files=files, data=data).json()
+            with MultipartUpload(data, "file", Path(project), on_progress=on_progress) as body:
+                return self._request("POST", "/api/jobs", data=body,
+                                     headers={"Content-Type": body.content_type}).json()
         files = {"file": (getattr(project, "name", "project.zip"), project, "application/zip")}
         return self._request("POST", "/api/jobs", files=files, data=data).json()
 
@@ -86,6 +88,30 @@ class NiasClient:
 
     def log(self, job_id: str, *, offset: int = 0) -> str:
         return self._request("GET", f"/api/jobs/{job_id}/log", params={"offset": offset}).text
+
+    def log_from(self, job_id: str, offset: int) -> tuple[bytes, int]:
+        """What the log holds after byte `offset`, and the log's size when asked (where to go on from)."""
+        response = self._request("GET", f"/api/jobs/{job_id}/log", params={"offset": offset})
+        return response.content, int(response.headers.get("X-Log-Size", offset + len(response.content)))
+
+    def me(self) -> dict:
+        return self._request("GET", "/api/me").json()
+
+    def summary(self) -> dict:
+        return self._request("GET", "/api/summary").json()
+
+    def set_priority(self, job_id: str, priority: int) -> dict:
+        return self._request("PUT", f"/api/jobs/{job_id}/priority", json={"priority": priority}).json()
+
+    def create_token_with_password(self, email: str, password: str, token_name: str) -> str:
+        """Sign in with a password, make an API token named `token_name`, sign out; returns the token."""
+        answer = self._request("POST", "/api/auth/login", json={"email": email, "password": password}).json()
+        csrf = {"X-CSRF-Token": answer["csrf_token"]}
+        try:
+            return self._request("POST", "/api/tokens", json={"name": token_name}, headers=csrf).json()["token"]
+        finally:
+            self._request("POST", "/api/auth/logout", headers=csrf)
+            self.session.cookies.clear()
 
     def _download(self, path: str, destination: Path) -> Path:
         response = self._request("GET", path, stream=True)

@@ -83,3 +83,25 @@ def require_internal_token(app: Flask, settings: Settings, prefixes: tuple[str, 
         if not settings.internal_token or not hmac.compare_digest(sent, settings.internal_token):
             raise NiasError("This endpoint is for NIAS services only.", code="internal_only", status=403)
         return None
+
+
+def presented_token() -> str:
+    """The credential a request carries: `Authorization: Bearer <token>`, else the internal-token header."""
+    header = request.headers.get("Authorization", "")
+    if header.startswith("Bearer "):
+        return header[len("Bearer "):].strip()
+    return request.headers.get(INTERNAL_HEADER, "")
+
+
+def is_internal_token(settings: Settings, sent: str) -> bool:
+    return bool(settings.internal_token) and hmac.compare_digest(sent.encode(), settings.internal_token.encode())
+
+
+def require_scraper(settings: Settings) -> None:
+    """Metrics are for the internal token (Prometheus sends it as a bearer token): 401 without one, 403 for another."""
+    sent = presented_token()
+    if not sent:
+        raise NiasError("Send the internal token as 'Authorization: Bearer <token>'.", code="unauthenticated",
+                        status=401)
+    if not is_internal_token(settings, sent):
+        raise NiasError("Only the internal token may read this service's metrics.", code="internal_only", status=403)

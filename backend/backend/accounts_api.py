@@ -7,8 +7,9 @@ import time
 from flask import Blueprint, Response, current_app, jsonify
 
 from nias.errors import NiasError
-from nias.web import read_json
 
+from backend import api_models as api
+from backend.openapi import describe
 from backend import accounts, sessions
 from backend.auth import csrf_token, current_session_id, current_user, require_admin, sign_in, sign_out
 from backend.jobs_api import iso_time
@@ -26,8 +27,9 @@ def _me(user: dict) -> dict:
 
 
 @bp.post("/auth/register")
+@describe("Register an account", {201: api.Me, **api.REFUSED}, body=api.Registration, public=True, tag="accounts")
 def register():
-    body = read_json()
+    body = api.read_body(api.Registration)
     nias = _nias()
     user = accounts.register(nias.store, nias.settings, body.get("email"), body.get("password"),
                              body.get("invitation"))
@@ -36,20 +38,24 @@ def register():
 
 
 @bp.post("/auth/login")
+@describe("Sign in (sets the session cookie)", {200: api.Me, **api.REFUSED}, body=api.Credentials, public=True,
+          tag="accounts")
 def login():
-    body = read_json()
+    body = api.read_body(api.Credentials)
     user = accounts.authenticate(_nias().store, body.get("email"), body.get("password"))
     sign_in(user)
     return jsonify(_me(user))
 
 
 @bp.post("/auth/logout")
+@describe("Sign out", {204: "signed out", **api.REFUSED}, tag="accounts")
 def logout():
     sign_out()
     return Response(status=204)
 
 
 @bp.get("/session")
+@describe("Whether the asker is signed in", {200: api.SessionState, **api.REFUSED}, public=True, tag="accounts")
 def session():
     """Whether the asker is signed in, answered 200 either way: a page asks this first, so a signed-out
     visit goes to the sign-in page without a request that answers 401."""
@@ -60,14 +66,16 @@ def session():
 
 
 @bp.get("/me")
+@describe("Who am I", {200: api.Me, **api.REFUSED}, tag="accounts")
 def me():
     return jsonify(_me(current_user()))
 
 
 @bp.post("/me/password")
+@describe("Change my password", {200: api.PasswordChanged, **api.REFUSED}, body=api.PasswordChange, tag="accounts")
 def change_password():
     """`{"current", "new"}`: a new password; every other session of the account ends (API tokens stay)."""
-    body = read_json()
+    body = api.read_body(api.PasswordChange)
     nias = _nias()
     user = current_user()
     accounts.change_password(nias.store, user, body.get("current"), body.get("new"))
@@ -76,6 +84,7 @@ def change_password():
 
 
 @bp.get("/tokens")
+@describe("List my API tokens", {200: api.TokenList, **api.REFUSED}, tag="accounts")
 def list_tokens():
     rows = _nias().store.list_tokens(current_user()["id"])
     return jsonify({"tokens": [{**row, "created_at": iso_time(row["created_at"]),
@@ -83,12 +92,16 @@ def list_tokens():
 
 
 @bp.post("/tokens")
+@describe("Create an API token", {201: api.NewToken, **api.REFUSED}, body=api.TokenRequest, body_required=False,
+          tag="accounts")
 def create_token():
-    token = accounts.create_token(_nias().store, current_user(), read_json().get("name", ""))
+    token = accounts.create_token(_nias().store, current_user(),
+                                 api.read_body(api.TokenRequest).get("name") or "")
     return jsonify(token), 201
 
 
 @bp.delete("/tokens/<token_id>")
+@describe("Revoke one of my API tokens", {204: "revoked", **api.REFUSED}, tag="accounts")
 def delete_token(token_id: str):
     if not _nias().store.delete_token(current_user()["id"], token_id):
         raise NiasError("You have no API token with this id.", code="token_not_found", status=404)
@@ -96,6 +109,7 @@ def delete_token(token_id: str):
 
 
 @bp.get("/users")
+@describe("List the accounts (admins)", {200: api.UserList, **api.REFUSED}, tag="accounts")
 def list_users():
     require_admin()
     store = _nias().store
@@ -105,14 +119,16 @@ def list_users():
 
 
 @bp.post("/users")
+@describe("Create an account (admins)", {201: api.User, **api.REFUSED}, body=api.NewUser, tag="accounts")
 def create_user():
     require_admin()
-    body = read_json()
+    body = api.read_body(api.NewUser)
     user = accounts.create_user(_nias().store, body.get("email"), body.get("password"), body.get("role", "user"))
     return jsonify(accounts.public_user(user)), 201
 
 
 @bp.delete("/users/<user_id>/sessions")
+@describe("Sign a user out everywhere (admins)", {200: api.SessionsEnded, **api.REFUSED}, tag="accounts")
 def end_user_sessions(user_id: str):
     """Admins: sign a user out everywhere (their API tokens stay; revoke those on their side)."""
     require_admin()
@@ -123,6 +139,7 @@ def end_user_sessions(user_id: str):
 
 
 @bp.post("/invitations")
+@describe("Create an invitation (admins)", {201: api.Invitation, **api.REFUSED}, tag="accounts")
 def create_invitation():
     admin = require_admin()
     return jsonify({"invitation": accounts.create_invitation(_nias().store, admin)}), 201

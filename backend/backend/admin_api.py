@@ -10,6 +10,8 @@ from nias.amqp import Topology, connect
 from nias.dead_letters import reason_of
 from nias.errors import BrokerUnavailable
 
+from backend import api_models as api
+from backend.openapi import describe
 from backend.auth import require_admin
 from backend.jobs_api import iso_time
 from backend.uploads import parse_int_field
@@ -34,6 +36,8 @@ def _describe(properties, body: bytes) -> dict:
 
 
 @bp.get("/dead-letters")
+@describe("Peek at the dead-lettered messages (admins)", {200: api.DeadLetters, **api.REFUSED, **api.UNAVAILABLE},
+          query=api.DeadLetterQuery, tag="admin")
 def list_dead_letters():
     """Peek at `<prefix>.dead` without removing anything (messages are read unacked, then released)."""
     require_admin()

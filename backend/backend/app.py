@@ -14,8 +14,9 @@ from nias.settings import Settings, load_settings, require
 from nias.health import Health, ServiceKind
 from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
-from backend import (accounts, accounts_api, admin_api, commands_api, control_api, events_api, internal_api, jobs_api,
-                     results_api, summary, sweeps_api)
+from backend import (accounts, accounts_api, admin_api, api_docs, api_models, commands_api, control_api, events_api,
+                     internal_api, jobs_api, metrics_api, results_api, summary, sweeps_api)
+from backend.openapi import describe
 from backend.dispatcher import Dispatcher
 from backend.recorder import Recorder
 from backend.store import Store, open_store
@@ -83,6 +84,8 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(admin_api.bp)
     app.register_blueprint(commands_api.bp)
     app.register_blueprint(sweeps_api.bp)
+    app.register_blueprint(api_docs.bp)
+    app.register_blueprint(metrics_api.bp)
 
     @app.get("/healthz")
     def healthz():
@@ -92,6 +95,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         return health_response(Health(ServiceKind.BACKEND, "backend", checks, instance=settings.instance_id))
 
     @app.get("/api/limits")
+    @describe("The upload limits", {200: api_models.Limits}, public=True, tag="server")
     def limits():
         return jsonify({
             "max_upload_mb": settings.max_upload_mb,

@@ -17,7 +17,7 @@ from nias.errors import JobNotFound
 from backend import accounts, sessions
 from backend.accounts import AuthenticationFailed, Forbidden
 
-OPEN_PATHS = ("/api/auth/login", "/api/auth/register", "/api/limits", "/api/session")
+OPEN_PATHS = ("/api/auth/login", "/api/auth/register", "/api/limits", "/api/session", "/api/openapi.json")
 SAFE_METHODS = ("GET", "HEAD", "OPTIONS")
 _CLEAR = ""  # `g.new_cookie` value that removes the session cookie
 

@@ -15,6 +15,8 @@ from nias.requirements import check_requirements
 from nias.settings import Settings
 from nias.web import read_json
 
+from backend import api_models as api
+from backend.openapi import describe
 from backend.auth import current_user, is_admin
 from backend.commands import Command, CommandBook, files_digest
 from backend.jobs_api import check_quota, job_json_with_position, sweep_json
@@ -41,6 +43,7 @@ def command_book() -> CommandBook:
 
 
 @bp.get("")
+@describe("List the commands", {200: api.CommandList, **api.REFUSED}, tag="commands")
 def list_commands():
     """Every usable command with its parameters; admins also see the broken ones and why."""
     book = command_book()
@@ -51,6 +54,7 @@ def list_commands():
 
 
 @bp.get("/<name>")
+@describe("One command and its parameters", {200: api.Command, **api.REFUSED}, tag="commands")
 def get_command(name: str):
     return jsonify(command_book().get(name).to_json())
 
@@ -106,6 +110,8 @@ def _points(command: Command, body: dict, settings: Settings) -> tuple[dict, lis
 
 
 @bp.post("/<name>/jobs")
+@describe("Queue a job (or a sweep) from a command", {201: api.Job, **api.REFUSED}, body=api.CommandRun,
+          tag="commands")
 def submit_command(name: str):
     """`{"params": {...}, "sweep": ..., "name", "priority", "timeout_s"}`: a job (or a sweep) from the command,
     its parameters checked against the declaration first; a bad one queues nothing."""

@@ -9,6 +9,8 @@ from nias.errors import BadRequest, Conflict
 from nias.states import is_final
 from nias.web import read_json
 
+from backend import api_models as api
+from backend.openapi import describe
 from backend import jobs as job_rules
 from backend.auth import current_user, visible_job
 from backend.jobs_api import check_quota, job_json_with_position
@@ -27,6 +29,7 @@ def _nias():
 
 
 @bp.put("/<job_id>/state")
+@describe("Pause, resume or cancel a job", {200: api.Job, **api.REFUSED}, body=api.StateChange, tag="jobs")
 def put_state(job_id: str):
     """`{"state": "paused" | "running" | "cancelled"}`; asking twice answers 200 and changes nothing."""
     target = read_json().get("state")
@@ -39,6 +42,7 @@ def put_state(job_id: str):
 
 
 @bp.put("/<job_id>/priority")
+@describe("Set a queued job's priority", {200: api.Job, **api.REFUSED}, body=api.PriorityChange, tag="jobs")
 def put_priority(job_id: str):
     """`{"priority": 0..9}` for a queued job; it moves in the queue accordingly."""
     priority = read_json().get("priority")
@@ -52,6 +56,7 @@ def put_priority(job_id: str):
 
 
 @bp.post("/<job_id>/run-next")
+@describe("Put a queued job at the front of its queue", {200: api.Job, **api.REFUSED}, tag="jobs")
 def run_next(job_id: str):
     """Put a queued job at the front of the queue (behind any job already sent to the front)."""
     nias = _nias()
@@ -76,6 +81,8 @@ def rerun_params(original: dict) -> dict | None:
 
 
 @bp.post("/<job_id>/rerun")
+@describe("Run a finished job again", {201: api.Job, **api.REFUSED}, body=api.RerunBody, body_required=False,
+          tag="jobs")
 def rerun(job_id: str):
     """A new job from the same upload, linked to the original by `rerun_of`; an optional
     `{"params": {...}}` body gives it other parameters (checked against its command's, if any)."""

@@ -17,6 +17,8 @@ from flask import Blueprint, Flask, Response, current_app, request, stream_with_
 
 from nias.errors import NiasError
 
+from backend import api_models as api
+from backend.openapi import describe
 from backend.auth import current_user, owner_filter, visible_job
 from backend.jobs_api import job_to_json
 from backend.live import EventStreams, Slots, feed
@@ -60,6 +62,9 @@ def hold_stream_slot(user_id: str) -> None:
 
 
 @bp.get("/events")
+@describe("Follow job changes as server-sent events",
+          {200: api.EVENT_STREAM, **api.REFUSED},
+          query=api.EventsQuery, tag="jobs")
 def stream_events():
     """`event: job` with the job as JSON for every change; `?job=<id>` follows one job only."""
     only = request.args.get("job")

@@ -15,6 +15,8 @@ from nias.settings import Settings
 from nias.states import JobState, is_final
 from nias.job_files import JobFiles, RunFiles
 
+from backend import api_models as api
+from backend.openapi import describe
 from backend.auth import current_user, owner_filter, visible_job
 from backend.dry_run import check_project, zip_refused
 from backend.live import feed
@@ -201,6 +203,9 @@ def dry_run(settings: Settings) -> dict:
 
 
 @bp.post("")
+@describe("Upload a project as a job (or a sweep), or check it (dry_run)",
+          {200: api.DryRunReport, 201: api.Job, **api.REFUSED}, query=api.SubmitQuery, body=api.Upload,
+          body_media="multipart/form-data", tag="jobs")
 def submit_job():
     """An upload (or a dry run); a user sends at most NIAS_MAX_UPLOADS_PER_USER at once, and all
     users NIAS_MAX_UPLOADS, so slow uploads cannot take every request thread: one more is refused
@@ -248,6 +253,7 @@ def accept_upload():
 
 
 @bp.get("")
+@describe("List jobs", {200: api.JobPage, **api.REFUSED}, query=api.JobListQuery, tag="jobs")
 def list_jobs():
     state = request.args.get("state") or None
     if state and state not in {s.value for s in JobState}:
@@ -264,6 +270,7 @@ def list_jobs():
 
 
 @bp.get("/<job_id>")
+@describe("One job", {200: api.Job, **api.REFUSED}, query=api.JobQuery, tag="jobs")
 def get_job(job_id: str):
     """A job; `?wait_s=N` holds the answer until the job changes state (or N seconds pass)."""
     store = _nias().store
@@ -281,6 +288,7 @@ def get_job(job_id: str):
 
 
 @bp.get("/<job_id>/history")
+@describe("A job's state changes", {200: api.History, **api.REFUSED}, tag="jobs")
 def get_history(job_id: str):
     store = _nias().store
     visible_job(job_id)
@@ -314,6 +322,7 @@ def finished_result(job_id: str) -> tuple[dict, Path]:
 
 
 @bp.get("/<job_id>/result")
+@describe("Download a job's result", {200: api.ZIP, **api.REFUSED}, tag="results")
 def get_result(job_id: str):
     job, path = finished_result(job_id)
     return send_file(path, mimetype="application/zip", as_attachment=True, download_name=f"{job['name']}-{job_id}.zip")
@@ -335,6 +344,7 @@ def read_in_chunks(handle, length: int, chunk_bytes: int = LOG_CHUNK_BYTES) -> I
 
 
 @bp.get("/<job_id>/log")
+@describe("A job's log", {200: api.LOG_TEXT, **api.REFUSED}, query=api.LogQuery, tag="jobs")
 def get_log(job_id: str):
     """The run's output as text, streamed; `?offset=N` returns only what came after byte N.
 
@@ -351,7 +361,8 @@ def get_log(job_id: str):
             handle = None
     if handle is not None:
         length = max(0, os.fstat(handle.fileno()).st_size - offset)
-        handle.seek(offset)
+        if length:  # a seek far past the end fails on some filesystems (EINVAL), and there is nothing to read
+            handle.seek(offset)
     headers = {"X-Log-Size": str(offset + length), "Content-Length": str(length)}
     body = read_in_chunks(handle, length) if handle is not None else iter(())
     response = Response(body, mimetype="text/plain", headers=headers, direct_passthrough=True)

@@ -29,6 +29,7 @@ from nias.messages import UnitStatus, decode_event, unit_key
 from nias.settings import Settings
 
 from backend import jobs as job_rules
+from backend.metrics import EVENTS_APPLIED, EVENTS_DEAD_LETTERED
 from backend.store import Store
 
 logger = logging.getLogger(__name__)
@@ -87,6 +88,7 @@ class Recorder:
         except Exception as exc:  # noqa: BLE001 - anything else might succeed on a later try
             self._try_again_later(channel, method.delivery_tag, properties, body, exc)
             return
+        EVENTS_APPLIED.inc()
         if self._failures:
             self._failures.pop(hashlib.sha256(body).hexdigest(), None)
         self._outage_delay = RETRY_DELAY_S
@@ -95,6 +97,7 @@ class Recorder:
     def _dead_letter(self, channel, tag: int, properties, body: bytes, reason: str) -> None:
         logger.error("Dead-lettering event %s: %s", preview(body), reason)
         publish_dead_letter(self._dead_channel, self._topology, body, properties, reason, self._topology.events)
+        EVENTS_DEAD_LETTERED.inc()
         channel.basic_ack(tag)
 
     def _try_again_later(self, channel, tag: int, properties, body: bytes, exc: Exception) -> None:

@@ -16,6 +16,8 @@ from flask import Blueprint, Response, current_app, jsonify, request
 
 from nias.errors import NiasError
 
+from backend import api_models as api
+from backend.openapi import describe
 from backend.jobs_api import finished_result, read_in_chunks
 from backend.result_index import IndexedResult, ResultIndex
 from backend.uploads import parse_int_field
@@ -92,6 +94,7 @@ def describe_member(info: zipfile.ZipInfo) -> dict:
 
 
 @bp.get("/jobs/<job_id>/files")
+@describe("List a result's files", {200: api.FileList, **api.REFUSED}, query=api.FileListQuery, tag="results")
 def list_files(job_id: str):
     """The result's files by name; at most `limit` (10,000) from `offset`, with the `total`."""
     offset = parse_int_field(request.args.get("offset"), "offset", 0, 2**62) or 0
@@ -115,6 +118,9 @@ def _disposition(kind: str, name: str) -> str:
 
 
 @bp.get("/jobs/<job_id>/files/<path:name>")
+@describe("One file of a result",
+          {200: api.RESULT_FILE, **api.REFUSED},
+          query=api.FileQuery, tag="results")
 def get_file(job_id: str, name: str):
     """One file of the result; `?max_bytes=N` sends only its start (`X-Truncated: true`)."""
     max_bytes = parse_int_field(request.args.get("max_bytes"), "max_bytes", 1, 2**62)

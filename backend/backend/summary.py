@@ -9,6 +9,8 @@ from nias.errors import JobNotFound
 from nias.settings import DEFAULT_POOL
 from nias.states import JobState
 
+from backend import api_models as api
+from backend.openapi import describe
 from backend.auth import is_admin, owner_filter
 from backend.jobs_api import iso_time
 from backend.pools import OFFLINE_AFTER_S, describe_pools
@@ -63,6 +65,7 @@ def visible_units(store) -> list[dict]:
 
 
 @bp.get("/summary")
+@describe("The queue at a glance", {200: api.Summary, **api.REFUSED}, tag="server")
 def get_summary():
     store = current_app.extensions["nias"].store
     counts = {state.value: 0 for state in JobState}
@@ -73,5 +76,6 @@ def get_summary():
 
 
 @bp.get("/units")
+@describe("The processing units", {200: api.UnitList, **api.REFUSED}, tag="server")
 def get_units():
     return jsonify({"units": visible_units(current_app.extensions["nias"].store)})

@@ -9,6 +9,8 @@ from flask import Blueprint, Response, current_app, g, jsonify, request
 from nias.errors import Conflict, NiasError
 from nias.states import JobState, is_final
 
+from backend import api_models as api
+from backend.openapi import describe
 from backend import jobs as job_rules
 from backend.auth import is_admin, owner_filter
 from backend.jobs_api import job_to_json, sweep_json
@@ -42,6 +44,7 @@ def visible_sweep(sweep_id: str) -> dict:
 
 
 @bp.get("")
+@describe("List sweeps", {200: api.SweepPage, **api.REFUSED}, query=api.PageQuery, tag="sweeps")
 def list_sweeps():
     """The most recent sweeps with their counts (each row's jobs come with `GET /api/sweeps/<id>`)."""
     page = parse_int_field(request.args.get("page"), "page", 1, 1_000_000) or 1
@@ -57,12 +60,14 @@ def list_sweeps():
 
 
 @bp.get("/<sweep_id>")
+@describe("One sweep and its jobs", {200: api.Sweep, **api.REFUSED}, tag="sweeps")
 def get_sweep(sweep_id: str):
     visible_sweep(sweep_id)
     return jsonify(sweep_json(sweep_id))
 
 
 @bp.post("/<sweep_id>/cancel")
+@describe("Cancel a sweep's unfinished jobs", {200: api.Sweep, **api.REFUSED}, tag="sweeps")
 def cancel_sweep(sweep_id: str):
     """Cancel every job of the sweep that has not ended; the ended ones keep their outcome."""
     visible_sweep(sweep_id)
@@ -90,6 +95,7 @@ def _cancel_unless_ended(nias, job_id: str, tries: int = 5) -> int:
 
 
 @bp.post("/<sweep_id>/rerun-failed")
+@describe("Re-run a sweep's failed jobs", {200: api.Sweep, 201: api.Sweep, **api.REFUSED}, tag="sweeps")
 def rerun_failed(sweep_id: str):
     """A new job, with the same parameters, for each failed job of the sweep."""
     sweep = visible_sweep(sweep_id)
@@ -104,6 +110,7 @@ def rerun_failed(sweep_id: str):
 
 
 @bp.get("/<sweep_id>/results")
+@describe("Every finished result of a sweep in one zip", {200: api.ZIP, **api.REFUSED}, tag="sweeps")
 def get_results(sweep_id: str):
     """Every finished job's result in one zip, one folder per job named by its parameters; streamed."""
     visible_sweep(sweep_id)

@@ -14,7 +14,9 @@ freeze the backend. This worker, the one `backend/gunicorn.conf.py` names:
   deadlines of its own: `backend.uploads`);
 - lets a view take its connection off the pool (`environ["nias.hand_off"]`, the event streams);
 - honours an application's `Connection: close`, which gunicorn itself drops, and closes such
-  connections without blocking its event loop on a client that is still sending.
+  connections without blocking its event loop on a client that is still sending;
+- answers the requests gunicorn itself refuses (a request line or headers too long, a malformed
+  head) in the API's JSON error shape rather than gunicorn's HTML page.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import time
 from functools import partial
 from typing import Callable
 
+from gunicorn import util as gunicorn_util
 from gunicorn.workers.gthread import ThreadWorker, TConn
 
 from nias.settings import load_settings
@@ -96,11 +99,16 @@ def shut_reading(conn: TConn) -> None:
         pass  # the client already went away
 
 
+def error_answer(status: int, reason: str, code: str, message: str) -> bytes:
+    """A whole HTTP answer in the API's error shape, for what the worker says before any view."""
+    body = json.dumps({"error": {"code": code, "message": message}}).encode()
+    return (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+
 def slow_head_answer(seconds: float) -> bytes:
-    body = json.dumps({"error": {"code": "request_head_too_slow", "message": (
-        f"The request's headers did not all arrive within {seconds:g} s; the connection is closed.")}}).encode()
-    return (b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Type: application/json\r\n"
-            b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    return error_answer(408, "Request Timeout", "request_head_too_slow",
+                        f"The request's headers did not all arrive within {seconds:g} s; the connection is closed.")
 
 
 def has_body(environ: dict) -> bool:
@@ -156,11 +164,22 @@ class HandOff:
             self.abandon()
 
 
+GUNICORN_CODES = {400: "bad_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+                  431: "headers_too_large", 501: "not_implemented"}
+
+
+def write_json_error(sock: socket.socket, status_int: int, reason: str, mesg: str) -> None:
+    """gunicorn's `util.write_error`, in the API's `{"error": {"code", "message"}}` shape."""
+    gunicorn_util.write_nonblock(sock, error_answer(status_int, reason, GUNICORN_CODES.get(status_int, "http_error"),
+                                                    f"{reason}: {mesg}" if mesg else reason))
+
+
 class WebWorker(ThreadWorker):
     """gthread with head deadlines, hand-offs and non-blocking closes (see the module's notes)."""
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        gunicorn_util.write_error = write_json_error  # this process serves the backend alone
         self.heads = HeadDeadlines(load_settings().header_timeout_s, shut_reading)
         self.lingering: dict[socket.socket, float] = {}
         self._local = threading.local()

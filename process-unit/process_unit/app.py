@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 from flask import Flask, Response, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from nias.amqp import EventSink
 from nias.errors import JobNotFound
@@ -16,7 +17,7 @@ from nias.messages import ControlMessage, JobMessage
 from nias.settings import Settings, load_settings
 from nias.settings import require
 from nias.health import Health, ServiceKind
-from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
+from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token, require_scraper
 
 from process_unit.environments import EnvironmentCache
 from process_unit.host_facts import read_host_facts
@@ -105,6 +106,12 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
         """Pause, resume or cancel the current run; `applied` is false if this unit does not hold it."""
         message = ControlMessage.decode(request.get_data())
         return jsonify({"applied": runner.control(message)})
+
+    @app.get("/metrics")
+    def metrics():
+        """Busy seconds, attempts by outcome, each job's CPU time and peak memory (for the internal token)."""
+        require_scraper(settings)
+        return Response(generate_latest(runner.metrics.registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/healthz")
     def healthz():

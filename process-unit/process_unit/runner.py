@@ -31,9 +31,11 @@ from process_unit.job_params import write_params_file
 from process_unit.isolation import Isolation, JobBox
 from process_unit.joblog import JobLog, pump_lines
 from process_unit.log_shipper import LogShipper
+from process_unit.metrics import UnitMetrics
 from process_unit.results import ResultLimits, pack_output
 from process_unit.run import Run, describe_exit
 from process_unit.sandbox import Limits, Sandbox
+from process_unit.usage import MeasuredPopen
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +52,9 @@ def own_folder(work_dir: Path, job_id: str, attempt: int) -> Path:
 class Runner:
     def __init__(self, settings: Settings, events: EventSink, environments: EnvironmentCache,
                  sandbox: Sandbox | None = None, isolation: Isolation | None = None,
-                 link: BackendLink | None = None, facts: HostFacts | None = None):
+                 link: BackendLink | None = None, facts: HostFacts | None = None, metrics: UnitMetrics | None = None):
         self.settings = settings
+        self.metrics = metrics or UnitMetrics()
         self.facts = facts
         self.link = link or BackendLink(settings)
         self.events = events
@@ -255,6 +258,7 @@ class Runner:
                 run.fail("The run ended without an outcome.")
             self._deliver_outcome(run)
             logger.info("Job %s: attempt %s %s", run.job_id, run.attempt, run.state)
+            self.metrics.attempt_ended(run.state, time.monotonic() - run.started)
         except BaseException:  # noqa: BLE001
             logger.exception("Job %s: the outcome could not be sent; the backend's lease will expire", run.job_id)
         finally:
@@ -358,7 +362,7 @@ class Runner:
                 run.state = JobState.CANCELLED.value
                 return
             try:
-                process = subprocess.Popen(
+                process = MeasuredPopen(
                     self.sandbox.command(python, project, environment), cwd=project, env=env,
                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                     preexec_fn=self.sandbox.preexec(limits, box.uid, box.enter),
@@ -384,6 +388,7 @@ class Runner:
         for pump in pumps:
             pump.join(timeout=5)
         run.exit_code = process.returncode
+        self.metrics.job_used(process.usage)
         run.details["run_seconds"] = round(run.active_seconds() - began, 4)
         if run.cancelled:
             run.state, run.error = JobState.CANCELLED.value, "Cancelled on request."

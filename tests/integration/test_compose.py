@@ -22,6 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+import yaml
 
 from nias.settings import ENVIRONMENT, load_settings
 from process_unit.pair import pair_environment, split_commands
@@ -624,3 +625,21 @@ def test_the_readme_section_tells_how_to_run_scale_and_reach_the_stack():
     for needed in (".env.example", "--scale unit=", "127.0.0.1:15672", "pg_dump", "docker compose logs",
                    OVERRIDE_EXAMPLE.name, UNITS.name, "consumer_timeout"):
         assert needed in section, needed
+
+
+# -- the optional Prometheus (profile metrics) ------------------------------------------------
+def test_prometheus_comes_only_with_the_metrics_profile_and_scrapes_the_backend_with_the_internal_token():
+    assert "prometheus" not in resolved((MAIN,))["services"]
+    done = run_compose((MAIN,), required_for((MAIN,)), "--profile", "metrics", "config", "--format", "json")
+    assert done.returncode == 0, done.stderr
+    config = json.loads(done.stdout)
+    prometheus = config["services"]["prometheus"]
+    assert prometheus["restart"] == "unless-stopped" and "healthcheck" in prometheus
+    assert [port["host_ip"] for port in prometheus["ports"]] == ["127.0.0.1"]
+    assert "backplane" in prometheus["networks"] and "web" not in prometheus["networks"]
+    assert prometheus["depends_on"]["backend"]["condition"] == "service_healthy"
+    assert prometheus["environment"]["NIAS_INTERNAL_TOKEN"] == REQUIRED["NIAS_INTERNAL_TOKEN"]
+    assert "/tmp/nias-internal-token" in prometheus["command"][0]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())["scrape_configs"][0]
+    assert scrape["metrics_path"] == "/metrics" and scrape["static_configs"][0]["targets"] == ["backend:8080"]
+    assert scrape["authorization"]["credentials_file"] == "/tmp/nias-internal-token"
