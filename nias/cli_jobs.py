@@ -67,7 +67,10 @@ def upload(client: NiasClient, zipped: Path, name: str | None, **fields) -> dict
 
 
 @click.command()
-@click.argument("project", type=click.Path(exists=True, path_type=Path))
+@click.argument("project", type=click.Path(exists=True, path_type=Path), required=False)
+@click.option("--git", "git_url", metavar="URL", help="take the project from this git repository instead")
+@click.option("--ref", help="with --git: the branch, tag or commit (default: the repository's HEAD)")
+@click.option("--path", "git_path", help="with --git: the subfolder that is the project's root")
 @click.option("--name", help="the job's name (default: the zip's or the folder's name)")
 @click.option("--priority", type=click.IntRange(0, 9))
 @click.option("--timeout", "timeout_s", type=int)
@@ -76,12 +79,20 @@ def upload(client: NiasClient, zipped: Path, name: str | None, **fields) -> dict
 @POOL
 @WAIT
 @click.pass_context
-def submit(ctx, project: Path, name, priority, timeout_s, params, sweeps, pool, wait: bool) -> None:
+def submit(ctx, project: Path | None, git_url, ref, git_path, name, priority, timeout_s, params, sweeps, pool,
+           wait: bool) -> None:
     """Upload PROJECT (a .zip, or a folder zipped on the fly without what its .niasignore names) as a new job,
-    or as a sweep of jobs."""
+    or as a sweep of jobs; or, with --git, have the server fetch the project from a git repository."""
     client = client_of(ctx)
     values, grid = assignments(params, "--param"), assignments(sweeps, "--sweep", split_sweep_values)
     fields = dict(priority=priority, timeout_s=timeout_s, params=values or None, sweep=grid or None, pool=pool)
+    if (project is None) == (git_url is None):
+        raise click.UsageError("Give either a PROJECT (a zip or a folder) or --git URL.")
+    if git_url is None and (ref or git_path):
+        raise click.UsageError("--ref and --path go with --git.")
+    if git_url is not None:
+        return submitted(client, call(lambda: client.submit_git(git_url, ref=ref, path=git_path, name=name,
+                                                                **fields)), wait)
     if not project.is_dir():
         return submitted(client, upload(client, project, name, **fields), wait)
     with tempfile.TemporaryDirectory(prefix="nias-") as scratch:

@@ -50,18 +50,31 @@ class NiasClient:
         """Upload a project zip (a path or an open binary file); returns the new job, or the new
         sweep when `sweep` is given. A path is streamed from disk, calling `on_progress` with the
         bytes sent as they go."""
-        data = {key: str(value) for key, value in fields.items() if value is not None}
-        for key, value in (("params", params), ("sweep", sweep)):
-            if value is not None:
-                data[key] = json.dumps(value)
-        if name is not None:
-            data["name"] = name
+        data = self._submit_fields(name, params, sweep, fields)
         if isinstance(project, (str, Path)):
             with MultipartUpload(data, "file", Path(project), on_progress=on_progress) as body:
                 return self._request("POST", "/api/jobs", data=body,
                                      headers={"Content-Type": body.content_type}).json()
         files = {"file": (getattr(project, "name", "project.zip"), project, "application/zip")}
         return self._request("POST", "/api/jobs", files=files, data=data).json()
+
+    def submit_git(self, url: str, *, ref: str | None = None, path: str | None = None, name: str | None = None,
+                   params: dict | None = None, sweep: dict | list | None = None, **fields: Any) -> dict:
+        """Queue a job (or a sweep) whose project the server fetches from a git repository at `ref`
+        (a branch, a tag or a commit; default its HEAD), `path` naming a subfolder as its root."""
+        git = {"url": url, **({"ref": ref} if ref else {}), **({"path": path} if path else {})}
+        data = {**self._submit_fields(name, params, sweep, fields), "git": json.dumps(git)}
+        return self._request("POST", "/api/jobs", files={key: (None, value) for key, value in data.items()}).json()
+
+    @staticmethod
+    def _submit_fields(name: str | None, params: dict | None, sweep: dict | list | None, fields: dict) -> dict:
+        data = {key: str(value) for key, value in fields.items() if value is not None}
+        for key, value in (("params", params), ("sweep", sweep)):
+            if value is not None:
+                data[key] = json.dumps(value)
+        if name is not None:
+            data["name"] = name
+        return data
 
     def job(self, job_id: str, *, wait_s: int = 0, state: str | None = None) -> dict:
         params: dict[str, Any] = {"wait_s": wait_s} if wait_s else {}

@@ -105,6 +105,10 @@ class Settings:
     max_queued_per_user: int = 100
     max_storage_mb_per_user: int = 20_480
     max_sweep_jobs: int = 1_000  # jobs one sweep may make
+    git_hosts: str = ""  # hosts jobs may be fetched from as git repositories; empty: no git jobs
+    git_http_hosts: str = ""  # of those, the ones reached over plain http
+    git_tokens: str = ""  # host=user:token,... sent to that host only
+    git_timeout_s: float = 120.0  # a git fetch and pack in all
     commands_dir: Path | None = None  # the admin's commands; default <data>/commands
     retention_days: float = 30.0  # 0 keeps results for ever
     log_level: str = "INFO"
@@ -181,7 +185,8 @@ class Settings:
         return self.max_log_mb * 1024 * 1024
 
     def __repr__(self) -> str:  # never print secrets into a log
-        hidden = {"internal_token", "secret_key", "admin_password", "admin_token", "amqp_url", "database_url"}
+        hidden = {"internal_token", "secret_key", "admin_password", "admin_token", "amqp_url", "database_url",
+                  "git_tokens"}
         shown = ", ".join(f"{f.name}={'***' if f.name in hidden else getattr(self, f.name)!r}"
                           for f in dataclasses.fields(self))
         return f"Settings({shown})"
@@ -255,6 +260,10 @@ ENVIRONMENT = {
     "NIAS_MAX_STORAGE_MB_PER_USER": "max_storage_mb_per_user",
     "NIAS_RETENTION_DAYS": "retention_days",
     "NIAS_MAX_SWEEP_JOBS": "max_sweep_jobs",
+    "NIAS_GIT_HOSTS": "git_hosts",
+    "NIAS_GIT_HTTP_HOSTS": "git_http_hosts",
+    "NIAS_GIT_TOKENS": "git_tokens",
+    "NIAS_GIT_TIMEOUT_S": "git_timeout_s",
     "NIAS_COMMANDS_DIR": "commands_dir",
     "NIAS_LOG_LEVEL": "log_level",
 }

@@ -76,6 +76,7 @@ class Job(Model):
     params: Params
     command: str | None
     command_digest: str | None
+    source: dict | None = Field(None, description='where the project came from: {"git": {"url", "ref", "path", "commit"}}')
     sweep_id: str | None
     owner: str | None
     expired_at: Timestamp | None
@@ -145,7 +146,10 @@ class SubmitQuery(Model):
 class Upload(Model):
     """A project upload (multipart/form-data)."""
 
-    file: bytes = Field(json_schema_extra={"format": "binary", "contentMediaType": "application/zip"})
+    file: bytes | None = Field(None, json_schema_extra={"format": "binary", "contentMediaType": "application/zip"},
+                               description="the project zip; or, instead, git")
+    git: str | None = Field(None, description='a JSON object {"url", "ref", "path"}: the project is fetched from '
+                                              'that git repository (hosts in NIAS_GIT_HOSTS) instead of a zip')
     name: str | None = None
     priority: int | None = Field(None, ge=0, le=9)
     timeout_s: int | None = Field(None, ge=1)

@@ -102,6 +102,7 @@ def job_to_json(job: dict, *, position: int | None = None, served: set[str] | No
         "params": job.get("params") or {},
         "command": job.get("command"),
         "command_digest": job.get("command_digest"),
+        "source": job.get("source"),
         "sweep_id": job.get("sweep_id"),
         "owner": job["owner_id"],
         "expired_at": iso_time(job["expired_at"]),
@@ -242,7 +243,7 @@ def accept_upload():
         check_room_for(nias.store, settings, current_user()["id"], len(points or [params]))
         submission = Submission(upload.path, upload.sha256, upload.size, name, current_user()["id"],
                                 priority, timeout_s, limits,
-                                extra={"pool": choose_pool(request.form.get("pool"), settings)})
+                                extra={"pool": choose_pool(request.form.get("pool"), settings), "source": upload.source})
         if points is not None:
             sweep_id = queue_sweep(nias, submission, points, sweep, params)
             return jsonify(sweep_json(sweep_id)), 201

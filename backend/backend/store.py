@@ -87,6 +87,7 @@ jobs = Table(
     Column("params", JSON(none_as_null=True)),  # what code.py reads from params.json
     Column("command", String(100)),  # the command the job was made from, if any
     Column("command_digest", String(64)),  # the digest of that command's files when the job was made
+    Column("source", JSON(none_as_null=True)),  # where the upload came from: {"git": {url, ref, path, commit}}
     Column("sweep_id", String(32), index=True),
     Column("upload_shared", Integer),  # 1: its upload is a link to another job's of the sweep, counted there
 )

@@ -139,7 +139,7 @@ def rerun_row(settings: Settings, original: dict, new_id: str, owner_id: str, pa
         timeout_s=original["timeout_s"], attempt=0, dispatch=1, published=0, queue_priority=original["priority"],
         queued_at=now, created_at=now, rerun_of=original["id"], owner_id=owner_id, limits=original["limits"],
         params=original.get("params") if params is None else params, command=original.get("command"),
-        command_digest=original.get("command_digest"), sweep_id=original.get("sweep_id"),
+        command_digest=original.get("command_digest"), source=original.get("source"), sweep_id=original.get("sweep_id"),
         upload_shared=1 if original.get("sweep_id") else None, pool=original["pool"],
     )
 

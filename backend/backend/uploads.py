@@ -14,7 +14,8 @@ import tempfile
 import threading
 import unicodedata
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
 
 from flask import Request, Response, jsonify
 from werkzeug.exceptions import ClientDisconnected
@@ -24,7 +25,9 @@ from nias.errors import BadRequest, BadUpload, NiasError, StorageFull
 from nias.requirements import check_requirements
 from nias.settings import Settings
 
+from backend.git_source import fetch_project, parse_git_source
 from backend.live import Slots
+from backend.sweeps import parse_json_field
 
 logger = logging.getLogger(__name__)
 
@@ -110,6 +113,7 @@ class Upload:
     sha256: str
     size: int
     project: ProjectZip
+    source: dict | None = None  # where it came from when not uploaded: {"git": {...}}
 
 
 def new_job_id() -> str:
@@ -195,17 +199,39 @@ def receive_upload(request: UploadRequest, settings: Settings, *,
         deadline.finish()
     if deadline.expired:  # a body cut short at the deadline may still parse as a truncated form
         raise _cut_off(settings, deadline)
+    if (storage is None or not storage.filename) and request.form.get("git"):
+        return receive_git_project(request, settings, screen_requirements=screen_requirements)
     if storage is None or not storage.filename:
-        raise BadUpload("Attach the project as a .zip file in the form field 'file'.", code="missing_file")
+        raise BadUpload("Attach the project as a .zip file in the form field 'file' (or name a git repository "
+                        "in the field 'git').", code="missing_file")
     storage.stream.flush()
     part = Path(storage.stream.name)
     storage.stream.close()
+    stem = Path(storage.filename).stem if storage.filename.lower().endswith(".zip") else storage.filename
+    return _checked(part, settings, screen_requirements), clean_name(request.form.get("name"), stem)
+
+
+def _checked(part: Path, settings: Settings, screen_requirements: bool, source: dict | None = None) -> Upload:
+    """The zip at `part` under the upload rules (and its requirements screened, unless told not to)."""
     project = inspect_zip(part, zip_limits(settings))
     if screen_requirements:
         check_requirements(read_requirements(part, project))
     sha256, size = _digest(part)
-    stem = Path(storage.filename).stem if storage.filename.lower().endswith(".zip") else storage.filename
-    return Upload(part, sha256, size, project), clean_name(request.form.get("name"), stem)
+    return Upload(part, sha256, size, project, source)
+
+
+def receive_git_project(request: UploadRequest, settings: Settings, *,
+                        screen_requirements: bool = True) -> tuple[Upload, str]:
+    """The project of the form's `git` field, fetched and packed, then checked like an uploaded zip."""
+    source = parse_git_source(parse_json_field(request.form.get("git"), "git"), settings)
+    handle = tempfile.NamedTemporaryFile(dir=settings.uploads_dir, prefix="git-", suffix=".zip", delete=False)
+    handle.close()
+    part = Path(handle.name)
+    request.__dict__.setdefault("upload_parts", []).append(part)  # removed with the request's parts unless kept
+    commit = fetch_project(source, settings, part)
+    stem = PurePosixPath(source.path or urlsplit(source.url).path).name.removesuffix(".git") or "project"
+    upload = _checked(part, settings, screen_requirements, {"git": source.to_dict(commit)})
+    return upload, clean_name(request.form.get("name"), f"{stem} @ {source.ref}")
 
 
 def parse_int_field(raw: str | None, field: str, low: int, high: int) -> int | None:
