@@ -233,7 +233,7 @@ def dead_letters(channel, queue: str) -> dict[bytes, str]:
 
 
 def settled_and_subscribed(broker, consumer: Consumer) -> bool:
-    return queue_counts(broker, consumer.topology.jobs) == (0, 1) and not consumer._busy.is_set()
+    return queue_counts(broker, consumer.topology.jobs) == (0, 1) and consumer._in_flight == 0
 
 
 def test_an_undecodable_job_message_is_dead_lettered_with_its_reason_and_the_next_job_still_runs(
