@@ -2,12 +2,15 @@
 
 Prints: upload-to-result-downloadable time for a trivial job (median and p95 over 50 runs),
 the same code run bare with `python code.py`, and the environment time of a job with one
-requirement, cold (empty cache) and warm (a repeat job).
+requirement, cold (empty cache) and warm (a repeat job). Where Slurm is installed it also starts the
+one-node test cluster (tools/slurm_cluster.py) and a Slurm unit, and times the same trivial job
+through Slurm (upload to result downloadable, median and p95 over `--slurm-runs`).
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import shutil
 import statistics
 import subprocess
 import sys
@@ -20,7 +23,9 @@ sys.path.insert(0, str(ROOT))
 
 from nias.settings import load_settings  # noqa: E402
 from tests.support.projects import zip_entries  # noqa: E402
+from tests.support.slurm import SlurmUnit  # noqa: E402
 from tests.support.stack import LocalStack  # noqa: E402
+from tools import slurm_cluster  # noqa: E402
 
 logger = logging.getLogger("nias.bench")
 
@@ -32,13 +37,13 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
-def time_trivial_jobs(stack: LocalStack, project: Path, runs: int) -> list[float]:
+def time_trivial_jobs(stack: LocalStack, project: Path, runs: int, pool: str = "default") -> list[float]:
     client = stack.client
-    client.wait(client.submit(project)["id"], timeout_s=120)  # warm-up: builds the empty environment
+    client.wait(client.submit(project, pool=pool)["id"], timeout_s=120)  # warm-up: builds the empty environment
     timings = []
     for _ in range(runs):
         started = time.perf_counter()
-        job = client.submit(project)
+        job = client.submit(project, pool=pool)
         done = client.wait(job["id"], timeout_s=120)
         response = client.session.get(f"{stack.url}/api/jobs/{job['id']}/result", timeout=30)
         elapsed = time.perf_counter() - started
@@ -69,19 +74,38 @@ def time_environments(stack: LocalStack, workdir: Path) -> tuple[float, float]:
     return cold["env_seconds"], warm["env_seconds"]
 
 
+def time_slurm_jobs(stack: LocalStack, project: Path, runs: int) -> list[float]:
+    """The trivial job through a Slurm unit on a one-node cluster of its own; [] without Slurm."""
+    if not runs or not shutil.which("sbatch") or not Path("/usr/sbin/slurmctld").exists():
+        return []
+    root = Path(tempfile.mkdtemp(prefix="nias-bench-slurm-", dir="/var/tmp"))
+    root.chmod(0o755)
+    cluster = slurm_cluster.start(root / "cluster")
+    unit = SlurmUnit(stack, cluster, root / "work", root / "unit.log", NIAS_LOG_LEVEL="WARNING")
+    try:
+        unit.start()
+        return time_trivial_jobs(stack, project, runs, pool="cluster")
+    finally:
+        unit.stop()
+        slurm_cluster.stop(root / "cluster")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--slurm-runs", type=int, default=10)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="nias-bench-") as folder:
         workdir = Path(folder)
-        stack = LocalStack(workdir / "stack", units=2, NIAS_LOG_LEVEL="WARNING").start()
+        stack = LocalStack(workdir / "stack", units=2, NIAS_LOG_LEVEL="WARNING", NIAS_POOLS="default,cluster").start()
         try:
             project = zip_entries(workdir / "trivial.zip", {"code.py": TRIVIAL})
             jobs = time_trivial_jobs(stack, project, args.runs)
             bare = time_bare_runs(load_settings().job_python, args.runs)
             cold, warm = time_environments(stack, workdir)
+            slurm = time_slurm_jobs(stack, project, args.slurm_runs)
         finally:
             stack.stop()
     ms = lambda seconds: f"{seconds * 1000:7.1f} ms"  # noqa: E731
@@ -90,6 +114,11 @@ def main() -> None:
     print(f"same code run bare with python code.py ({args.runs} runs):       "
           f"median {ms(statistics.median(bare))}, p95 {ms(percentile(bare, 0.95))}")
     print(f"environment for one requirement (six==1.16.0): cold {ms(cold)}, warm repeat {ms(warm)}")
+    if slurm:
+        print(f"trivial job through Slurm (one-node cluster, {len(slurm)} runs):   "
+              f"median {ms(statistics.median(slurm))}, p95 {ms(percentile(slurm, 0.95))}")
+    else:
+        print("trivial job through Slurm: not measured (Slurm is not installed here)")
 
 
 if __name__ == "__main__":

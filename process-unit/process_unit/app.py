@@ -78,6 +78,7 @@ def _can_work(settings: Settings) -> dict[str, bool]:
         "environments": folder_writable(settings.environments_dir),
         "uv": bool(shutil.which(settings.uv)),
         "python": os.access(settings.job_python, os.X_OK),
+        **({"sbatch": bool(shutil.which("sbatch"))} if settings.executor == "slurm" else {}),
     }
 
 

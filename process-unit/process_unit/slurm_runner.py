@@ -44,6 +44,8 @@ from process_unit.slurm import BatchJob, Slurm, nice_for
 logger = logging.getLogger(__name__)
 
 POLL_S = 1.0
+QUICK_POLL_S = 0.25  # for a batch job's first seconds, when short jobs end: their results come sooner
+QUICK_FOR_S = 10.0
 OUTPUT_FILE = "slurm.out"
 OFFSET_FILE = "output-offset"  # in the attempt's own folder: how much of the output is in the log
 
@@ -80,6 +82,7 @@ class SlurmRunner(Runner):
         self.journal = BatchJournal(settings.unit_work_dir / JOURNAL_FILE)
         self._active: dict[str, Run] = {}
         self._adopted: dict[tuple[str, int], BatchRecord] = {}
+        self._stopped: set[str] = set()  # batch jobs being stopped (a cancel, the time limit): stopped once
         try:
             self._refusal = slurm.pause_refusal()
         except SlurmFailed as exc:
@@ -244,6 +247,7 @@ class SlurmRunner(Runner):
         pump.start()
         timed_out = stopping = False
         job: BatchJob | None | str = None
+        quick_until = time.monotonic() + QUICK_FOR_S
         while True:
             job = self._show(batch_id)
             if job is None or (isinstance(job, BatchJob) and not job.live):
@@ -260,7 +264,7 @@ class SlurmRunner(Runner):
             else:
                 logger.warning("Job %s: %s", run.job_id, job)
             (own / OFFSET_FILE).write_text(str(output.offset))
-            time.sleep(POLL_S)
+            time.sleep(QUICK_POLL_S if time.monotonic() < quick_until else POLL_S)
         if isinstance(job, BatchJob):
             self._note_state(run, job)
         output.finish()
@@ -285,6 +289,10 @@ class SlurmRunner(Runner):
 
     def _stop_batch(self, run: Run, batch_id: str) -> None:
         """SIGTERM to the batch script and all it started, the grace period, then scancel."""
+        with self._lock:
+            if batch_id in self._stopped:
+                return
+            self._stopped.add(batch_id)
         try:
             job = self.slurm.show(batch_id)
             if job is not None and job.state == "SUSPENDED":
