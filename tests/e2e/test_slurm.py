@@ -10,7 +10,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from playwright.sync_api import expect
 
+from tests.support.browser import browser, console_errors, new_page, page  # noqa: F401 (fixtures)
 from tests.support.projects import zip_entries
 from tests.support.slurm import SlurmUnit, in_queue, queue_state, slurm
 from tests.support.stack import LocalStack, wait_until
@@ -75,6 +77,8 @@ def set_state(stack: LocalStack, job_id: str, state: str):
 
 def test_a_job_of_the_cluster_pool_runs_as_a_batch_job_and_its_result_log_and_node_come_back(
         stack, unit, slurm_cluster, tmp_path):
+    described = unit.online()
+    assert (described["executor"], described["pools"], described["pause_refusal"]) == ("slurm", ["cluster"], None)
     job = submit(stack, tmp_path, "import os\nos.makedirs('output', exist_ok=True)\n"
                                   "open('output/answer.txt', 'w').write('42')\nprint('hello from the cluster')\n",
                  timeout_s=120)
@@ -131,7 +135,7 @@ def test_pause_and_resume_suspend_and_resume_the_batch_job(stack, unit, slurm_cl
 
 
 def test_a_job_waiting_for_a_busy_node_shows_its_reason_and_takes_a_new_priority_in_slurm(
-        stack, unit, slurm_cluster, tmp_path):
+        stack, unit, slurm_cluster, tmp_path, page):
     blocker = slurm(slurm_cluster, "sbatch", "--parsable", "--exclusive", "-o", "/dev/null", "--wrap", "sleep 300")
     blocker = blocker.strip()
     try:
@@ -143,6 +147,10 @@ def test_a_job_waiting_for_a_busy_node_shows_its_reason_and_takes_a_new_priority
                              message="the job pending on the cluster with a reason")
         assert pending["state"] == "running" and pending["execution"]["reason"] in ("Resources", "Priority")
         batch_id = pending["execution"]["slurm_job_id"]
+        page.goto(f"/job.html?id={job['id']}")
+        expect(page.locator('[data-fact="Slurm"] dd')).to_have_text(
+            f"batch job {batch_id} · PENDING ({pending['execution']['reason']})")
+        expect(page.locator("#job-headline")).to_contain_text("waiting in the cluster's queue")
         assert "Nice=400 " in slurm(slurm_cluster, "scontrol", "show", "job", "-o", batch_id)
         answer = stack.http.put(f"{stack.url}/api/jobs/{job['id']}/priority", json={"priority": 8}, timeout=10)
         assert answer.status_code == 200 and answer.json()["priority"] == 8, answer.text
