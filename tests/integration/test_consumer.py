@@ -85,6 +85,32 @@ def test_a_busy_consumer_holds_one_message_and_leaves_the_rest_in_the_queue_for_
                message="every message settled and the consumer subscribed again")
 
 
+def test_a_slurm_units_consumer_holds_as_many_messages_as_its_unit_runs_batch_jobs(amqp_settings, broker):
+    settings = dataclasses.replace(amqp_settings, executor="slurm", slurm_max_jobs=2)
+    consumer = Consumer(settings)
+    consumer.unit = IdleUnit()
+    consumer.backend = SlowBackend()
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: queue_counts(broker, consumer.topology.jobs)[1] == 1, timeout_s=20,
+                   message="the consumer subscribed")
+        for number in range(4):
+            broker.basic_publish("", consumer.topology.jobs, message(number), pika.BasicProperties(delivery_mode=2))
+        wait_until(lambda: len(consumer.backend.claimed) == 2, timeout_s=20, message="two claims at once")
+        time.sleep(1)  # time for a wrongly prefetched or still-subscribed consumer to take more
+        assert sorted(consumer.backend.claimed) == [job_id(0), job_id(1)]
+        assert queue_counts(broker, consumer.topology.jobs) == (2, 0), "a full consumer keeps no subscription"
+        consumer.backend.release.set()
+        wait_until(lambda: len(consumer.backend.claimed) == 4, timeout_s=20, message="the other messages taken")
+        wait_until(lambda: queue_counts(broker, consumer.topology.jobs) == (0, 1), timeout_s=20,
+                   message="every message settled and the consumer subscribed again")
+    finally:
+        consumer.stop.set()
+        consumer.backend.release.set()
+        thread.join(30)
+
+
 def test_a_consumer_keeps_its_connection_while_a_job_outlasts_several_heartbeats(amqp_settings, broker):
     settings = dataclasses.replace(amqp_settings, amqp_heartbeat_s=1)
     consumer = Consumer(settings)
