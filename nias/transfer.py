@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -57,12 +58,17 @@ class BackendLink:
         self._session = session or requests.Session()
         self._session.headers.update({**internal_headers(settings), UNIT_HEADER: settings.unit_name})
         self.backoff = backoff or Backoff(tries=6, first_s=0.5, max_s=8.0)
+        # A finished job's result outlasts a backend restart or outage: offered until this bound.
+        self.delivery = Backoff(tries=None, first_s=0.5, max_s=8.0, within_s=settings.result_delivery_s,
+                                stop=self.backoff.stop)
 
     @property
     def url(self) -> str:
         return self._url
 
     def _check(self, response: requests.Response, what: str) -> requests.Response:
+        if response.status_code == 507:  # no room at the backend: trying again will not make any
+            raise TransferFailed(f"{what}: {_answer_text(response)}", status=507)
         if response.status_code >= 500 or response.status_code in (408, 429):
             raise _Again(f"{what}: the backend answered HTTP {response.status_code}: {_answer_text(response)}")
         if response.status_code >= 400:
@@ -70,12 +76,15 @@ class BackendLink:
                                  f"{_answer_text(response)}", status=response.status_code)
         return response
 
-    def _retried(self, call, what: str):
+    def _retried(self, call, what: str, backoff: Backoff | None = None):
+        backoff = backoff or self.backoff
+        started = time.monotonic()
         try:
-            return self.backoff.call(call, (_Again, requests.ConnectionError, requests.Timeout,
-                                            requests.exceptions.ChunkedEncodingError), what)
+            return backoff.call(call, (_Again, requests.ConnectionError, requests.Timeout,
+                                       requests.exceptions.ChunkedEncodingError), what)
         except (_Again, requests.RequestException) as exc:
-            raise TransferFailed(f"{what} failed after {self.backoff.tries} tries: {str(exc)[:300]}") from None
+            tried = f"{backoff.tries} tries" if backoff.tries else f"{time.monotonic() - started:.0f} s of tries"
+            raise TransferFailed(f"{what} failed after {tried}: {str(exc)[:300]}") from None
 
     # -- start-up ----------------------------------------------------------------------------
     def ping(self) -> PingAnswer:
@@ -164,5 +173,5 @@ class BackendLink:
                 raise _Again(f"{what}: the backend kept {receipt.size} bytes, not the {size} sent")
             return receipt
 
-        return self._retried(send, what)
+        return self._retried(send, what, self.delivery)
 

@@ -6,6 +6,8 @@ SHA-256 match what the unit says it sent (nias/internal.py has the contract).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -13,7 +15,7 @@ import tempfile
 
 from flask import Blueprint, Response, current_app, request, send_file
 
-from nias.errors import BadRequest, Conflict, NiasError
+from nias.errors import BadRequest, Conflict, NiasError, StorageFull
 from nias.internal import (LOG_CHUNK_BYTES, SHA256_HEADER, UNIT_HEADER, ClaimAnswer, ClaimRequest, FileReceipt,
                            PingAnswer)
 from nias.job_files import JobFiles, RunFiles
@@ -110,9 +112,21 @@ def append_log(job_id: str, attempt: int):
     if size + len(keep) > settings.max_log_bytes + LOG_CHUNK_BYTES:  # the unit cuts the log at the limit itself
         raise NiasError("The log is past its size limit.", code="log_too_large", status=413)
     if keep:
-        with open(path, "ab") as handle:
-            handle.write(keep)
+        with _room_for("the log"):
+            with open(path, "ab") as handle:
+                handle.write(keep)
     return _answer(FileReceipt(size=size + len(keep)))
+
+
+@contextlib.contextmanager
+def _room_for(what: str):
+    """A full volume answers 507 naming it, so the unit fails the job instead of trying again."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StorageFull(f"The backend's volume has no room left for {what}: {os.strerror(exc.errno)}.") from None
 
 
 def _sha256_header() -> str:
@@ -138,7 +152,7 @@ def put_result(job_id: str, attempt: int):
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix="result-", suffix=".part", delete=False)
     digest, got = hashlib.sha256(), 0
     try:
-        with handle:
+        with _room_for("the result"), handle:
             for block in iter(lambda: request.stream.read(BLOCK), b""):
                 digest.update(block)
                 handle.write(block)
