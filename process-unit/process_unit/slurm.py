@@ -127,6 +127,12 @@ class Slurm:
             raise SlurmFailed(f"scontrol show job failed: {done.stderr.strip()[:300]}")
         return parse_show_job(done.stdout.splitlines()[0] if done.stdout else "")
 
+    def find(self, name: str) -> str:
+        """The id of this account's live batch job named `name`, or "" when there is none."""
+        user = self._run("id", "-un").stdout.strip()
+        listed = self._run("squeue", "-h", "-u", user, f"--name={name}", "-o", "%i").stdout.split()
+        return listed[-1] if listed else ""
+
     def accounting(self) -> bool:
         """Whether the cluster keeps accounting (slurmdbd), so that sacct knows finished jobs."""
         if self._accounting is None:

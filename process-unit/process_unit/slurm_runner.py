@@ -14,6 +14,7 @@ adopts the recorded ones and follows them on. A stopping unit leaves its batch j
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shlex
@@ -135,11 +136,13 @@ class SlurmRunner(Runner):
             except Exception:  # noqa: BLE001 - a record that does not decode cannot be followed
                 logger.exception("Batch job %s: its record does not decode; not adopted", record.batch_id)
                 continue
-            run = Run(message, record.attempt, execution={"executor": "slurm", "slurm_job_id": record.batch_id})
+            execution = {"executor": "slurm", **({"slurm_job_id": record.batch_id} if record.batch_id else {})}
+            run = Run(message, record.attempt, execution=execution)
             with self._lock:
                 self._adopted[(run.job_id, run.attempt)] = record
                 self._register(run)
-            logger.info("Job %s: adopting batch job %s (attempt %s)", run.job_id, record.batch_id, run.attempt)
+            logger.info("Job %s: adopting batch job %s (attempt %s)", run.job_id, record.batch_id or "being submitted",
+                        run.attempt)
             threading.Thread(target=self._perform, args=(run,), name=f"job-{run.job_id}", daemon=True).start()
             adopted.append(record.folder)
         return adopted
@@ -186,10 +189,15 @@ class SlurmRunner(Runner):
         if record is None:
             super()._run_attempt(run, work, own, log)
             return
-        log.note(f"Unit {self.settings.unit_name} restarted; following batch job {record.batch_id} again")
+        batch_id = record.batch_id or self.slurm.find(f"nias-{run.job_id}")
+        if not batch_id:  # stopped while submitting, before sbatch took the job
+            run.lost = f"The processing unit {self.settings.unit_name} stopped while it submitted the batch job."
+            return
         run.project = work / "project"
+        run.execution["slurm_job_id"] = batch_id
+        log.note(f"Unit {self.settings.unit_name} restarted; following batch job {batch_id} again")
         offset = int((own / OFFSET_FILE).read_text() or 0) if (own / OFFSET_FILE).exists() else 0
-        self._follow(run, record.batch_id, work, own, log, record.timeout_s, offset)
+        self._follow(run, batch_id, work, own, log, record.timeout_s, offset)
 
     def _execute(self, run: Run, python: Path, environment: Path, project: Path, work: Path, log: JobLog) -> None:
         timeout = min(run.message.timeout_s or self.settings.job_timeout_s, self.settings.job_timeout_s)
@@ -197,13 +205,16 @@ class SlurmRunner(Runner):
         script = work / "batch.sh"
         script.write_text(batch_script(project, python, self._job_environment(run, python, project, work)))
         options = batch_options(self.settings, run.message, limits, timeout, work)
+        record = BatchRecord(run.job_id, run.attempt, "", run.message.encode().decode(), timeout)
         with self._lock:
             if run.cancelled:
                 run.state, run.error = JobState.CANCELLED.value, "Cancelled on request."
                 return
+            # Recorded before sbatch: a unit killed in between finds the batch job by its name at restart.
+            self.journal.add(record)
             batch_id = self.slurm.submit(script, options)
             run.execution.update(slurm_job_id=batch_id, slurm_state="PENDING")
-            self.journal.add(BatchRecord(run.job_id, run.attempt, batch_id, run.message.encode().decode(), timeout))
+            self.journal.add(dataclasses.replace(record, batch_id=batch_id))
         log.note(f"Submitted to Slurm as batch job {batch_id}: sbatch {' '.join(options)}")
         own = own_folder(self.settings.unit_work_dir, run.job_id, run.attempt)
         self._follow(run, batch_id, work, own, log, timeout, 0)

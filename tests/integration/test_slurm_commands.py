@@ -51,6 +51,11 @@ def test_a_job_slurm_does_not_know_reads_as_none(slurm):
     assert slurm.show("999999") is None
 
 
+def test_a_live_batch_job_is_found_by_its_name(slurm, sleeper):
+    assert slurm.find("nias-test") == sleeper
+    assert slurm.find("nias-nothing-of-that-name") == ""
+
+
 def test_a_node_that_fails_under_a_batch_job_loses_the_attempt(slurm, slurm_cluster, sleeper):
     from tests.support.slurm import slurm as run
     run(slurm_cluster, "scontrol", "update", f"NodeName={NODE}", "State=DOWN", "Reason=test-node-failure")

@@ -1,7 +1,7 @@
 """A Slurm unit's controls with Slurm stood in by a recording fake: pause and resume become
 suspend and resume of a running batch job (and wait while it is pending), a refused suspend leaves
 the run unpaused, a new priority becomes a Nice, a cancel is TERM then scancel, and a full unit
-says it is busy."""
+says it is busy; a batch job recorded while it was being submitted is found again by its name."""
 from __future__ import annotations
 
 import pytest
@@ -9,6 +9,8 @@ import pytest
 from nias.errors import SlurmFailed, UnitBusy
 from nias.messages import ControlMessage, JobMessage
 from nias.settings import load_settings
+from process_unit.batch_journal import BatchRecord
+from process_unit.joblog import JobLog
 from process_unit.run import Run
 from process_unit.slurm import BatchJob
 from process_unit.slurm_runner import SlurmRunner
@@ -17,6 +19,7 @@ from process_unit.slurm_runner import SlurmRunner
 class FakeSlurm:
     def __init__(self, state: str = "RUNNING", refuse_suspend: bool = False):
         self.state, self.refuse_suspend = state, refuse_suspend
+        self.found = ""
         self.calls: list[tuple] = []
 
     def pause_refusal(self):
@@ -44,6 +47,13 @@ class FakeSlurm:
 
     def cancel(self, batch_id: str) -> None:
         self.calls.append(("cancel", batch_id))
+
+    def find(self, name: str) -> str:
+        self.calls.append(("find", name))
+        return self.found
+
+    def final(self, batch_id: str) -> BatchJob:
+        return BatchJob(batch_id, self.state, exit_code=0, run_seconds=1.0)
 
 
 class Events:
@@ -124,3 +134,31 @@ def test_a_full_unit_is_busy_and_refuses_another_job(tmp_path):
     message = JobMessage(job_id="three", upload="jobs/three/upload.zip", sha256="0" * 64, size=1, dispatch=1)
     with pytest.raises(UnitBusy):
         runner.start(message, 1)
+
+
+def adopted_while_submitting(tmp_path, slurm: FakeSlurm) -> Run:
+    """A unit killed between recording a batch job and sbatch's answer, restarted."""
+    runner = runner_with(tmp_path, slurm)
+    message = JobMessage(job_id="abc", upload="jobs/abc/upload.zip", sha256="0" * 64, size=1, dispatch=1)
+    runner.journal.add(BatchRecord("abc", 1, "", message.encode().decode(), 60))
+    run = runner._register(Run(message, 1, execution={"executor": "slurm"}))
+    runner._adopted[("abc", 1)] = runner.journal.records()[0]
+    own = tmp_path / "own"
+    own.mkdir()
+    log = JobLog(own / "log.txt", 1024 * 1024)
+    runner._run_attempt(run, tmp_path / "abc-1", own, log)
+    log.close()
+    return run
+
+
+def test_a_batch_job_submitted_just_before_the_unit_died_is_found_by_its_name_and_followed(tmp_path):
+    slurm = FakeSlurm(state="COMPLETED")
+    slurm.found = "77"
+    run = adopted_while_submitting(tmp_path, slurm)
+    assert ("find", "nias-abc") in slurm.calls
+    assert (run.state, run.lost, run.execution["slurm_job_id"]) == ("succeeded", None, "77")
+
+
+def test_a_submission_sbatch_never_took_loses_the_attempt(tmp_path):
+    run = adopted_while_submitting(tmp_path, FakeSlurm())
+    assert run.lost == "The processing unit unit-1 stopped while it submitted the batch job."
