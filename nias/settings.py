@@ -115,6 +115,7 @@ class Settings:
     slurm_account: str = ""
     slurm_options: str = ""  # more sbatch options, as on a command line
     job_gpus: int = 0  # GPUs each job of a Slurm unit asks for (--gres=gpu:N)
+    slurm_lease_s: int = 600  # how long a batch job's attempt is held without a heartbeat (its unit restarting)
 
     @property
     def pool_names(self) -> tuple[str, ...]:
@@ -288,6 +289,7 @@ ENVIRONMENT = {
     "NIAS_SLURM_ACCOUNT": "slurm_account",
     "NIAS_SLURM_OPTIONS": "slurm_options",
     "NIAS_JOB_GPUS": "job_gpus",
+    "NIAS_SLURM_LEASE_S": "slurm_lease_s",
 }
 
 

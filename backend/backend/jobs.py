@@ -177,6 +177,13 @@ def check_sender(job: dict, event: JobEvent) -> None:
                            f"which unit {job['unit']} holds.")
 
 
+def lease_for(settings: Settings, event: JobEvent) -> float:
+    """How long a heartbeat holds the attempt: longer for a batch job, which runs on while its Slurm
+    unit restarts (it adopts the job again), so the job is not queued twice meanwhile."""
+    execution = (event.details or {}).get("execution") or {}
+    return max(settings.lease_s, settings.slurm_lease_s) if execution.get("executor") == "slurm" else settings.lease_s
+
+
 def stop_given_up_attempt(event: JobEvent, send_control: SendControl | None) -> None:
     """An attempt given up on (its lease ran out) still beats somewhere: stop it, so no job runs twice."""
     if event.event is EventKind.HEARTBEAT and send_control is not None:
@@ -206,7 +213,7 @@ def apply_event(store: Store, settings: Settings, event: JobEvent, send_control:
             stop_given_up_attempt(event, send_control)
         return None
     if event.event is EventKind.HEARTBEAT:
-        store.renew_lease(event.job_id, event.attempt, time.time() + settings.lease_s)
+        store.renew_lease(event.job_id, event.attempt, time.time() + lease_for(settings, event))
         _record_progress(store, job, event)
         _reconcile(job, event, send_control)
         return None

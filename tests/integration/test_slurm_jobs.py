@@ -80,3 +80,13 @@ def test_a_heartbeat_from_an_attempt_given_up_on_tells_its_unit_to_stop_it(store
     sent: list[ControlMessage] = []
     rules.apply_event(store, settings, event(job, JobEvent.HEARTBEAT, unit="hpc-1"), sent.append)
     assert [(m.action, m.attempt) for m in sent] == [(ControlMessage.CANCEL, job["attempt"])]
+
+
+def test_a_batch_jobs_heartbeat_holds_the_attempt_for_the_slurm_lease_a_local_ones_for_the_lease(
+        store, make_settings):
+    settings = make_settings(lease_s=60, slurm_lease_s=600)
+    job = slurm_job(store, settings, RUNNING)
+    assert store.get_job(job["id"])["lease_until"] > time.time() + 500
+    local = claimed(store, settings, new_job(store))
+    rules.apply_event(store, settings, event(local, JobEvent.HEARTBEAT, details={"execution": {"executor": "local"}}))
+    assert store.get_job(local["id"])["lease_until"] < time.time() + 61
