@@ -6,12 +6,15 @@ requirement, cold (empty cache) and warm (a repeat job). Then, with a unit start
 on a host that shares nothing with the stack (its own network and mount namespaces; needs root):
 the trivial job through it, and a 1 GiB upload (its POST, and the job that fetches and unpacks it)
 on a local unit and on the remote one. Every unit gets a job's files over HTTP: there is no other path.
+Where Slurm is installed it also starts the one-node test cluster (tools/slurm_cluster.py) and a
+Slurm unit, and times the same trivial job through Slurm (median and p95 over `--slurm-runs`).
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -25,7 +28,9 @@ sys.path.insert(0, str(ROOT))
 from nias.settings import load_settings  # noqa: E402
 from tests.support.projects import zip_entries  # noqa: E402
 from tests.support.remote_host import RemoteHost  # noqa: E402
+from tests.support.slurm import SlurmUnit  # noqa: E402
 from tests.support.stack import LocalStack  # noqa: E402
+from tools import slurm_cluster  # noqa: E402
 
 logger = logging.getLogger("nias.bench")
 
@@ -114,21 +119,40 @@ def start_remote_unit(stack: LocalStack, host: RemoteHost, pool: str) -> None:
     raise SystemExit(f"the remote unit did not start: {(host.home / 'unit.log').read_text()[-2000:]}")
 
 
+def time_slurm_jobs(stack: LocalStack, project: Path, runs: int) -> list[float]:
+    """The trivial job through a Slurm unit on a one-node cluster of its own; [] without Slurm."""
+    if not runs or not shutil.which("sbatch") or not Path("/usr/sbin/slurmctld").exists():
+        return []
+    root = Path(tempfile.mkdtemp(prefix="nias-bench-slurm-", dir="/var/tmp"))
+    root.chmod(0o755)
+    cluster = slurm_cluster.start(root / "cluster")
+    unit = SlurmUnit(stack, cluster, root / "work", root / "unit.log", NIAS_LOG_LEVEL="WARNING")
+    try:
+        unit.start()
+        return time_trivial_jobs(stack, project, runs, pool="cluster")
+    finally:
+        unit.stop()
+        slurm_cluster.stop(root / "cluster")
+        shutil.rmtree(root, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--local-only", action="store_true", help="skip the remote unit and the 1 GiB job")
+    parser.add_argument("--slurm-runs", type=int, default=10)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="nias-bench-", dir="/var/tmp") as folder:
         workdir = Path(folder)
-        stack = LocalStack(workdir / "stack", units=2, NIAS_LOG_LEVEL="WARNING", NIAS_POOLS="default,remote",
+        stack = LocalStack(workdir / "stack", units=2, NIAS_LOG_LEVEL="WARNING", NIAS_POOLS="default,remote,cluster",
                            NIAS_MAX_UPLOAD_MB="1100", NIAS_MAX_UNPACKED_MB="2048").start()
         try:
             project = zip_entries(workdir / "trivial.zip", {"code.py": TRIVIAL})
             jobs = time_trivial_jobs(stack, project, args.runs)
             bare = time_bare_runs(load_settings().job_python, args.runs)
             cold, warm = time_environments(stack, workdir)
+            slurm = time_slurm_jobs(stack, project, args.slurm_runs)
             if not args.local_only:
                 with RemoteHost(hide=[stack.data_dir, stack.workdir]) as host:
                     start_remote_unit(stack, host, "remote")
@@ -145,6 +169,11 @@ def main() -> None:
     print(f"same code run bare with python code.py ({args.runs} runs):       "
           f"median {ms(statistics.median(bare))}, p95 {ms(percentile(bare, 0.95))}")
     print(f"environment for one requirement (six==1.16.0): cold {ms(cold)}, warm repeat {ms(warm)}")
+    if slurm:
+        print(f"trivial job through Slurm (one-node cluster, {len(slurm)} runs):   "
+              f"median {ms(statistics.median(slurm))}, p95 {ms(percentile(slurm, 0.95))}")
+    else:
+        print("trivial job through Slurm: not measured (Slurm is not installed here)")
     if args.local_only:
         return
     print(f"trivial job through a unit on another host ({args.runs} runs):  "

@@ -117,6 +117,12 @@ class ExecutionFailed(NiasError):
     status = 500
 
 
+class SlurmFailed(ExecutionFailed):
+    """Raised when a Slurm command (sbatch, scontrol, scancel, sacct) fails or cannot be run."""
+
+    code = "slurm_failed"
+
+
 class UnitBusy(Conflict):
     """Raised when a processing unit is asked to run a job while it runs another."""
 

@@ -57,6 +57,7 @@ class ControlAction(str, Enum):
     PAUSE = "pause"
     RESUME = "resume"
     CANCEL = "cancel"
+    PRIORITY = "priority"  # a new priority for a batch job still waiting on its cluster
 
     def __str__(self) -> str:
         return self.value
@@ -169,9 +170,23 @@ _SECONDS = _number(0, MAX_INT)
 _COUNT = _number(0, MAX_INT, integer=True)
 _NAME = _matching(NAME, "a name of letters, digits and _.:- (at most 100)")
 
+EXECUTORS = ("local", "slurm")
+EXECUTION_FIELDS = ("executor", "slurm_job_id", "slurm_state", "reason", "node")
+
+
+def _execution(value: Any) -> str | None:
+    """Where and how an attempt runs: `{"executor": "slurm", "slurm_job_id": "42", "slurm_state":
+    "PENDING", "reason": "Resources", "node": "c12"}`; each a short text, the executor one of EXECUTORS."""
+    if not isinstance(value, dict) or not set(value) <= set(EXECUTION_FIELDS) or value.get("executor") not in EXECUTORS:
+        return f"must be an object of {', '.join(EXECUTION_FIELDS)} with an executor of {', '.join(EXECUTORS)}"
+    if any(item is not None and _text(200)(item) for item in value.values()):
+        return "must hold short texts"
+    return None
+
+
 # The one shape of each event kind's details. A key not listed is refused.
 _LIVE: dict[str, Check] = {"paused": _flag, "active_s": _SECONDS, "progress": _number(0, 1),
-                           "message": _text()}
+                           "message": _text(), "execution": _execution}
 DETAILS: dict[EventKind, dict[str, Check]] = {
     EventKind.HEARTBEAT: _LIVE,
     EventKind.PROGRESS: _LIVE,
@@ -371,12 +386,19 @@ class ControlMessage(_Message):
     PAUSE: ClassVar[ControlAction] = ControlAction.PAUSE
     RESUME: ClassVar[ControlAction] = ControlAction.RESUME
     CANCEL: ClassVar[ControlAction] = ControlAction.CANCEL
-    checks: ClassVar[dict[str, Check]] = {"job_id": _NAME, "attempt": _number(0, 10**6, integer=True)}
+    PRIORITY: ClassVar[ControlAction] = ControlAction.PRIORITY
+    checks: ClassVar[dict[str, Check]] = {"job_id": _NAME, "attempt": _number(0, 10**6, integer=True),
+                                          "priority": _number(0, 10, integer=True)}
     enums: ClassVar[dict[str, type[Enum]]] = {"action": ControlAction}
 
     job_id: str
     attempt: int
     action: ControlAction
+    priority: int | None = None  # the job's new priority, with PRIORITY only
+
+    def validate(self) -> None:
+        if (self.priority is not None) != (self.action is ControlAction.PRIORITY):
+            raise BadMessage("a control message carries a priority with the priority action only")
 
 
 PRESENCE_S = 5  # how often a processing unit announces itself
@@ -391,6 +413,8 @@ class UnitStatus(_Message):
         "unit": _NAME, "job_id": _matching(NAME, "a job id", nullable=True), "at": _SECONDS,
         "pools": _names(POOL_NAME, 32, "pool names"), "host": _text(255), "cpus": _number(0, 1_000_000, integer=True),
         "memory_mb": _number(0, MAX_INT, integer=True), "gpus": _texts(64), "python": _text(64),
+        "executor": _matching(re.compile("|".join(EXECUTORS)), f"one of {', '.join(EXECUTORS)}"),
+        "pause_refusal": _text(),
     }
     enums: ClassVar[dict[str, type[Enum]]] = {"state": UnitState, "sandbox": SandboxMode}
     unit: str
@@ -405,6 +429,8 @@ class UnitStatus(_Message):
     memory_mb: int | None = None
     gpus: list = field(default_factory=list)
     python: str | None = None
+    executor: str = "local"  # "slurm": a unit on a cluster's login node, submitting batch jobs
+    pause_refusal: str | None = None  # why this unit cannot pause its jobs, if it cannot
 
 
 def decode_event(raw: bytes | str, key_for: KeyFor | None = None) -> JobEvent | UnitStatus:

@@ -112,6 +112,14 @@ class Settings:
     commands_dir: Path | None = None  # the admin's commands; default <data>/commands
     retention_days: float = 30.0  # 0 keeps results for ever
     log_level: str = "INFO"
+    executor: str = "local"  # how a unit runs jobs: "local" (on its own host) or "slurm" (sbatch on a cluster)
+    slurm_max_jobs: int = 4  # batch jobs a Slurm unit holds at once
+    slurm_work_dir: Path | None = None  # a folder the compute nodes see: projects, environments, batch output
+    slurm_partition: str = ""  # one partition for every pool, or pool=partition pairs; empty: the cluster's default
+    slurm_account: str = ""
+    slurm_options: str = ""  # more sbatch options, as on a command line
+    job_gpus: int = 0  # GPUs each job of a Slurm unit asks for (--gres=gpu:N)
+    slurm_lease_s: int = 600  # how long a batch job's attempt is held without a heartbeat (its unit restarting)
 
     @property
     def pool_names(self) -> tuple[str, ...]:
@@ -131,11 +139,28 @@ class Settings:
 
     @property
     def unit_work_dir(self) -> Path:
+        if self.work_dir is None and self.executor == "slurm" and self.slurm_work_dir is not None:
+            return self.slurm_work_dir / self.unit_name  # the compute nodes must see the staged project
         return self.work_dir or self.data_dir / "work" / self.unit_name
 
     @property
     def environments_dir(self) -> Path:
+        if self.env_dir is None and self.executor == "slurm" and self.slurm_work_dir is not None:
+            return self.slurm_work_dir / "envs"  # built on the login node, run on the compute nodes
         return self.env_dir or self.data_dir / "envs"
+
+    @property
+    def unit_capacity(self) -> int:
+        """Jobs this unit runs at once: one on its own host, up to NIAS_SLURM_MAX_JOBS on a cluster."""
+        return max(self.slurm_max_jobs, 1) if self.executor == "slurm" else 1
+
+    def slurm_partition_for(self, pool: str) -> str:
+        """The partition a pool's jobs go to: `NIAS_SLURM_PARTITION=batch` or `cluster=batch,gpu=gpu`."""
+        raw = self.slurm_partition.strip()
+        if "=" not in raw:
+            return raw
+        pairs = dict(item.strip().split("=", 1) for item in raw.split(",") if "=" in item)
+        return pairs.get(pool, "").strip()
 
     @property
     def commands_folder(self) -> Path:
@@ -266,6 +291,14 @@ ENVIRONMENT = {
     "NIAS_GIT_TIMEOUT_S": "git_timeout_s",
     "NIAS_COMMANDS_DIR": "commands_dir",
     "NIAS_LOG_LEVEL": "log_level",
+    "NIAS_EXECUTOR": "executor",
+    "NIAS_SLURM_MAX_JOBS": "slurm_max_jobs",
+    "NIAS_SLURM_WORK_DIR": "slurm_work_dir",
+    "NIAS_SLURM_PARTITION": "slurm_partition",
+    "NIAS_SLURM_ACCOUNT": "slurm_account",
+    "NIAS_SLURM_OPTIONS": "slurm_options",
+    "NIAS_JOB_GPUS": "job_gpus",
+    "NIAS_SLURM_LEASE_S": "slurm_lease_s",
 }
 
 
@@ -314,5 +347,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: object)
         raise ConfigurationError(f"NIAS_SESSION_DAYS must be more than 0, got {settings.session_days!r}")
     if settings.header_timeout_s <= 0:  # 0 would close every connection before its first request
         raise ConfigurationError(f"NIAS_HEADER_TIMEOUT_S must be more than 0, got {settings.header_timeout_s!r}")
+    if settings.executor not in ("local", "slurm"):
+        raise ConfigurationError(f"NIAS_EXECUTOR must be local or slurm, not {settings.executor!r}")
+    if settings.executor == "slurm" and settings.slurm_work_dir is None:
+        raise ConfigurationError("NIAS_EXECUTOR=slurm needs NIAS_SLURM_WORK_DIR: a folder the compute nodes see")
     settings.pool_names, settings.unit_pool_names  # noqa: B018 - a malformed list fails at start, naming its variable
     return dataclasses.replace(settings, data_dir=Path(settings.data_dir).resolve())

@@ -1,5 +1,9 @@
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -17,3 +21,17 @@ def pytest_xdist_make_scheduler(config, log):
             return "slurm" if "slurm" in Path(path).name else path
 
     return FileScheduling(config, log)
+
+
+@pytest.fixture(scope="session")
+def slurm_cluster():
+    """The one-node Slurm cluster on 127.0.0.1 (tools/slurm_cluster.py), shared by every Slurm test."""
+    from tools.slurm_cluster import start, stop
+
+    root = Path(tempfile.mkdtemp(prefix="nias-slurm-", dir="/var/tmp"))
+    root.chmod(0o755)
+    try:
+        yield start(root / "cluster")
+    finally:
+        stop(root / "cluster")
+        shutil.rmtree(root, ignore_errors=True)

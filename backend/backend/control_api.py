@@ -50,7 +50,7 @@ def put_priority(job_id: str):
         raise BadRequest("priority must be a whole number from 0 to 9.")
     nias = _nias()
     visible_job(job_id)
-    job = job_rules.requeue_with_priority(nias.store, job_id, priority)
+    job = job_rules.requeue_with_priority(nias.store, job_id, priority, send_control=nias.dispatcher.send_control)
     nias.dispatcher.wake()
     return jsonify(job_json_with_position(job))
 

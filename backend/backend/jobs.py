@@ -172,10 +172,14 @@ def _reconcile(job: dict, event: JobEvent, send_control: SendControl | None) -> 
 
 def _record_progress(store: Store, job: dict, event: JobEvent) -> None:
     details = event.details or {}
-    if details.get("progress") is None:
+    values: dict[str, Any] = {}
+    if details.get("execution") and details["execution"] != job.get("execution"):
+        values["execution"] = details["execution"]
+    if details.get("progress") is not None:
+        values.update(progress=float(details["progress"]), progress_message=str(details.get("message") or "")[:200],
+                      progress_active_s=details.get("active_s"))
+    if not values:
         return
-    values = {"progress": float(details["progress"]), "progress_message": str(details.get("message") or "")[:200],
-              "progress_active_s": details.get("active_s")}
     if store.update_job_fields(job["id"], {"attempt": event.attempt}, values):
         feed.publish({**job, **values})
 
@@ -187,6 +191,21 @@ def check_sender(job: dict, event: JobEvent) -> None:
                            f"which unit {job['unit']} holds.")
 
 
+def lease_for(settings: Settings, event: JobEvent) -> float:
+    """How long a heartbeat holds the attempt: longer for a batch job, which runs on while its Slurm
+    unit restarts (it adopts the job again), so the job is not queued twice meanwhile."""
+    execution = (event.details or {}).get("execution") or {}
+    return max(settings.lease_s, settings.slurm_lease_s) if execution.get("executor") == "slurm" else settings.lease_s
+
+
+def stop_given_up_attempt(event: JobEvent, send_control: SendControl | None) -> None:
+    """An attempt given up on (its lease ran out) still beats somewhere: stop it, so no job runs twice."""
+    if event.event is EventKind.HEARTBEAT and send_control is not None:
+        logger.warning("Job %s: attempt %s on %s was given up on but still runs; cancelling it", event.job_id,
+                       event.attempt, event.unit)
+        send_control(ControlMessage(job_id=event.job_id, attempt=event.attempt, action=ControlMessage.CANCEL))
+
+
 def apply_event(store: Store, settings: Settings, event: JobEvent, send_control: SendControl | None = None) -> dict | None:
     """Apply one event from a unit or consumer; events about a stale attempt are ignored.
 
@@ -195,6 +214,8 @@ def apply_event(store: Store, settings: Settings, event: JobEvent, send_control:
     job = store.get_job(event.job_id)
     if job["attempt"] != event.attempt:
         logger.info("Job %s: ignoring %s of old attempt %s", event.job_id, event.event, event.attempt)
+        if event.attempt < job["attempt"]:
+            stop_given_up_attempt(event, send_control)
         return None
     check_sender(job, event)
     if job["state"] == JobState.CANCELLED.value:
@@ -202,9 +223,11 @@ def apply_event(store: Store, settings: Settings, event: JobEvent, send_control:
         return None
     if job["state"] not in (JobState.RUNNING.value, JobState.PAUSED.value):
         logger.info("Job %s: ignoring %s (job is %s)", event.job_id, event.event, job["state"])
+        if job["state"] == JobState.QUEUED.value:
+            stop_given_up_attempt(event, send_control)
         return None
     if event.event is EventKind.HEARTBEAT:
-        store.renew_lease(event.job_id, event.attempt, time.time() + settings.lease_s)
+        store.renew_lease(event.job_id, event.attempt, time.time() + lease_for(settings, event))
         _record_progress(store, job, event)
         _reconcile(job, event, send_control)
         return None
@@ -238,6 +261,7 @@ def _record_finish(store: Store, settings: Settings, job: dict, event: JobEvent)
         progress=details.get("progress", job["progress"]),
         progress_message=details.get("message", job["progress_message"]),
         progress_active_s=details.get("active_s"),
+        execution=details.get("execution", job.get("execution")),
     )
     keep_only_run(settings, event.job_id, event.attempt)
     with contextlib.suppress(OSError):  # applied: the copy sent with the result is not needed any more
@@ -279,6 +303,8 @@ def request_state(store: Store, job_id: str, target: str, send_control: SendCont
             state=current.value,
             allowed=allowed_targets(current, REQUESTABLE),
         )
+    if wanted is JobState.PAUSED:
+        check_unit_pauses(store, job)
     reason = {JobState.PAUSED: "paused on request", JobState.RUNNING: "resumed on request",
               JobState.CANCELLED: "cancelled on request"}[wanted]
     extra = {"error": "Cancelled on request."} if wanted is JobState.CANCELLED else {}
@@ -292,9 +318,41 @@ def request_state(store: Store, job_id: str, target: str, send_control: SendCont
     return changed
 
 
-def requeue_with_priority(store: Store, job_id: str, priority: int | None, *, run_next: bool = False) -> dict:
-    """Change a queued job's place: a new priority, or the front of the queue ("run next")."""
+def check_unit_pauses(store: Store, job: dict) -> None:
+    """Conflict (409) with the unit's reason when the unit holding the job cannot pause it (a Slurm
+    unit whose account may not suspend batch jobs)."""
+    unit = store.get_unit(job["unit"]) if job["unit"] else None
+    if unit is not None and unit.get("pause_refusal"):
+        raise Conflict(f"Job {job['id']} cannot be paused: {unit['pause_refusal']}", state=job["state"])
+
+
+def waits_on_cluster(job: dict) -> bool:
+    """A running job whose batch job still waits in its cluster's queue."""
+    execution = job.get("execution") or {}
+    return (job["state"] == JobState.RUNNING.value and execution.get("executor") == "slurm"
+            and execution.get("slurm_state") == "PENDING")
+
+
+def reprioritise_on_cluster(store: Store, job: dict, priority: int, send_control: SendControl) -> dict:
+    """A new priority for a job whose batch job still waits: kept here, and sent to Slurm by its unit."""
+    if not store.update_job_fields(job["id"], {"state": JobState.RUNNING.value, "attempt": job["attempt"]},
+                                   {"priority": priority}):
+        raise Conflict(f"Job {job['id']} changed while its priority was being set; try again.")
+    send_control(ControlMessage(job_id=job["id"], attempt=job["attempt"], action=ControlMessage.PRIORITY,
+                                priority=priority))
+    logger.info("Job %s: priority %s sent to its batch job", job["id"], priority)
+    changed = store.get_job(job["id"])
+    feed.publish(changed)
+    return changed
+
+
+def requeue_with_priority(store: Store, job_id: str, priority: int | None, *, run_next: bool = False,
+                          send_control: SendControl | None = None) -> dict:
+    """Change a queued job's place: a new priority, or the front of the queue ("run next"); a job
+    whose batch job still waits on its cluster gets the new priority there (`send_control`)."""
     job = store.get_job(job_id)
+    if priority is not None and send_control is not None and waits_on_cluster(job):
+        return reprioritise_on_cluster(store, job, priority, send_control)
     if job["state"] != JobState.QUEUED.value:
         raise Conflict(f"Job {job_id} is {job['state']}; only a queued job can be moved.", state=job["state"])
     new_priority = job["priority"] if priority is None else priority

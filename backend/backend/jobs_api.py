@@ -112,6 +112,7 @@ def job_to_json(job: dict, *, position: int | None = None, served: set[str] | No
         "pool": job["pool"],
         "waiting_for": waiting_for(job, served) if served is not None else None,
         "run_next": job["queue_priority"] > job["priority"],
+        "execution": job.get("execution") or None,
         "links": {
             "self": url_for("jobs.get_job", job_id=job["id"]),
             "result": url_for("jobs.get_result", job_id=job["id"]),

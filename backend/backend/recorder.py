@@ -49,7 +49,8 @@ def record_event(store: Store, settings: Settings, body: bytes, send_control=Non
     if isinstance(event, UnitStatus):
         store.record_unit(event.unit, event.state.value, event.job_id, event.at,
                           event.sandbox.value if event.sandbox else None, pools=event.pools, host=event.host,
-                          cpus=event.cpus, memory_mb=event.memory_mb, gpus=event.gpus, python=event.python)
+                          cpus=event.cpus, memory_mb=event.memory_mb, gpus=event.gpus, python=event.python,
+                          executor=event.executor, pause_refusal=event.pause_refusal)
     else:
         job_rules.apply_event(store, settings, event, send_control)
 

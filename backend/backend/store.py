@@ -90,6 +90,7 @@ jobs = Table(
     Column("source", JSON(none_as_null=True)),  # where the upload came from: {"git": {url, ref, path, commit}}
     Column("sweep_id", String(32), index=True),
     Column("upload_shared", Integer),  # 1: its upload is a link to another job's of the sweep, counted there
+    Column("execution", JSON(none_as_null=True)),  # where the attempt runs: executor, Slurm job id, state, reason, node
 )
 
 sweeps = Table(
@@ -172,6 +173,8 @@ units = Table(
     Column("memory_mb", BigInteger),
     Column("gpus", JSON(none_as_null=True)),  # names, from nvidia-smi where there is one
     Column("python", String(64)),  # the version its jobs run on
+    Column("executor", String(16)),  # "local", or "slurm": it submits its jobs to a cluster
+    Column("pause_refusal", Text),  # why it cannot pause its jobs, if it cannot
 )
 
 
@@ -507,6 +510,11 @@ class Store:
             changed = conn.execute(update(units).where(units.c.name == name).values(**values)).rowcount
             if not changed:
                 conn.execute(insert(units).values(name=name, **values))
+
+    def get_unit(self, name: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(units).where(units.c.name == name)).mappings().first()
+        return dict(row) if row else None
 
     def list_units(self) -> list[dict]:
         with self.engine.connect() as conn:

@@ -33,6 +33,8 @@ def describe_units(rows: list[dict], now: float) -> list[dict]:
             "memory_mb": row.get("memory_mb"),
             "gpus": row.get("gpus") or [],
             "python": row.get("python"),
+            "executor": row.get("executor") or "local",
+            "pause_refusal": row.get("pause_refusal"),  # why it cannot pause its jobs (a Slurm unit's account)
         }
         for row in rows
     ]

@@ -1,4 +1,5 @@
-"""The consumer: takes one job message at a time from RabbitMQ and has its processing unit run it.
+"""The consumer: takes job messages from RabbitMQ, one at a time (as many as NIAS_SLURM_MAX_JOBS for
+a Slurm unit), and has its processing unit run them.
 
 Threading follows pika 1.4.x's `basic_consumer_threaded.py`: the AMQP connection lives in the
 main thread, which keeps answering heartbeats; the job is handled in a worker thread, whose
@@ -44,7 +45,9 @@ class Consumer:
         self.backend = Backend(settings)
         self.unit = Unit(settings)
         self.events = EventSink(settings)
-        self._busy = threading.Event()
+        self.capacity = settings.unit_capacity  # runs at once: 1, or NIAS_SLURM_MAX_JOBS for a Slurm unit
+        self._in_flight = 0  # messages taken whose runs are not over
+        self._count_lock = threading.Lock()
         self._connection = None
         self._channel = None
         self._publish_channel = None  # publisher confirms on: dead letters and handed-back copies
@@ -53,7 +56,7 @@ class Consumer:
     # -- main thread -------------------------------------------------------------------
     def run(self) -> None:
         wait_for_ready_unit(self.unit, self.stop)
-        while not self.stop.is_set() or self._busy.is_set():
+        while not self.stop.is_set() or self._in_flight:
             try:
                 self._connection = connect(self.settings, attempts=None, stop=self.stop)
             except BrokerUnavailable:
@@ -83,7 +86,8 @@ class Consumer:
     def _serve(self, connection) -> None:
         channel = connection.channel()
         self.topology.declare(channel)
-        channel.basic_qos(prefetch_count=1, global_qos=True)  # one message for the unit, whichever its pool
+        # As many messages as the unit runs at once (one, for a local unit), whichever their pool.
+        channel.basic_qos(prefetch_count=self.capacity, global_qos=True)
         self._publish_channel = connection.channel()
         self._publish_channel.confirm_delivery()
         control = channel.queue_declare("", exclusive=True, auto_delete=True).method.queue
@@ -91,8 +95,8 @@ class Consumer:
         channel.basic_consume(control, self._on_control, auto_ack=True)
         self._channel = channel
         logger.info("Consumer %s waiting for jobs on %s", self.settings.unit_name, ", ".join(self.topology.job_queues))
-        while not self.stop.is_set() or self._busy.is_set():
-            if not self._tags and not self._busy.is_set() and not self.stop.is_set():
+        while not self.stop.is_set() or self._in_flight:
+            if not self._tags and self._in_flight < self.capacity and not self.stop.is_set():
                 self._tags = [channel.basic_consume(queue, self._on_message) for queue in self.topology.job_queues]
             connection.process_data_events(time_limit=1)
         connection.process_data_events(time_limit=0)  # carry out a settlement decided just now
@@ -112,14 +116,17 @@ class Consumer:
             delivery.settled = True
             self._settle(delivery, Outcome.DEAD, reason_for(exc))
             return
-        # Take no other message until this one is settled and its run is over.
-        self._unsubscribe(channel)
-        self._busy.set()
+        # Take no other message while the unit is full, until a run is over.
+        with self._count_lock:
+            self._in_flight += 1
+            full = self._in_flight >= self.capacity
+        if full:
+            self._unsubscribe(channel)
         try:
             threading.Thread(target=self._handle, args=(delivery, message),
                              name=f"job-{message.job_id}", daemon=True).start()
         except RuntimeError as exc:  # no thread to be had: the message must not wait in our hands
-            self._busy.clear()
+            self._release()
             delivery.settled = True
             self._settle(delivery, Outcome.RETRY, reason_for(exc))
 
@@ -143,6 +150,10 @@ class Consumer:
             self._publish_channel = self._connection.channel()
             self._publish_channel.confirm_delivery()
         settle(delivery, outcome, reason, self._publish_channel, self.topology)
+
+    def _release(self) -> None:
+        with self._count_lock:
+            self._in_flight -= 1
 
     # -- worker thread -----------------------------------------------------------------
     def _schedule(self, callback) -> None:
@@ -170,7 +181,7 @@ class Consumer:
                 self._decide(delivery, Outcome.RETRY, failure)  # a no-op once it was settled
                 wait_for_ready_unit(self.unit, self.stop)
             finally:
-                self._busy.clear()
+                self._release()
                 self._schedule(lambda: None)  # wake the main loop so it subscribes again at once
 
     def _take(self, delivery: Delivery, message: JobMessage) -> None:

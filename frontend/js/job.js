@@ -109,6 +109,15 @@ function describeLimits(limits) {
   return parts.join(", ");
 }
 
+// A Slurm unit's batch job: "batch job 42 · PENDING (Resources) · on c12".
+function executionFact(execution) {
+  if (!execution || execution.executor !== "slurm") return null;
+  const parts = [execution.slurm_job_id ? `batch job ${execution.slurm_job_id}` : "being submitted"];
+  if (execution.slurm_state) parts.push(execution.reason ? `${execution.slurm_state} (${execution.reason})` : execution.slurm_state);
+  if (execution.node) parts.push(`on ${execution.node}`);
+  return ["Slurm", parts.join(" · ")];
+}
+
 function renderFacts(now = Date.now()) {
   if (!job) return;
   const facts = [
@@ -124,6 +133,8 @@ function renderFacts(now = Date.now()) {
     ["Result", job.result_size === null ? "—" : formatBytes(job.result_size)],
     ["Environment", environmentFact(job)],
   ];
+  const slurm = executionFact(job.execution);
+  if (slurm) facts.splice(5, 0, slurm);
   if (job.rerun_of) facts.push(["Run again from", job.rerun_of]);
   const list = byId("facts");
   const signature = JSON.stringify(facts);
@@ -168,6 +179,10 @@ function renderQueue() {
 
 function headline(current) {
   if (current.state === "queued") return "waiting for a free processing unit";
+  const execution = current.execution || {};
+  if (current.state === "running" && execution.slurm_state === "PENDING") {
+    return `waiting in the cluster's queue${execution.reason ? ` (${execution.reason})` : ""}`;
+  }
   if (current.state === "running") return `running on ${current.unit || "a processing unit"}`;
   if (current.state === "paused") {
     return current.pause_deadline

@@ -51,7 +51,8 @@ export async function showUnitsTable() {
     el("td", { dataset: { label: "Unit" } }, el("strong", {}, unit.name)),
     el("td", { dataset: { label: "State" } }, unit.state === "offline" ? `offline, seen ${formatAgo(unit.last_seen)}` : unit.state),
     el("td", { dataset: { label: "Pools" } }, (unit.pools || []).join(", ")),
-    el("td", { dataset: { label: "Host" } }, unit.host || "–"),
+    el("td", { dataset: { label: "Host" } }, unit.executor === "slurm"
+      ? `${unit.host || "–"} (Slurm login node${unit.pause_refusal ? "; cannot pause jobs" : ""})` : unit.host || "–"),
     el("td", { dataset: { label: "CPUs" }, class: "num" }, unit.cpus === null ? "–" : String(unit.cpus)),
     el("td", { dataset: { label: "Memory" }, class: "num" }, describeMemory(unit.memory_mb)),
     el("td", { dataset: { label: "GPUs" } }, unit.gpus && unit.gpus.length ? unit.gpus.join(", ") : "none"),

@@ -24,6 +24,8 @@ from process_unit.host_facts import read_host_facts
 from process_unit.isolation import Isolation
 from process_unit.runner import OWN_FILES, Runner
 from process_unit.sandbox import Sandbox
+from process_unit.slurm import Slurm
+from process_unit.slurm_runner import SlurmRunner
 
 logger = logging.getLogger(__name__)
 
@@ -31,15 +33,19 @@ MAX_WAIT_S = 60
 RUN_FOLDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}-[0-9]+")  # <job id>-<attempt>, as the runner names them
 
 
-def remove_leftover_work(work_dir: Path) -> list[str]:
-    """Remove the work folders of attempts a killed unit left behind: at start this unit runs nothing."""
+def remove_leftover_work(work_dir: Path, keep: frozenset[str] = frozenset()) -> list[str]:
+    """Remove the work folders of attempts a killed unit left behind, but those in `keep` (a Slurm
+    unit's recorded batch jobs, which it adopts): at start this unit runs nothing else."""
     removed = []
     own = work_dir / OWN_FILES
     if own.is_dir() and not own.is_symlink():
-        removed += [folder.name for folder in sorted(own.iterdir())]
-        shutil.rmtree(own, ignore_errors=True)
+        for folder in sorted(own.iterdir()):
+            if folder.name not in keep:
+                shutil.rmtree(folder, ignore_errors=True) if folder.is_dir() else folder.unlink(missing_ok=True)
+                removed.append(folder.name)
     for folder in sorted(work_dir.iterdir()):
-        if RUN_FOLDER.fullmatch(folder.name) and folder.is_dir() and not folder.is_symlink():
+        if (RUN_FOLDER.fullmatch(folder.name) and folder.name not in keep and folder.is_dir()
+                and not folder.is_symlink()):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder.name)
     if removed:
@@ -50,13 +56,19 @@ def remove_leftover_work(work_dir: Path) -> list[str]:
 
 def build_runner(settings: Settings) -> Runner:
     settings.unit_work_dir.mkdir(parents=True, exist_ok=True)
-    remove_leftover_work(settings.unit_work_dir)
     environments = EnvironmentCache(settings.environments_dir, settings.uv, settings.job_python,
                                     bool(settings.build_sdists))
+    facts = read_host_facts(settings.job_python)
+    if settings.executor == "slurm":
+        runner = SlurmRunner(settings, EventSink(settings), environments, Slurm(), facts=facts)
+        remove_leftover_work(settings.unit_work_dir, frozenset(record.folder for record in runner.journal.records()))
+        runner.adopt_recorded()
+        return runner
+    remove_leftover_work(settings.unit_work_dir)
     sandbox = Sandbox(settings)
     sandbox.check_reachable(settings.unit_work_dir, settings.environments_dir)
     return Runner(settings, EventSink(settings), environments, sandbox, Isolation.for_unit(settings, sandbox),
-                  facts=read_host_facts(settings.job_python))
+                  facts=facts)
 
 
 def _can_work(settings: Settings) -> dict[str, bool]:
@@ -67,6 +79,7 @@ def _can_work(settings: Settings) -> dict[str, bool]:
         "environments": folder_writable(settings.environments_dir),
         "uv": bool(shutil.which(settings.uv)),
         "python": os.access(settings.job_python, os.X_OK),
+        **({"sbatch": bool(shutil.which("sbatch"))} if settings.executor == "slurm" else {}),
     }
 
 
@@ -115,10 +128,8 @@ def create_app(settings: Settings | None = None, runner: Runner | None = None) -
 
     @app.get("/healthz")
     def healthz():
-        busy = runner.current()
         return health_response(Health(ServiceKind.UNIT, settings.unit_name, _can_work(settings),
-                                      busy.job_id if busy else None, runner.sandbox.mode,
-                                      settings.instance_id))
+                                      runner.busy_with(), runner.sandbox_mode, settings.instance_id))
 
     return app
 

@@ -38,6 +38,9 @@ class Run:
     progress: float | None = None
     progress_message: str = ""
     progress_sent: float = 0.0
+    execution: dict = field(default_factory=lambda: {"executor": "local"})  # where it runs (the job's `execution`)
+    project: Path | None = None  # the unpacked project, once there is one
+    lost: str | None = None  # why the attempt is lost (the job is queued again) instead of ending with an outcome
 
     @property
     def job_id(self) -> str:
@@ -62,7 +65,7 @@ class Run:
 
     def live_details(self) -> dict:
         return {"paused": self.paused, "active_s": round(self.active_seconds(), 3), "progress": self.progress,
-                "message": self.progress_message}
+                "message": self.progress_message, "execution": dict(self.execution)}
 
     def status(self) -> RunStatus:
         return RunStatus(job_id=self.job_id, attempt=self.attempt, state=self.state, done=self.done.is_set(),

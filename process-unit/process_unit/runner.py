@@ -21,6 +21,7 @@ from nias.archive import ZipLimits, extract_project
 from nias.params import PARAMS_FILE
 from nias.errors import ExecutionFailed, MessageRefused, NiasError, TransferFailed, UnitBusy
 from nias.messages import PRESENCE_S, ControlMessage, JobEvent, JobMessage, UnitStatus, clip_text
+from nias.health import SandboxMode
 from nias.settings import Settings
 from nias.states import JobState
 from nias.transfer import BackendLink
@@ -53,20 +54,38 @@ class Runner:
     def __init__(self, settings: Settings, events: EventSink, environments: EnvironmentCache,
                  sandbox: Sandbox | None = None, isolation: Isolation | None = None,
                  link: BackendLink | None = None, facts: HostFacts | None = None, metrics: UnitMetrics | None = None):
+        self._init_common(settings, events, environments, link, facts, metrics)
+        self.sandbox = sandbox or Sandbox(settings)
+        self.isolation = isolation or Isolation(self.sandbox, None, None, self.sandbox.uid)
+
+    def _init_common(self, settings: Settings, events: EventSink, environments: EnvironmentCache,
+                     link: BackendLink | None, facts: HostFacts | None, metrics: UnitMetrics | None = None) -> None:
+        """What every executor shares: the backend link, events, environments, metrics and the run registry."""
         self.settings = settings
         self.metrics = metrics or UnitMetrics()
         self.facts = facts
         self.link = link or BackendLink(settings)
         self.events = events
         self.environments = environments
-        self.sandbox = sandbox or Sandbox(settings)
-        self.isolation = isolation or Isolation(self.sandbox, None, None, self.sandbox.uid)
         self.limits = ZipLimits(settings.max_files, settings.max_unpacked_bytes, settings.max_ratio)
         self.result_limits = ResultLimits(settings.max_result_bytes, settings.max_result_files)
         self._lock = threading.Lock()
         self._current: Run | None = None
         self._recent: dict[str, Run] = {}
         self._stopping = threading.Event()
+
+    @property
+    def sandbox_mode(self) -> SandboxMode:
+        return self.sandbox.mode
+
+    def pause_refusal(self) -> str | None:
+        """Why this unit cannot pause its jobs; None: it can (a local unit always can)."""
+        return None
+
+    def busy_with(self) -> str | None:
+        """The job that keeps this unit from taking another, if one does."""
+        run = self.current()
+        return run.job_id if run is not None else None
 
     # -- what the API asks -------------------------------------------------------------
     def start(self, message: JobMessage, attempt: int) -> Run:
@@ -140,8 +159,9 @@ class Runner:
         run = self.current()
         about = dataclasses.asdict(self.facts) if self.facts is not None else {}
         self.events.send(UnitStatus(unit=self.settings.unit_name, state="busy" if run else "idle",
-                                    job_id=run.job_id if run else None, sandbox=self.sandbox.mode,
-                                    pools=list(self.settings.unit_pool_names), **about))
+                                    job_id=run.job_id if run else None, sandbox=self.sandbox_mode,
+                                    pools=list(self.settings.unit_pool_names), executor=self.settings.executor,
+                                    pause_refusal=self.pause_refusal(), **about))
 
     def start_presence(self) -> None:
         """Tell the backend every few seconds that this unit is alive, and whether it is busy."""
@@ -200,30 +220,12 @@ class Runner:
             raise ExecutionFailed(f"The unit's work dir could not be written: {exc.strerror}.") from None
         shipper = LogShipper(self.link, run.job_id, run.attempt, own / "log.txt")
         shipper.start()
-        project: Path | None = None
         try:
-            log.note(f"Job {run.job_id}, attempt {run.attempt}, on {self.settings.unit_name}")
-            shutil.rmtree(work, ignore_errors=True)
-            upload = own / "upload.zip"
-            try:
-                self.link.fetch_upload(run.job_id, run.attempt, upload, run.message.sha256, run.message.size,
-                                       cancelled=lambda: run.cancelled)
-            except TransferFailed as exc:
-                raise ExecutionFailed(f"The upload could not be fetched from the backend: {exc.message}") from None
-            try:
-                project = extract_project(upload, work / "project", self.limits)
-            except OSError as exc:
-                raise ExecutionFailed(f"The project could not be unpacked: {exc.strerror or exc}.") from None
-            finally:
-                upload.unlink(missing_ok=True)
-            write_params_file(project, run.message.params)
-            environment = self.environments.prepare(project / "requirements.txt", log.note)
-            run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached)
-            self._execute(run, environment.python, environment.path, project, work, log)
+            self._run_attempt(run, work, own, log)
         finally:
             try:
-                if project is not None:
-                    self._keep_result(run, project, own / "result.zip", log)
+                if run.project is not None:
+                    self._keep_result(run, run.project, own / "result.zip", log)
             finally:
                 run.details["log_bytes"] = log.written
                 log.close()
@@ -231,6 +233,26 @@ class Runner:
                 if log.failure or unsent:
                     run.details["log_incomplete"] = "; ".join(filter(None, (log.failure, unsent)))
                 shutil.rmtree(work, ignore_errors=True)
+
+    def _run_attempt(self, run: Run, work: Path, own: Path, log: JobLog) -> None:
+        log.note(f"Job {run.job_id}, attempt {run.attempt}, on {self.settings.unit_name}")
+        shutil.rmtree(work, ignore_errors=True)
+        upload = own / "upload.zip"
+        try:
+            self.link.fetch_upload(run.job_id, run.attempt, upload, run.message.sha256, run.message.size,
+                                   cancelled=lambda: run.cancelled)
+        except TransferFailed as exc:
+            raise ExecutionFailed(f"The upload could not be fetched from the backend: {exc.message}") from None
+        try:
+            run.project = extract_project(upload, work / "project", self.limits)
+        except OSError as exc:
+            raise ExecutionFailed(f"The project could not be unpacked: {exc.strerror or exc}.") from None
+        finally:
+            upload.unlink(missing_ok=True)
+        write_params_file(run.project, run.message.params)
+        environment = self.environments.prepare(run.project / "requirements.txt", log.note)
+        run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached)
+        self._execute(run, environment.python, environment.path, run.project, work, log)
 
     def _keep_result(self, run: Run, project: Path, target: Path, log: JobLog) -> None:
         """Pack output/ as the result, even of a failed or cancelled run; say what was left out."""
@@ -272,8 +294,9 @@ class Runner:
     def _deliver_outcome(self, run: Run) -> None:
         """Send the result to the backend, then the outcome; a result that cannot be delivered
         loses the attempt (the job is queued again), so no job succeeds without its result."""
-        if run.details.get("handed_back"):
-            self.events.deliver(self._event(run, JobEvent.LOST, error="The processing unit was stopped during the job."))
+        if run.details.get("handed_back") or run.lost:
+            self.events.deliver(self._event(run, JobEvent.LOST, error=clip_text(
+                run.lost or "The processing unit was stopped during the job.", 1000)))
             return
         try:
             self._send_result(run, self._outcome(run))

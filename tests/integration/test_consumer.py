@@ -4,6 +4,7 @@ a busy unit, heartbeats kept while a job runs far longer than the heartbeat inte
 message settled exactly once: run, dead-lettered with its reason, or handed back counted."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import threading
@@ -55,19 +56,28 @@ def queue_counts(channel, queue: str) -> tuple[int, int]:
     return declared.message_count, declared.consumer_count
 
 
-@pytest.fixture
-def consumer(amqp_settings, broker):
-    consumer = Consumer(amqp_settings)
+@contextlib.contextmanager
+def running_consumer(settings, broker):
+    """A consumer of an idle unit and a slow backend, running and subscribed; stopped at the end."""
+    consumer = Consumer(settings)
     consumer.unit = IdleUnit()
     consumer.backend = SlowBackend()
     thread = threading.Thread(target=consumer.run, daemon=True)
     thread.start()
-    wait_until(lambda: queue_counts(broker, consumer.topology.jobs)[1] == 1, timeout_s=20,
-               message="the consumer subscribed")
-    yield consumer
-    consumer.stop.set()
-    consumer.backend.release.set()
-    thread.join(30)
+    try:
+        wait_until(lambda: queue_counts(broker, consumer.topology.jobs)[1] == 1, timeout_s=20,
+                   message="the consumer subscribed")
+        yield consumer
+    finally:
+        consumer.stop.set()
+        consumer.backend.release.set()
+        thread.join(30)
+
+
+@pytest.fixture
+def consumer(amqp_settings, broker):
+    with running_consumer(amqp_settings, broker) as consumer:
+        yield consumer
 
 
 def test_a_busy_consumer_holds_one_message_and_leaves_the_rest_in_the_queue_for_others(consumer, broker):
@@ -85,16 +95,23 @@ def test_a_busy_consumer_holds_one_message_and_leaves_the_rest_in_the_queue_for_
                message="every message settled and the consumer subscribed again")
 
 
+def test_a_slurm_units_consumer_holds_as_many_messages_as_its_unit_runs_batch_jobs(amqp_settings, broker):
+    settings = dataclasses.replace(amqp_settings, executor="slurm", slurm_max_jobs=2)
+    with running_consumer(settings, broker) as consumer:
+        for number in range(4):
+            broker.basic_publish("", consumer.topology.jobs, message(number), pika.BasicProperties(delivery_mode=2))
+        wait_until(lambda: len(consumer.backend.claimed) == 2, timeout_s=20, message="two claims at once")
+        time.sleep(1)  # time for a wrongly prefetched or still-subscribed consumer to take more
+        assert sorted(consumer.backend.claimed) == [job_id(0), job_id(1)]
+        assert queue_counts(broker, consumer.topology.jobs) == (2, 0), "a full consumer keeps no subscription"
+        consumer.backend.release.set()
+        wait_until(lambda: len(consumer.backend.claimed) == 4, timeout_s=20, message="the other messages taken")
+        wait_until(lambda: queue_counts(broker, consumer.topology.jobs) == (0, 1), timeout_s=20,
+                   message="every message settled and the consumer subscribed again")
+
+
 def test_a_consumer_keeps_its_connection_while_a_job_outlasts_several_heartbeats(amqp_settings, broker):
-    settings = dataclasses.replace(amqp_settings, amqp_heartbeat_s=1)
-    consumer = Consumer(settings)
-    consumer.unit = IdleUnit()
-    consumer.backend = SlowBackend()
-    thread = threading.Thread(target=consumer.run, daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: queue_counts(broker, consumer.topology.jobs)[1] == 1, timeout_s=20,
-                   message="the consumer subscribed")
+    with running_consumer(dataclasses.replace(amqp_settings, amqp_heartbeat_s=1), broker) as consumer:
         broker.basic_publish("", consumer.topology.jobs, message(7), pika.BasicProperties(delivery_mode=2))
         wait_until(lambda: consumer.backend.claimed, timeout_s=20, message="a claim")
         connection = consumer._connection
@@ -104,10 +121,6 @@ def test_a_consumer_keeps_its_connection_while_a_job_outlasts_several_heartbeats
         wait_until(lambda: queue_counts(broker, consumer.topology.jobs) == (0, 1), timeout_s=20,
                    message="the message settled on the same connection")
         assert consumer._connection is connection
-    finally:
-        consumer.stop.set()
-        consumer.backend.release.set()
-        thread.join(30)
 
 
 class RunningUnit:
@@ -233,7 +246,7 @@ def dead_letters(channel, queue: str) -> dict[bytes, str]:
 
 
 def settled_and_subscribed(broker, consumer: Consumer) -> bool:
-    return queue_counts(broker, consumer.topology.jobs) == (0, 1) and not consumer._busy.is_set()
+    return queue_counts(broker, consumer.topology.jobs) == (0, 1) and consumer._in_flight == 0
 
 
 def test_an_undecodable_job_message_is_dead_lettered_with_its_reason_and_the_next_job_still_runs(

@@ -143,15 +143,17 @@ def test_an_event_for_a_stale_attempt_is_dropped_not_dead_lettered(sqlite_store,
     assert waiting(broker, topology.dead) == 0
 
 
-def test_a_unit_status_is_recorded_with_the_units_sandbox_pools_and_host(sqlite_store, recorder_for, send):
+def test_a_unit_status_is_recorded_with_the_units_sandbox_pools_host_and_executor(sqlite_store, recorder_for, send):
     recorder_for()
     send(signed(UnitStatus(unit="unit-3", state="busy", job_id="abc", at=1234.5, sandbox=SandboxMode.NONE,
                            pools=["default", "gpu"], host="gpubox", cpus=32, memory_mb=257_000,
-                           gpus=["NVIDIA A100-SXM4-40GB"], python="3.11.2")))
+                           gpus=["NVIDIA A100-SXM4-40GB"], python="3.11.2", executor="slurm",
+                           pause_refusal="not an operator")))
     units = eventually(lambda: sqlite_store.list_units(), "the unit status is recorded")
     assert units == [{"name": "unit-3", "state": "busy", "job_id": "abc", "last_seen": 1234.5, "sandbox": "none",
                       "pools": ["default", "gpu"], "host": "gpubox", "cpus": 32, "memory_mb": 257_000,
-                      "gpus": ["NVIDIA A100-SXM4-40GB"], "python": "3.11.2"}]
+                      "gpus": ["NVIDIA A100-SXM4-40GB"], "python": "3.11.2", "executor": "slurm",
+                      "pause_refusal": "not an operator"}]
 
 
 def test_running_jobs_get_a_fresh_lease_when_the_recorder_starts(sqlite_store, amqp_settings, recorder_for):

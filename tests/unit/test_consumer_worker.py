@@ -151,7 +151,7 @@ def consumer_with(tmp_path, backend, unit) -> Consumer:
     consumer._publish_channel = FakeChannel()
     consumer.backend = backend
     consumer.unit = unit
-    consumer._busy.set()
+    consumer._in_flight = 1
     return consumer
 
 
@@ -166,7 +166,7 @@ def test_a_consumer_whose_unit_is_down_hands_the_message_back_unclaimed_and_wait
     consumer._handle(delivered(channel), MESSAGE)
     assert channel.settled == [("requeue", 7)]
     # it took no further message until its unit answered healthy and idle again
-    assert consumer.unit.calls.count("health") == 4 and not consumer._busy.is_set()
+    assert consumer.unit.calls.count("health") == 4 and consumer._in_flight == 0
 
 
 class FakeSession:
@@ -310,7 +310,7 @@ def test_an_exception_before_the_message_is_settled_hands_it_back_counted_exactl
     [(exchange, queue, body, properties)] = consumer._publish_channel.published
     assert (exchange, queue, body) == ("", consumer.topology.jobs, MESSAGE.encode())
     assert properties.headers[TRIES_HEADER] == 2 and properties.priority == 3 and properties.delivery_mode == 2
-    assert not consumer._busy.is_set()
+    assert consumer._in_flight == 0
 
 
 def test_a_message_handed_back_its_last_time_is_dead_lettered_with_the_last_error_and_the_count(tmp_path):
@@ -334,7 +334,7 @@ def test_a_unit_whose_health_answer_is_not_an_object_is_not_ready_and_the_worker
     stop_soon.start()
     channel = FakeChannel()
     consumer._handle(delivered(channel), MESSAGE)
-    assert channel.settled == [("requeue", 7)] and not consumer._busy.is_set()
+    assert channel.settled == [("requeue", 7)] and consumer._in_flight == 0
 
 
 @pytest.mark.parametrize("body, ready", [

@@ -56,7 +56,7 @@ def test_every_settings_field_is_read_from_exactly_one_variable():
 
 
 # Values that pass each variable's own check; every other variable gets a sample of its type.
-VALID_TEXT = {"NIAS_REGISTRATION": "open"}
+VALID_TEXT = {"NIAS_REGISTRATION": "open", "NIAS_EXECUTOR": "local"}
 FIELD_TYPES = {f.name: str(f.type) for f in dataclasses.fields(Settings)}
 
 
