@@ -23,7 +23,8 @@ SHA256_HEADER = "X-Nias-Sha256"
 # between the two, the backend ends the attempt with it rather than run the job again.
 OUTCOME_HEADER = "X-Nias-Outcome"
 OUTCOME_ERROR_CHARS = 500  # the header stays well under a server's field limit (8 KiB)
-_OUTCOME_DETAILS = ("log_bytes", "env_seconds", "env_cached", "run_seconds", "progress", "message", "active_s")
+_OUTCOME_DETAILS = ("log_bytes", "env_seconds", "env_cached", "env_built_at", "run_seconds", "progress", "message",
+                    "active_s")
 LOG_CHUNK_BYTES = 1024 * 1024  # the most a unit sends of a log in one request
 UPLOAD_CONTENT_TYPE = "application/zip"
 

@@ -191,7 +191,7 @@ DETAILS: dict[EventKind, dict[str, Check]] = {
     EventKind.HEARTBEAT: _LIVE,
     EventKind.PROGRESS: _LIVE,
     EventKind.FINISHED: {
-        **_LIVE, "env_seconds": _SECONDS, "env_cached": _flag, "run_seconds": _SECONDS,
+        **_LIVE, "env_seconds": _SECONDS, "env_cached": _flag, "env_built_at": _SECONDS, "run_seconds": _SECONDS,
         "total_seconds": _SECONDS, "log_bytes": _COUNT, "limits": _limits, "log_incomplete": _text(),
         "handed_back": _flag, "result_files": _COUNT, "result_left_out": _COUNT,
     },
@@ -330,6 +330,7 @@ class JobMessage(_Message):
     limits: dict = field(default_factory=dict)  # a job may ask for less than the admin's limits
     pool: str = DEFAULT_POOL  # whose queue it waits in: the units serving that pool run it
     params: dict = field(default_factory=dict)  # written to params.json in the project folder (nias.params)
+    fresh_env: bool = False  # build the environment anew with the newest versions (unpinned requirements)
 
 
 @dataclass(frozen=True)

@@ -109,6 +109,7 @@ class Settings:
     git_http_hosts: str = ""  # of those, the ones reached over plain http
     git_tokens: str = ""  # host=user:token,... sent to that host only
     git_timeout_s: float = 120.0  # a git fetch and pack in all
+    env_max_age_days: float = 7.0  # an environment of unpinned requirements older than this is built again
     commands_dir: Path | None = None  # the admin's commands; default <data>/commands
     retention_days: float = 30.0  # 0 keeps results for ever
     log_level: str = "INFO"
@@ -289,6 +290,7 @@ ENVIRONMENT = {
     "NIAS_GIT_HTTP_HOSTS": "git_http_hosts",
     "NIAS_GIT_TOKENS": "git_tokens",
     "NIAS_GIT_TIMEOUT_S": "git_timeout_s",
+    "NIAS_ENV_MAX_AGE_DAYS": "env_max_age_days",
     "NIAS_COMMANDS_DIR": "commands_dir",
     "NIAS_LOG_LEVEL": "log_level",
     "NIAS_EXECUTOR": "executor",

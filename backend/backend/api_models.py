@@ -65,6 +65,8 @@ class Job(Model):
     timeout_s: int | None
     env_seconds: float | None
     env_cached: bool | None
+    env_built_at: Timestamp | None = Field(None, description="when the job's environment was built")
+    fresh_env: bool = Field(False, description="the job asked for its environment built anew with the newest versions")
     run_seconds: float | None
     progress: float | None
     progress_message: str | None
@@ -156,6 +158,7 @@ class Upload(Model):
     params: str | None = Field(None, description="a JSON object of parameters")
     sweep: str | None = Field(None, description="a JSON sweep: names to lists of values, or a list of points")
     pool: str | None = None
+    fresh_env: bool | None = Field(None, description="build the environment anew with the newest versions")
     memory_mb: int | None = Field(None, ge=1)
     cpu_s: int | None = Field(None, ge=1)
     processes: int | None = Field(None, ge=1)

@@ -42,6 +42,7 @@ def message_for(job: dict) -> JobMessage:
         timeout_s=job["timeout_s"],
         limits=job.get("limits") or {},
         params=job.get("params") or {},
+        fresh_env=bool(job.get("fresh_env")),
     )
 
 

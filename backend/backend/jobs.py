@@ -257,6 +257,7 @@ def _record_finish(store: Store, settings: Settings, job: dict, event: JobEvent)
         finished_at=event.at,
         env_seconds=details.get("env_seconds"),
         env_cached=details.get("env_cached"),
+        env_built_at=details.get("env_built_at") if isinstance(details.get("env_built_at"), (int, float)) else None,
         run_seconds=details.get("run_seconds"),
         progress=details.get("progress", job["progress"]),
         progress_message=details.get("message", job["progress_message"]),

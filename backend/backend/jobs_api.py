@@ -24,7 +24,7 @@ from backend.pools import choose_pool, live_pools, waiting_for
 from backend.submission import Submission, check_room_for, queue_job, queue_sweep
 from backend.sweep_view import sweep_to_json
 from backend.sweeps import checked_params, expand_sweep, parse_json_field
-from backend.uploads import (discard_body, parse_int_field, receive_upload, refuse_unread, too_many_uploads,
+from backend.uploads import (discard_body, parse_flag, parse_int_field, receive_upload, refuse_unread, too_many_uploads,
                              uploads_in_flight)
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,8 @@ def job_to_json(job: dict, *, position: int | None = None, served: set[str] | No
         "timeout_s": job["timeout_s"],
         "env_seconds": job["env_seconds"],
         "env_cached": job["env_cached"],
+        "env_built_at": iso_time(job.get("env_built_at")),
+        "fresh_env": bool(job.get("fresh_env")),
         "run_seconds": job["run_seconds"],
         "progress": job["progress"],
         "progress_message": job["progress_message"],
@@ -244,7 +246,8 @@ def accept_upload():
         check_room_for(nias.store, settings, current_user()["id"], len(points or [params]))
         submission = Submission(upload.path, upload.sha256, upload.size, name, current_user()["id"],
                                 priority, timeout_s, limits,
-                                extra={"pool": choose_pool(request.form.get("pool"), settings), "source": upload.source})
+                                extra={"pool": choose_pool(request.form.get("pool"), settings), "source": upload.source,
+                                       "fresh_env": parse_flag(request.form.get("fresh_env"), "fresh_env")})
         if points is not None:
             sweep_id = queue_sweep(nias, submission, points, sweep, params)
             return jsonify(sweep_json(sweep_id)), 201

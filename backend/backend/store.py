@@ -69,6 +69,8 @@ jobs = Table(
     Column("lease_until", Float),
     Column("env_seconds", Float),
     Column("env_cached", Boolean),
+    Column("env_built_at", Float),  # when the environment the job ran in was built
+    Column("fresh_env", Integer, nullable=False, default=0),  # 1: the job asked for the newest versions
     Column("run_seconds", Float),
     Column("paused_at", Float),
     Column("paused_seconds", Float, nullable=False, default=0.0),

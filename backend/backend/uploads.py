@@ -234,6 +234,16 @@ def receive_git_project(request: UploadRequest, settings: Settings, *,
     return upload, clean_name(request.form.get("name"), f"{stem} @ {source.ref}")
 
 
+def parse_flag(raw: str | None, field: str) -> int:
+    """A form's yes/no field as 1 or 0 (absent: 0)."""
+    value = (raw or "").strip().lower()
+    if value in ("", "0", "false", "no", "off"):
+        return 0
+    if value in ("1", "true", "yes", "on"):
+        return 1
+    raise BadRequest(f"{field} must be true or false.")
+
+
 def parse_int_field(raw: str | None, field: str, low: int, high: int) -> int | None:
     if raw is None or raw == "":
         return None

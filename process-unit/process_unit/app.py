@@ -57,7 +57,8 @@ def remove_leftover_work(work_dir: Path, keep: frozenset[str] = frozenset()) -> 
 def build_runner(settings: Settings) -> Runner:
     settings.unit_work_dir.mkdir(parents=True, exist_ok=True)
     environments = EnvironmentCache(settings.environments_dir, settings.uv, settings.job_python,
-                                    bool(settings.build_sdists))
+                                    bool(settings.build_sdists), max_age_s=settings.env_max_age_days * 86400,
+                                    keep_old_s=settings.job_timeout_s + settings.max_pause_s + 3600)
     facts = read_host_facts(settings.job_python)
     if settings.executor == "slurm":
         runner = SlurmRunner(settings, EventSink(settings), environments, Slurm(), facts=facts)

@@ -250,8 +250,11 @@ class Runner:
         finally:
             upload.unlink(missing_ok=True)
         write_params_file(run.project, run.message.params)
-        environment = self.environments.prepare(run.project / "requirements.txt", log.note)
-        run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached)
+        environment = self.environments.prepare(run.project / "requirements.txt", log.note,
+                                                fresh=run.message.fresh_env)
+        self.environments.touch(environment)
+        run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached,
+                           env_built_at=environment.built_at)
         self._execute(run, environment.python, environment.path, run.project, work, log)
 
     def _keep_result(self, run: Run, project: Path, target: Path, log: JobLog) -> None:

@@ -126,7 +126,8 @@ def test_an_empty_environment_is_built_marked_ready_and_runs_python(cache):
     log = Log()
     env = cache.prepare(None, log)
     assert env.cached is False
-    assert env.path == cache.root / env.key
+    assert env.path.parent == cache.root and env.path.name.startswith(f"{env.key}@")  # a generation
+    assert (cache.root / env.key).resolve() == env.path  # the key links to the newest one
     assert (env.path / READY_MARKER).is_file()
     assert log.builds() == 1
     ran = subprocess.run([str(env.python), "-c", "import sys, nias_job; print(sys.prefix)"],
@@ -176,13 +177,14 @@ def test_two_threads_preparing_the_same_key_build_it_once(cache):
     assert len({env.path for env in results}) == 1
     assert log.builds() == 1
     assert leftovers(cache.root) == []
-    assert [p.name for p in cache.root.iterdir() if p.is_dir() and not p.name.startswith(".")] == [results[0].key]
+    assert sorted(p.name for p in cache.root.iterdir() if not p.name.startswith(".") and not p.name.endswith(".lock")) \
+        == sorted([results[0].key, results[0].path.name])
 
 
 def test_a_leftover_folder_without_the_ready_marker_is_rebuilt(cache):
     key = cache.prepare(None, Log()).key
     target = cache.root / key
-    shutil.rmtree(target)
+    target.unlink()  # as an older unit left it: a folder under the key itself, not a link
     target.mkdir()
     (target / "half-installed.txt").write_text("interrupted build")
     log = Log()
@@ -239,3 +241,102 @@ def test_requirements_install_from_wheels_only_unless_the_admin_allows_builds(tm
     cache.prepare(requirements, Log())
     install = next(line for line in (tmp_path / "uv-calls.txt").read_text().splitlines() if " install " in line)
     assert ("--no-build" not in install.split()) is builds
+
+
+# --- freshness: unpinned environments are built again ------------------------------------------
+
+
+def _wheel(folder: Path, version: str) -> None:
+    """A pure-Python wheel of the package `niasprobe` at `version`, as a local index would hold it."""
+    import base64
+    import hashlib
+    import zipfile
+
+    files = {"niasprobe/__init__.py": f"VERSION = {version!r}\n",
+             f"niasprobe-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: niasprobe\nVersion: {version}\n",
+             f"niasprobe-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
+                                                     "Tag: py3-none-any\n"}
+    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data.encode()).digest()).rstrip(b'=').decode()}"
+                     f",{len(data.encode())}\n" for name, data in files.items())
+    files[f"niasprobe-{version}.dist-info/RECORD"] = record + f"niasprobe-{version}.dist-info/RECORD,,\n"
+    with zipfile.ZipFile(folder / f"niasprobe-{version}-py3-none-any.whl", "w") as wheel:
+        for name, data in files.items():
+            wheel.writestr(name, data)
+
+
+def _version(env) -> str:
+    ran = subprocess.run([str(env.python), "-c", "import niasprobe; print(niasprobe.VERSION)"],
+                         capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 0, ran.stderr
+    return ran.stdout.strip()
+
+
+@pytest.fixture
+def index(tmp_path, monkeypatch) -> Path:
+    folder = tmp_path / "index"
+    folder.mkdir()
+    _wheel(folder, "1.0")
+    monkeypatch.setenv("UV_FIND_LINKS", str(folder))
+    monkeypatch.setenv("UV_NO_INDEX", "1")
+    return folder
+
+
+def _requirements(tmp_path, text: str) -> Path:
+    path = tmp_path / "requirements.txt"
+    path.write_text(text)
+    return path
+
+
+def _age(env, days: float) -> None:
+    (env.path / READY_MARKER).write_text(f"{env.built_at - days * 86400:.3f}\n")
+
+
+def test_an_unpinned_environment_is_reused_until_it_is_too_old_then_built_with_the_newest_version(tmp_path, index):
+    cache = EnvironmentCache(tmp_path / "envs", UV, PYTHON, max_age_s=7 * 86400)
+    wanted = _requirements(tmp_path, "niasprobe\n")
+    first = cache.prepare(wanted, Log())
+    assert _version(first) == "1.0"
+    _wheel(index, "1.1")  # a newer release appears
+    assert cache.prepare(wanted, Log()).cached is True  # young enough: kept, with 1.0
+    _age(first, 8)
+    log = Log()
+    second = cache.prepare(wanted, log)
+    assert second.cached is False and _version(second) == "1.1" and second.path != first.path
+    assert any("older than 7 days" in line for line in log)
+    assert second.built_at > first.built_at - 8 * 86400
+    assert _version(first) == "1.0"  # a job that began with the old generation keeps it
+
+
+def test_a_job_asking_for_the_newest_versions_gets_a_new_build_at_once(tmp_path, index):
+    cache = EnvironmentCache(tmp_path / "envs", UV, PYTHON)
+    wanted = _requirements(tmp_path, "niasprobe>=1.0\n")
+    first = cache.prepare(wanted, Log())
+    _wheel(index, "1.1")
+    log = Log()
+    fresh = cache.prepare(wanted, log, fresh=True)
+    assert fresh.cached is False and _version(fresh) == "1.1"
+    assert any("newest versions, as the job asked" in line for line in log)
+    assert cache.prepare(wanted, Log()).path == fresh.path  # the next job takes the new one
+    assert _version(first) == "1.0"
+
+
+def test_a_pinned_environment_is_kept_however_old(tmp_path, index):
+    cache = EnvironmentCache(tmp_path / "envs", UV, PYTHON, max_age_s=86400)
+    wanted = _requirements(tmp_path, "niasprobe==1.0\n")
+    first = cache.prepare(wanted, Log())
+    _wheel(index, "1.1")
+    _age(first, 400)
+    again = cache.prepare(wanted, Log())
+    assert again.cached is True and again.path == first.path and _version(again) == "1.0"
+
+
+def test_a_replaced_generation_goes_only_once_no_job_that_began_with_it_can_still_run(tmp_path, index):
+    cache = EnvironmentCache(tmp_path / "envs", UV, PYTHON, keep_old_s=3600)
+    wanted = _requirements(tmp_path, "niasprobe\n")
+    first = cache.prepare(wanted, Log())
+    cache.touch(first)  # a job begins with it
+    cache.prepare(wanted, Log(), fresh=True)
+    assert first.path.is_dir()  # that job may still be running
+    os.utime(first.path, (first.built_at - 7200, first.built_at - 7200))  # its last job began two hours ago
+    third = cache.prepare(wanted, Log(), fresh=True)
+    assert not first.path.exists() and third.path.is_dir()

@@ -37,6 +37,7 @@ class RecordedEvents:
         if self.refuse and getattr(event, "event", None) is EventKind.FINISHED:
             self.refuse = False
             raise MessageRefused("RabbitMQ refused the message to nias.events: PRECONDITION_FAILED")
+        type(event).decode(event.encode())  # what the backend would refuse, the test refuses too
         self.sent.append(event)
         return True
 
@@ -64,8 +65,11 @@ class BackendFiles:
 
 
 class ThisInterpreter:
-    def prepare(self, _requirements, _log) -> Environment:
+    def prepare(self, _requirements, _log, fresh: bool = False) -> Environment:
         return Environment(Path(sys.prefix), "test", True, 0.0)
+
+    def touch(self, _environment) -> None:
+        pass
 
 
 @pytest.fixture
