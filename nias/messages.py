@@ -28,6 +28,7 @@ from nias.errors import BadMessage, BadSignature
 from nias.health import SandboxMode
 from nias.settings import DEFAULT_POOL, POOL_NAME
 from nias.params import params_problem
+from nias.ran_with import check_ran_with
 from nias.states import FINAL_STATES, JobState
 
 SCHEMA_VERSION = 1
@@ -178,7 +179,7 @@ DETAILS: dict[EventKind, dict[str, Check]] = {
     EventKind.FINISHED: {
         **_LIVE, "env_seconds": _SECONDS, "env_cached": _flag, "run_seconds": _SECONDS,
         "total_seconds": _SECONDS, "log_bytes": _COUNT, "limits": _limits, "log_incomplete": _text(),
-        "handed_back": _flag, "result_files": _COUNT, "result_left_out": _COUNT,
+        "handed_back": _flag, "result_files": _COUNT, "result_left_out": _COUNT, "ran_with": check_ran_with,
     },
     EventKind.LOST: {},
 }

@@ -224,6 +224,7 @@ def _record_finish(store: Store, settings: Settings, job: dict, event: JobEvent)
         progress=details.get("progress", job["progress"]),
         progress_message=details.get("message", job["progress_message"]),
         progress_active_s=details.get("active_s"),
+        ran_with=details.get("ran_with"),
     )
     keep_only_run(settings, event.job_id, event.attempt)
     return finished
@@ -236,7 +237,7 @@ def record_cancelled_outcome(store: Store, settings: Settings, job: dict, event:
     if event.event is EventKind.FINISHED:
         values = {"exit_code": event.exit_code, "result_size": event.result_size,
                   "log_size": event.details.get("log_bytes"), "run_seconds": event.details.get("run_seconds"),
-                  "result_due": None}
+                  "ran_with": event.details.get("ran_with"), "result_due": None}
         if store.update_job_fields(event.job_id, {"attempt": event.attempt}, values):
             feed.publish({**job, **values})  # the pages waiting for the kept result show it now
         keep_only_run(settings, event.job_id, event.attempt)

@@ -41,13 +41,16 @@ def iso_time(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _paused_seconds(job: dict, now: float) -> float:
+    return (job["paused_seconds"] or 0.0) + (now - job["paused_at"] if job["paused_at"] else 0.0)
+
+
 def elapsed_seconds(job: dict, now: float) -> float | None:
     """Run time of the current attempt, paused time excluded."""
     if not job["started_at"] or job["state"] == JobState.QUEUED.value:
         return None
     end = job["finished_at"] or now
-    paused = (job["paused_seconds"] or 0.0) + (now - job["paused_at"] if job["paused_at"] else 0.0)
-    return max(end - job["started_at"] - paused, 0.0)
+    return max(end - job["started_at"] - _paused_seconds(job, now), 0.0)
 
 
 def eta_seconds(job: dict, elapsed: float | None) -> float | None:
@@ -109,6 +112,9 @@ def job_to_json(job: dict, *, position: int | None = None, served: set[str] | No
         "pool": job["pool"],
         "waiting_for": waiting_for(job, served) if served is not None else None,
         "run_next": job["queue_priority"] > job["priority"],
+        "ran_with": job.get("ran_with"),
+        "note": job.get("note"),
+        "paused_s": round(_paused_seconds(job, time.time()), 3),
         "links": {
             "self": url_for("jobs.get_job", job_id=job["id"]),
             "result": url_for("jobs.get_result", job_id=job["id"]),

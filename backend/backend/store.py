@@ -89,6 +89,8 @@ jobs = Table(
     Column("command_digest", String(64)),  # the digest of that command's files when the job was made
     Column("sweep_id", String(32), index=True),
     Column("upload_shared", Integer),  # 1: its upload is a link to another job's of the sweep, counted there
+    Column("ran_with", JSON(none_as_null=True)),  # nias.ran_with.RanWith.to_json(): Python, packages, unit, host
+    Column("note", String(200)),  # the owner's short note on the job
 )
 
 sweeps = Table(
