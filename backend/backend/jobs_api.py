@@ -342,7 +342,8 @@ def read_in_chunks(handle, length: int, chunk_bytes: int = LOG_CHUNK_BYTES) -> I
 
 @bp.get("/<job_id>/log")
 def get_log(job_id: str):
-    """The run's output as text, streamed; `?offset=N` returns only what came after byte N.
+    """The run's output as text, streamed; `?offset=N` returns only what came after byte N, and
+    `?download=1` asks the browser to save it (the whole log, as the unit wrote it: nias/job_log.py).
 
     The answer holds what the log had when it was asked for (`X-Log-Size` is that size), so a
     growing log is read on by asking again from there."""
@@ -359,6 +360,9 @@ def get_log(job_id: str):
         length = max(0, os.fstat(handle.fileno()).st_size - offset)
         handle.seek(offset)
     headers = {"X-Log-Size": str(offset + length), "Content-Length": str(length)}
+    if request.args.get("download", "").lower() in ("1", "true", "yes"):
+        headers["Content-Disposition"] = f'attachment; filename="{job_id}-log.txt"'
+
     body = read_in_chunks(handle, length) if handle is not None else iter(())
     response = Response(body, mimetype="text/plain", headers=headers, direct_passthrough=True)
     response.charset = "utf-8"
