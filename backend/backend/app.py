@@ -15,6 +15,7 @@ from nias.health import Health, ServiceKind
 from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
 from backend import (accounts, accounts_api, admin_api, commands_api, control_api, events_api, internal_api, jobs_api,
+                     job_records_api,
                      results_api, summary, sweeps_api)
 from backend.dispatcher import Dispatcher
 from backend.recorder import Recorder
@@ -79,6 +80,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(results_api.bp)
     app.register_blueprint(summary.bp)
     app.register_blueprint(control_api.bp)
+    app.register_blueprint(job_records_api.bp)
     app.register_blueprint(events_api.bp)
     app.register_blueprint(admin_api.bp)
     app.register_blueprint(commands_api.bp)

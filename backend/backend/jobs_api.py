@@ -262,11 +262,34 @@ def list_jobs():
     per_page = parse_int_field(request.args.get("per_page"), "per_page", 1, MAX_PER_PAGE) or 20
     search = (request.args.get("q") or "").strip()[:200] or None
     sweep = (request.args.get("sweep") or "")[:32] or None  # "none": leave out the jobs of sweeps
-    rows, total = _nias().store.list_jobs(state=state, search=search, owner=owner_filter(), limit=per_page,
-                                          offset=(page - 1) * per_page, sweep=sweep)
-    served = live_pools(_nias().store) if any(row["state"] == JobState.QUEUED.value for row in rows) else None
-    return jsonify({"jobs": [job_to_json(row, served=served) for row in rows], "total": total, "page": page,
-                    "per_page": per_page})
+    sort = request.args.get("sort") or "submitted"
+    if sort not in _nias().store.SORTS:
+        raise BadRequest(f"Unknown sort {sort!r}; use one of {', '.join(_nias().store.SORTS)}.", code="bad_sort")
+    store = _nias().store
+    rows, total = store.list_jobs(state=state, search=search, owner=owner_filter(), limit=per_page,
+                                  offset=(page - 1) * per_page, sweep=sweep, since=parse_date(request.args, "since"),
+                                  until=parse_date(request.args, "until", end_of_day=True), sort=sort,
+                                  descending=request.args.get("order", "desc") != "asc")
+    queued = any(row["state"] == JobState.QUEUED.value for row in rows)
+    served = live_pools(store) if queued else None
+    return jsonify({"jobs": [job_to_json(row, served=served, position=store.queue_position(row)
+                                         if row["state"] == JobState.QUEUED.value else None) for row in rows],
+                    "total": total, "page": page, "per_page": per_page})
+
+
+def parse_date(args, name: str, *, end_of_day: bool = False) -> float | None:
+    """`2026-12-03` (UTC, the whole day when `end_of_day`) or an ISO time with its zone, as a timestamp."""
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be a date (2026-12-03) or an ISO time.", code="bad_date", field=name) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    stamp = moment.timestamp()
+    return stamp + 86400 if end_of_day and len(raw) == 10 else stamp
 
 
 @bp.get("/<job_id>")

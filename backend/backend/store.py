@@ -291,10 +291,19 @@ class Store:
             raise JobNotFound(f"No job has the id {job_id!r}.")
         return dict(row)
 
+    SORTS = {"submitted": "created_at", "name": "name", "state": "state", "priority": "priority", "unit": "unit",
+             "duration": "run_seconds"}
+
     def list_jobs(self, *, state: str | None = None, search: str | None = None, owner: str | None = None,
-                  limit: int = 20, offset: int = 0, sweep: str | None = None) -> tuple[list[dict], int]:
-        """`sweep`: "none" leaves out the jobs of sweeps, a sweep's id keeps only its jobs."""
+                  limit: int = 20, offset: int = 0, sweep: str | None = None, since: float | None = None,
+                  until: float | None = None, sort: str = "submitted", descending: bool = True) -> tuple[list[dict], int]:
+        """`sweep`: "none" leaves out the jobs of sweeps, a sweep's id keeps only its jobs; `since` and
+        `until` bound the submission time; `sort` is a key of SORTS, newest first by default."""
         conditions = [jobs.c.owner_id == owner] if owner else []
+        if since is not None:
+            conditions.append(jobs.c.created_at >= since)
+        if until is not None:
+            conditions.append(jobs.c.created_at < until)
         if sweep:
             conditions.append(jobs.c.sweep_id.is_(None) if sweep == "none" else jobs.c.sweep_id == sweep)
         if state:
@@ -304,11 +313,19 @@ class Store:
             conditions.append(func.lower(jobs.c.name).like(f"%{escaped.lower()}%", escape="\\"))
         query = select(jobs).where(*conditions)
         count = select(func.count()).select_from(jobs).where(*conditions)
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit).offset(offset)
+        column = jobs.c[self.SORTS[sort]]
+        order = [column.desc(), jobs.c.created_at.desc()] if descending else [column.asc(), jobs.c.created_at.asc()]
+        query = query.order_by(*order, jobs.c.id.desc()).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             rows = [dict(row) for row in conn.execute(query).mappings()]
             total = conn.execute(count).scalar_one()
         return rows, total
+
+    def delete_job(self, job_id: str) -> bool:
+        """Remove a job's record and its history (its files are the caller's to remove)."""
+        with self.engine.begin() as conn:
+            conn.execute(transitions.delete().where(transitions.c.job_id == job_id))
+            return conn.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount == 1
 
     def queued_by_pool(self, owner: str | None = None) -> dict[str, int]:
         query = select(jobs.c.pool, func.count()).where(jobs.c.state == "queued").group_by(jobs.c.pool)

@@ -144,3 +144,119 @@ def test_follow_mode_lets_go_when_the_reader_scrolls_up_and_follows_again_at_the
                                " return n.scrollTop + n.clientHeight >= n.scrollHeight - 30; }")
     finally:
         stack.client.set_state(job["id"], "cancelled")
+
+
+# 3. The queue in view, and 6. the results table
+
+BLOCKER_CODE = "import time\nfor i in range(1200):\n    print('block', i, flush=True)\n    time.sleep(0.1)\n"
+
+
+def submit_code(stack, tmp_path, label: str, code: str = "print('quick')\n", **options) -> dict:
+    path = zip_entries(tmp_path / f"{uuid.uuid4().hex[:6]}.zip", {"code.py": code})
+    return stack.client.submit(path, name=unique(label), **options)
+
+
+def wait_state(stack, job_id: str, state: str, timeout_s: float = 60) -> dict:
+    from tests.support.stack import wait_until
+    return wait_until(lambda: (job := stack.client.job(job_id))["state"] == state and job, timeout_s=timeout_s,
+                      message=f"job {job_id} {state}")
+
+
+def test_results_and_home_show_the_queue_next_up_and_the_unit_a_paused_job_holds(new_page, stack, tmp_path):
+    blockers = [submit_code(stack, tmp_path, "blocker", BLOCKER_CODE) for _ in range(2)]
+    waiting = []
+    try:
+        for blocker in blockers:
+            wait_state(stack, blocker["id"], "running")
+        prefix = unique("queue")
+        waiting = [stack.client.submit(zip_entries(tmp_path / f"q{i}.zip", {"code.py": "print(1)\n"}),
+                                       name=f"{prefix} {label}", priority=priority)
+                   for i, (label, priority) in enumerate([("low", 1), ("high", 7)])]
+        stack.client.set_state(blockers[0]["id"], "paused")
+        wait_state(stack, blockers[0]["id"], "paused")
+
+        page = new_page()
+        page.goto(f"/results.html?q={prefix.replace(' ', '+')}")
+        high = page.locator(f'tr[data-job-id="{waiting[1]["id"]}"]')
+        low = page.locator(f'tr[data-job-id="{waiting[0]["id"]}"]')
+        expect(high.locator(".standing")).to_contain_text("next up")
+        expect(high.locator(".standing")).to_contain_text("priority 7")
+        expect(low.locator(".standing")).to_contain_text(re.compile(r"#\d+ in queue · priority 1"))
+        save_screenshot(page, "pages-results-queue")
+
+        page.goto(f"/results.html?q={blockers[0]['name'].replace(' ', '+')}")
+        expect(page.locator(".standing")).to_have_text(re.compile(r"holds unit-\d"))
+
+        page.goto("/")
+        unit = page.locator("#unit-list li", has_text=f"holds paused job {blockers[0]['id']}")
+        expect(unit).to_have_count(1)
+        expect(page.locator("#count-paused")).not_to_have_text("0")
+        expect(page.locator("#recent-jobs .next-up")).to_have_count(1)
+
+        page.goto(f"/job.html?id={blockers[0]['id']}")
+        expect(page.locator("#job-headline")).to_contain_text("keeps its unit unit-")
+        expect(page.locator("#job-headline")).to_contain_text("its time limit is not counting")
+
+        phone = new_page(NARROW)
+        phone.goto(f"/results.html?q={prefix.replace(' ', '+')}")
+        expect(phone.locator(f'tr[data-job-id="{waiting[1]["id"]}"] .next-up')).to_be_visible()
+        save_screenshot(phone, "pages-results-queue-phone")
+
+        # Both waiting jobs, selected together, are cancelled at once.
+        phone.locator("#select-all").check()
+        phone.once("dialog", lambda dialog: dialog.accept())
+        phone.locator("#bulk-cancel").click()
+        expect(phone.locator("#list-notice")).to_contain_text("Cancelled: 2 of 2 jobs.")
+        assert [stack.client.job(job["id"])["state"] for job in waiting] == ["cancelled", "cancelled"]
+    finally:
+        for job in blockers + waiting:
+            try:
+                stack.client.set_state(job["id"], "cancelled")
+            except Exception:  # noqa: BLE001 - already finished
+                pass
+
+
+def test_the_results_table_fits_a_laptop_sorts_filters_by_date_notes_cancels_and_deletes(new_page, stack, tmp_path):
+    prefix = unique("table")
+    done = [stack.client.submit(zip_entries(tmp_path / f"d{i}.zip", {"code.py": "print(1)\n"}), name=f"{prefix} {name}")
+            for i, name in enumerate(["beta", "alpha"])]
+    for job in done:
+        stack.client.wait(job["id"], timeout_s=120)
+    page = new_page()
+    page.goto(f"/results.html?q={prefix.replace(' ', '+')}")
+    rows = page.locator("#jobs-table tbody tr[data-job-id]")
+    expect(rows).to_have_count(2)
+    for button in page.locator("#jobs-table [data-action]").all():
+        box = button.bounding_box()
+        assert box["x"] + box["width"] <= 1280 - 16, f"{button.inner_text()} is cut off at 1280 px"
+    fits = page.locator(".table-wrap").evaluate("wrap => wrap.scrollWidth <= wrap.clientWidth")
+    assert fits, "the results table scrolls sideways at 1280 px"
+
+    page.get_by_role("button", name="Name").click()
+    expect(rows.first).to_contain_text("alpha")
+    expect(page.locator("th[aria-sort=ascending]")).to_contain_text("Name")
+    page.get_by_role("button", name="Name").click()
+    expect(rows.first).to_contain_text("beta")
+
+    page.fill("#since-filter", "2099-01-01")
+    page.locator("#since-filter").dispatch_event("change")
+    expect(page.locator("#jobs-table td.empty")).to_contain_text("No jobs match")
+    page.fill("#since-filter", "")
+    page.locator("#since-filter").dispatch_event("change")
+    expect(rows).to_have_count(2)
+
+    rows.nth(0).locator("input.select-job").check()
+    page.once("dialog", lambda dialog: dialog.accept("baseline run"))
+    page.locator("#bulk-note").click()
+    expect(page.locator("#jobs-table .tag")).to_have_text("baseline run")
+    assert stack.client.job(done[0]["id"])["note"] == "baseline run"
+
+    page.locator("#select-all").check()
+    expect(page.locator("#bulk-count")).to_have_text("2 selected")
+    save_screenshot(page, "pages-results-selected")
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#bulk-delete").click()
+    expect(page.locator("#jobs-table td.empty")).to_be_visible()
+    for job in done:
+        assert stack.http.get(f"{stack.url}/api/jobs/{job['id']}", timeout=10).status_code == 404
+        assert not (stack.data_dir / "jobs" / job["id"]).exists()
