@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, jsonify, send_from_directory
+from werkzeug.exceptions import NotFound
 
 from nias.logs import configure_logging
 from nias.settings import Settings, load_settings, require
@@ -105,7 +106,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/", defaults={"path": "index.html"})
     @app.get("/<path:path>")
     def frontend(path: str):
-        return send_from_directory(FRONTEND_DIR, path)
+        try:
+            return send_from_directory(FRONTEND_DIR, path)
+        except NotFound:
+            if path.startswith(("api/", "internal/")):
+                raise
+            page = send_from_directory(FRONTEND_DIR, "404.html")  # a person typed it: answer a page
+            page.status_code = 404
+            return page
 
     return app
 

@@ -19,6 +19,7 @@ from nias.errors import NiasError
 from nias.job_files import JobFiles
 
 from backend.auth import visible_job
+from backend.image_size import HEAD_BYTES, image_size
 from backend.jobs_api import finished_result, read_in_chunks
 from backend.result_index import IndexedResult, ResultIndex
 from backend.uploads import parse_int_field
@@ -58,6 +59,7 @@ KNOWN_TYPES = {
     ".npy": FALLBACK_TYPE,
     ".zip": "application/zip",
 }
+MEASURABLE = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 # Markup a browser would render as a document: always served as a download.
 ATTACHMENT_TYPES = {
     "text/html", "application/xhtml+xml", "text/xml", "application/xml",
@@ -90,8 +92,21 @@ def _open_result(path: Path) -> IndexedResult:
         raise NiasError("The job's result cannot be read.", code="bad_result", status=500) from None
 
 
-def describe_member(info: zipfile.ZipInfo) -> dict:
-    return {"name": info.filename, "size": info.file_size, "type": guess_type(info.filename)}
+MEASURED_IMAGES = 50  # images in a listing whose width and height are read
+
+
+def describe_member(info: zipfile.ZipInfo, archive: zipfile.ZipFile | None = None) -> dict:
+    """A file's name, size and type; with the `archive`, an image's `width` and `height` too."""
+    described = {"name": info.filename, "size": info.file_size, "type": guess_type(info.filename)}
+    if archive is not None and described["type"] in MEASURABLE:
+        try:
+            with archive.open(info) as handle:
+                size = image_size(handle.read(HEAD_BYTES))
+        except (OSError, zipfile.BadZipFile, ValueError):
+            size = None
+        if size:
+            described["width"], described["height"] = size
+    return described
 
 
 def _uploaded_project(job_id: str) -> Path:
@@ -106,9 +121,14 @@ def _uploaded_project(job_id: str) -> Path:
 def _listing(path: Path):
     offset = parse_int_field(request.args.get("offset"), "offset", 0, 2**62) or 0
     limit = parse_int_field(request.args.get("limit"), "limit", 1, MAX_LISTED) or MAX_LISTED
-    files = _open_result(path).files
-    return jsonify({"files": [describe_member(info) for info in files[offset:offset + limit]],
-                    "total": len(files), "offset": offset})
+    result = _open_result(path)
+    files = result.files
+    listed, measured = [], 0
+    for info in files[offset:offset + limit]:
+        measure = measured < MEASURED_IMAGES and guess_type(info.filename) in MEASURABLE
+        measured += measure
+        listed.append(describe_member(info, result.archive if measure else None))
+    return jsonify({"files": listed, "total": len(files), "offset": offset})
 
 
 @bp.get("/jobs/<job_id>/files")

@@ -260,3 +260,176 @@ def test_the_results_table_fits_a_laptop_sorts_filters_by_date_notes_cancels_and
     for job in done:
         assert stack.http.get(f"{stack.url}/api/jobs/{job['id']}", timeout=10).status_code == 404
         assert not (stack.data_dir / "jobs" / job["id"]).exists()
+
+
+# 5. Failed and cancelled jobs read as what they are
+
+
+def test_a_failed_job_shows_a_one_line_reason_with_its_traceback_folded_and_no_primary_result(page, crashed):
+    open_job(page, crashed)
+    expect(page.locator("#job-error")).to_have_class(re.compile(r"\berror\b"))
+    download = page.locator("#download-result")
+    expect(download).to_have_text("Download the partial result")
+    expect(download).not_to_have_class(re.compile(r"\bprimary\b"))
+    reason = page.locator("#history details.reason")
+    expect(reason.locator("summary")).to_have_text("code.py exited with code 1: ValueError: channel 3 has no samples")
+    expect(reason.locator("pre")).to_be_hidden()
+    reason.locator("summary").click()
+    expect(reason.locator("pre")).to_contain_text("Traceback")
+    save_screenshot(page, "pages-job-failed")
+
+
+def test_a_cancel_the_user_asked_for_is_a_plain_note_not_an_error(page, stack, tmp_path):
+    job = submit_code(stack, tmp_path, "cancel me", BLOCKER_CODE)
+    wait_state(stack, job["id"], "running")
+    stack.client.set_state(job["id"], "cancelled")
+    cancelled = stack.client.wait(job["id"], timeout_s=60)
+    open_job(page, cancelled)
+    box = page.locator("#job-error")
+    expect(box).to_have_class(re.compile(r"\binfo\b"))
+    expect(box).not_to_have_attribute("role", "alert")
+    expect(page.locator("#job-error-title")).to_have_text("Cancelled")
+    expect(page.get_by_text("What went wrong")).to_have_count(0)
+
+
+def test_a_refused_zip_lists_what_it_holds_on_the_upload_page_and_in_the_api(page, stack, tmp_path, console_errors):
+    console_errors.allow(r"status of 400")
+    wrong = zip_entries(tmp_path / "nocode.zip", {"nocode/README.txt": "read me", "nocode/data.csv": "a\n1\n",
+                                                  "other/x.py": "print(1)\n"})
+    answer = stack.http.post(f"{stack.url}/api/jobs", files={"file": ("nocode.zip", wrong.read_bytes())}, timeout=30)
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "no_code_py" and "found: nocode/README.txt, nocode/data.csv, other/x.py" in error["message"]
+    assert error["found"] == ["nocode/README.txt", "nocode/data.csv", "other/x.py"]
+    page.goto("/upload.html")
+    page.set_input_files("#zip-input", str(wrong))
+    page.get_by_role("button", name="Upload and run").click()
+    expect(page.locator("#upload-error")).to_contain_text("found: nocode/README.txt, nocode/data.csv")
+
+
+# 7. Layout that stays put
+
+
+def test_image_previews_keep_their_place_open_full_size_and_the_csv_preview_sorts(page, spectrum):
+    open_job(page, spectrum)
+    frame = page.locator('.preview[data-file="psd.png"] .image-frame')
+    expect(frame).to_have_attribute("style", re.compile(r"aspect-ratio: 512 / 384"))
+    expect(frame.locator(".image-placeholder")).to_have_text(re.compile(r"512 × 384 px · \d+ KB"))
+    expect(frame).to_have_attribute("target", "_blank")
+    with page.context.expect_page() as opened:
+        frame.click()
+    full = opened.value
+    full.wait_for_load_state()
+    assert full.url.endswith("/files/psd.png")
+    full.close()
+    table = page.locator('.preview[data-file="peaks.csv"] table')
+    table.get_by_role("button", name="channel").click()
+    expect(table.locator("tbody tr").first.locator("td").first).to_have_text("C3")
+    table.get_by_role("button", name="channel").click()
+    expect(table.locator("tbody tr").first.locator("td").first).to_have_text("Pz")
+    expect(table.locator("th").first).to_have_attribute("aria-sort", "descending")
+
+
+def test_the_job_pages_sections_stay_put_when_the_run_ends(page, stack, tmp_path):
+    code = "import time\nprint('working', flush=True)\nprint('##nias progress 0.5 half', flush=True)\ntime.sleep(4)\n"
+    job = submit_code(stack, tmp_path, "steady", code)
+    page.goto(f"/job.html?id={job['id']}")
+    expect(page.locator("#job-state")).to_have_text("running", timeout=SLOW)
+    expect(page.locator('[data-fact="Progress"] dd')).to_have_text("50 %")
+    log_top = page.locator("#log").bounding_box()["y"]
+    facts = page.locator("#facts > div").count()
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=SLOW)
+    expect(page.locator("#progress-text")).to_contain_text("succeeded")
+    assert page.locator("#log").bounding_box()["y"] == log_top, "the log moved when the run ended"
+    assert page.locator("#facts > div").count() == facts, "the details changed shape when the run ended"
+
+
+# 10. Small things
+
+
+def test_the_upload_names_every_bad_field_and_marks_it(page, tmp_path):
+    page.goto("/upload.html")
+    page.set_input_files("#zip-input", str(zip_project("hello", tmp_path / "hello.zip")))
+    page.fill("#job-priority", "12")
+    page.fill("#job-timeout", "-1")
+    page.fill("#job-params", "{not json")
+    page.get_by_role("button", name="Upload and run").click()
+    alert = page.locator("#upload-error")
+    expect(alert).to_contain_text("Check these 3 options")
+    for field, words in [("#job-priority", "Priority"), ("#job-timeout", "Time limit"), ("#job-params", "Parameters")]:
+        expect(page.locator(field)).to_have_attribute("aria-invalid", "true")
+        expect(alert).to_contain_text(words)
+    expect(page.locator("#job-name")).not_to_have_attribute("aria-invalid", "true")
+    save_screenshot(page, "pages-upload-bad-fields")
+
+
+def test_the_upload_counts_the_zips_own_bytes(page, tmp_path):
+    project = zip_project("hello", tmp_path / "hello.zip")
+    size = project.stat().st_size
+    # Every count the upload page shows, kept across the move to the job's page.
+    page.add_init_script("""document.addEventListener('DOMContentLoaded', () => {
+        const node = document.getElementById('progress-bytes');
+        if (!node) return;
+        new MutationObserver(() => {
+            const seen = JSON.parse(sessionStorage.getItem('bytes') || '[]');
+            seen.push(node.textContent);
+            sessionStorage.setItem('bytes', JSON.stringify(seen));
+        }).observe(node, { childList: true, characterData: true, subtree: true });
+    });""")
+    page.goto("/upload.html")
+    page.set_input_files("#zip-input", str(project))
+    page.get_by_role("button", name="Upload and run").click()
+    expect(page).to_have_url(re.compile(r"/job\.html\?id="), timeout=SLOW)
+    seen = page.evaluate("JSON.parse(sessionStorage.getItem('bytes') || '[]')")
+    assert seen and seen[-1] == f"{size} B of {size} B", seen
+    assert all(re.fullmatch(rf"\d+ B of {size} B", text) for text in seen if text), seen
+
+
+def test_an_unknown_page_answers_a_page_and_an_unknown_api_path_json(page, stack, console_errors):
+    console_errors.allow(r"status of 404")
+    answer = page.goto("/no-such-page.html")
+    assert answer.status == 404
+    expect(page.get_by_role("heading", name="This page does not exist")).to_be_visible()
+    api = stack.http.get(f"{stack.url}/api/no-such-thing", timeout=10)
+    assert api.status_code == 404 and api.json()["error"]["code"]
+
+
+def contrast(page: Page, selector: str) -> float:
+    return page.locator(selector).first.evaluate("""node => {
+        const rgb = (text) => text.match(/[\\d.]+/g).slice(0, 3).map(Number);
+        const lum = (c) => { const v = c.map((x) => { x /= 255; return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; });
+                             return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; };
+        let back = node; let colour = "rgba(0, 0, 0, 0)";
+        while (back && (colour === "rgba(0, 0, 0, 0)" || colour === "transparent")) {
+            colour = getComputedStyle(back).backgroundColor; back = back.parentElement; }
+        const [a, b] = [lum(rgb(getComputedStyle(node).color)), lum(rgb(colour))];
+        return (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    }""")
+
+
+def test_the_job_id_meets_wcag_aa_contrast_and_the_phone_drop_zone_says_choose(new_page, spectrum):
+    page = new_page()
+    page.goto("/results.html")
+    assert contrast(page, ".job-id") >= 4.5
+    phone = new_page(NARROW)
+    phone.goto("/upload.html")
+    assert phone.locator("#dropzone .big").inner_text() == "Choose a .zip or a project folder"  # what is shown
+    expect(phone.get_by_text("Drop a")).to_be_hidden()
+    save_screenshot(phone, "pages-upload-phone")
+
+
+def test_live_regions_stay_quiet_while_only_the_clock_moves(page, stack, tmp_path):
+    job = submit_code(stack, tmp_path, "quiet", BLOCKER_CODE)
+    try:
+        page.goto(f"/job.html?id={job['id']}")
+        expect(page.locator("#job-state")).to_have_text("running", timeout=SLOW)
+        expect(page.locator("#progress-text")).to_contain_text("running for")
+        page.evaluate("""() => { window.announced = 0;
+            const observer = new MutationObserver((changes) => { window.announced += changes.length; });
+            for (const region of document.querySelectorAll('[aria-live]:not([aria-live=off])'))
+                observer.observe(region, { childList: true, characterData: true, subtree: true }); }""")
+        before = page.locator("#progress-text").inner_text()
+        expect(page.locator("#progress-text")).not_to_have_text(before)  # the clock moved on
+        assert page.evaluate("window.announced") == 0
+    finally:
+        stack.client.set_state(job["id"], "cancelled")
