@@ -408,11 +408,30 @@ class UnitStatus(_Message):
     python: str | None = None
 
 
+@dataclass(frozen=True)
+class UnitDrain(_Message):
+    """Asks one unit's consumer to take no more jobs once its current one is over (`drain`), or to
+    take them again; fanned out on the control exchange like ControlMessage, the named unit acts."""
+
+    kind: ClassVar[str] = "drain"
+    checks: ClassVar[dict[str, Check]] = {"unit": _NAME}
+    unit: str
+    drain: bool
+
+
+def _kind_of(raw: bytes | str) -> str | None:
+    try:
+        return json.loads(raw).get("type") if len(raw) <= MAX_MESSAGE_BYTES else None
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
+        return None
+
+
+def decode_control(raw: bytes | str) -> ControlMessage | UnitDrain:
+    """Decode a message of the control exchange, whichever of its kinds it is."""
+    return (UnitDrain if _kind_of(raw) == UnitDrain.kind else ControlMessage).decode(raw)
+
+
 def decode_event(raw: bytes | str, key_for: KeyFor | None = None) -> JobEvent | UnitStatus:
     """Decode a message from the events queue, whichever of its kinds it is (signed, given `key_for`)."""
-    try:
-        kind = json.loads(raw).get("type") if len(raw) <= MAX_MESSAGE_BYTES else None
-    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
-        kind = None
-    message_class = UnitStatus if kind == UnitStatus.kind else JobEvent
+    message_class = UnitStatus if _kind_of(raw) == UnitStatus.kind else JobEvent
     return message_class.decode(raw, key_for)

@@ -22,7 +22,10 @@ from backend.dispatcher import Dispatcher
 from backend.recorder import Recorder
 from backend.store import Store, open_store
 from backend.auth import install_auth
+from backend.jobs_api import job_to_json
+from backend.live import feed
 from backend.uploads import ReadTimeout, UploadRequest
+from backend.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -31,16 +34,20 @@ FRONTEND_DIR = Path(os.environ.get("NIAS_FRONTEND_DIR", Path(__file__).resolve()
 
 @dataclass
 class Backend:
-    """What the views share: settings, the store, the dispatcher and the recorder."""
+    """What the views share: settings, the store, the dispatcher, the recorder and the webhooks."""
 
     settings: Settings
     store: Store
     dispatcher: Dispatcher
     recorder: Recorder
+    webhooks: WebhookSender | None = None
 
     def start_background(self) -> None:
         self.dispatcher.start()
         self.recorder.start()
+        if self.webhooks is not None:
+            feed.listen(self.webhooks.hear)
+            self.webhooks.start()
 
 
 def secret_key(settings: Settings) -> str:
@@ -69,7 +76,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     dispatcher = Dispatcher(store, settings)
     recorder = Recorder(store, settings, dispatcher.send_control)
     dispatcher.recorder = recorder
-    app.extensions["nias"] = Backend(settings, store, dispatcher, recorder)
+    def render_job(job: dict) -> dict:
+        with app.test_request_context():  # the job's links are paths, as the API gives them
+            return job_to_json(job)
+
+    app.extensions["nias"] = Backend(settings, store, dispatcher, recorder, WebhookSender(store, settings, render_job))
     app.wsgi_app = ReadTimeout(app.wsgi_app, settings.read_timeout_s)
     install_error_handlers(app)
     require_internal_token(app, settings, ("/internal/",))

@@ -114,6 +114,9 @@ users = Table(
     Column("password_hash", String(300), nullable=False),
     Column("role", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("disabled_at", Float),  # set: the account may not sign in, its sessions and tokens answer 401
+    Column("webhook_url", String(500)),  # called with a job's JSON when one of the user's jobs ends
+    Column("webhook_secret", String(64)),  # signs those calls (HMAC-SHA256)
 )
 
 tokens = Table(
@@ -125,6 +128,7 @@ tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float),
+    Column("expires_at", Float),  # None: until revoked
 )
 
 sessions = Table(
@@ -173,6 +177,7 @@ units = Table(
     Column("memory_mb", BigInteger),
     Column("gpus", JSON(none_as_null=True)),  # names, from nvidia-smi where there is one
     Column("python", String(64)),  # the version its jobs run on
+    Column("draining", Integer),  # 1: an admin drained it; it finishes its job and takes no more
 )
 
 
@@ -351,6 +356,14 @@ class Store:
             return int(conn.execute(select(used).where(jobs.c.owner_id == owner, jobs.c.expired_at.is_(None)))
                        .scalar_one())
 
+    def storage_by_kind(self) -> dict[str, int]:
+        """Bytes of every kept upload, result and log (a sweep's shared upload counted once)."""
+        upload = case((jobs.c.upload_shared == 1, 0), else_=jobs.c.upload_size)
+        sums = [func.coalesce(func.sum(column), 0) for column in (upload, jobs.c.result_size, jobs.c.log_size)]
+        with self.engine.connect() as conn:
+            uploads, results, logs = conn.execute(select(*sums).where(jobs.c.expired_at.is_(None))).one()
+        return {"uploads": int(uploads), "results": int(results), "logs": int(logs)}
+
     def jobs_to_expire(self, finished_before: float, limit: int = 200) -> list[dict]:
         query = (select(jobs).where(jobs.c.finished_at < finished_before, jobs.c.expired_at.is_(None))
                  .order_by(jobs.c.finished_at).limit(limit))
@@ -378,15 +391,25 @@ class Store:
             return [dict(row) for row in conn.execute(select(users).order_by(users.c.created_at)).mappings()]
 
     def count_admins(self) -> int:
+        """Admins who can sign in."""
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(users).where(users.c.role == "admin")).scalar_one()
+            return conn.execute(select(func.count()).select_from(users).where(
+                users.c.role == "admin", users.c.disabled_at.is_(None))).scalar_one()
+
+    def update_user(self, user_id: str, **values: Any) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(update(users).where(users.c.id == user_id).values(**values)).rowcount == 1
 
     def insert_token(self, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(insert(tokens).values(**values))
 
     def user_for_token(self, token_hash: str) -> dict | None:
-        query = select(users).join(tokens, tokens.c.user_id == users.c.id).where(tokens.c.token_hash == token_hash)
+        """The enabled user of a token that has not expired."""
+        now = time.time()
+        query = select(users).join(tokens, tokens.c.user_id == users.c.id).where(
+            tokens.c.token_hash == token_hash, users.c.disabled_at.is_(None),
+            or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now))
         with self.engine.begin() as conn:
             row = conn.execute(query).mappings().first()
             if row is not None:
@@ -394,7 +417,7 @@ class Store:
         return dict(row) if row else None
 
     def list_tokens(self, user_id: str) -> list[dict]:
-        query = select(tokens.c.id, tokens.c.name, tokens.c.created_at, tokens.c.last_used_at).where(
+        query = select(tokens.c.id, tokens.c.name, tokens.c.created_at, tokens.c.last_used_at, tokens.c.expires_at).where(
             tokens.c.user_id == user_id).order_by(tokens.c.created_at)
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
@@ -410,7 +433,7 @@ class Store:
     def user_for_session(self, id_hash: str, now: float, touch_after_s: float = 60.0) -> dict | None:
         """The user of a session that has not expired; its `last_seen` is moved on now and then."""
         query = (select(users).join(sessions, sessions.c.user_id == users.c.id)
-                 .where(sessions.c.id_hash == id_hash, sessions.c.expires_at > now))
+                 .where(sessions.c.id_hash == id_hash, sessions.c.expires_at > now, users.c.disabled_at.is_(None)))
         with self.engine.begin() as conn:
             row = conn.execute(query).mappings().first()
             if row is not None:
@@ -525,6 +548,16 @@ class Store:
             changed = conn.execute(update(units).where(units.c.name == name).values(**values)).rowcount
             if not changed:
                 conn.execute(insert(units).values(name=name, **values))
+
+    def set_unit_draining(self, name: str, draining: bool) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(update(units).where(units.c.name == name)
+                                .values(draining=1 if draining else None)).rowcount == 1
+
+    def get_unit(self, name: str) -> dict | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(units).where(units.c.name == name)).mappings().first()
+        return dict(row) if row else None
 
     def list_units(self) -> list[dict]:
         with self.engine.connect() as conn:

@@ -31,6 +31,8 @@ def describe_units(rows: list[dict], now: float) -> list[dict]:
             "memory_mb": row.get("memory_mb"),
             "gpus": row.get("gpus") or [],
             "python": row.get("python"),
+            # An admin's drain: "draining" while it finishes its job, "drained" once idle.
+            "drain": (("draining" if row["state"] == "busy" else "drained") if row.get("draining") else None),
         }
         for row in rows
     ]

@@ -9,6 +9,7 @@ import { formatBytes, formatDuration, formatFullTime, formatRunDuration, formatT
 import { explainRefusal, renderActions, setPriority, wireActions } from "./job-actions.js";
 import { followJobs, isStale } from "./live.js";
 import { LogView } from "./log-view.js";
+import { follow, isFollowed, notifyIfEnded, renderFollowButton, unfollow } from "./notify.js";
 import { renderRanWith } from "./ran-with.js";
 import { openRerunForm } from "./rerun-form.js";
 import { previewCard, previewKind } from "./preview.js";
@@ -234,6 +235,8 @@ function renderJob() {
   renderQueue();
   renderFacts();
   renderRanWith(job);
+  renderFollowButton(byId("follow-job"), job);
+  notifyIfEnded(job);
 }
 
 // Log
@@ -514,6 +517,11 @@ async function start() {
     logPoller.now();
   }, openRerunForm);
   wirePriority();
+  byId("follow-job").addEventListener("click", async () => {
+    if (isFollowed(job.id)) unfollow(job.id);
+    else await follow(job.id);
+    renderFollowButton(byId("follow-job"), job);
+  });
   if (new URLSearchParams(window.location.search).get("rerun") === "1" && job && isFinal(job.state)) openRerunForm(job);
   setInterval(() => {
     renderFacts();

@@ -7,6 +7,7 @@ import { byId, el, setText, showError } from "./dom.js";
 import { STATES, formatClock, isFinal } from "./format.js";
 import { headerRow, renderJobRows, updateJobRow } from "./job-rows.js";
 import { followJobs, isStale } from "./live.js";
+import { notifyIfEnded } from "./notify.js";
 import { startPolling } from "./poll.js";
 
 const DEFAULT_PER_PAGE = "20";
@@ -185,6 +186,7 @@ function matchesView(job) {
  * it joins or leaves this view (so paging and totals stay right). */
 function showJob(job) {
   if (isStale(shown.get(job.id), job)) return; // sent before the list this page already has
+  notifyIfEnded(job);
   const fresh = { ...job, fetchedAt: Date.now() };
   if (shown.has(job.id)) {
     shown.set(job.id, fresh);
