@@ -248,9 +248,26 @@ def record_cancelled_outcome(store: Store, settings: Settings, job: dict, event:
     _reconcile(job, event, send_control)
 
 
+RACE_TRIES = 3  # a job that starts (or ends) just as the user asks is asked again, from its new state
+
+
 def request_state(store: Store, job_id: str, target: str, send_control: SendControl,
                   settings: Settings | None = None) -> dict:
     """A user asks to pause, resume or cancel. Asking for the current state again changes nothing."""
+    tried = 1
+    while True:
+        try:
+            return _request_state_once(store, job_id, target, send_control, settings)
+        except InvalidTransition:
+            raise
+        except Conflict:  # another writer changed the job between the read and the write
+            if tried >= RACE_TRIES:
+                raise
+            tried += 1
+
+
+def _request_state_once(store: Store, job_id: str, target: str, send_control: SendControl,
+                        settings: Settings | None) -> dict:
     valid = {JobState.PAUSED.value, JobState.RUNNING.value, JobState.CANCELLED.value}
     if target not in valid:
         raise BadRequest(f"state must be one of {', '.join(sorted(valid))}.")

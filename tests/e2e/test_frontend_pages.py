@@ -3,12 +3,24 @@ the queue, what ran, failed and cancelled jobs, the results table, layout, notif
 small things. One stack (the session's) and one browser serve the whole module."""
 from __future__ import annotations
 
+import hashlib
+import hmac
+import http.server
+import json
 import re
+import threading
+import time
 import uuid
-import zipfile
 
+import pika
 import pytest
+import requests
 from playwright.sync_api import Page, expect
+
+from nias.amqp import Topology, connect
+from nias.client import NiasClient
+from nias.settings import load_settings
+from tests.support.stack import wait_until
 
 from tests.support.browser import (  # noqa: F401 (fixtures)
     NARROW, browser, console_errors, new_page, page, save_screenshot,
@@ -157,7 +169,6 @@ def submit_code(stack, tmp_path, label: str, code: str = "print('quick')\n", **o
 
 
 def wait_state(stack, job_id: str, state: str, timeout_s: float = 60) -> dict:
-    from tests.support.stack import wait_until
     return wait_until(lambda: (job := stack.client.job(job_id))["state"] == state and job, timeout_s=timeout_s,
                       message=f"job {job_id} {state}")
 
@@ -433,3 +444,246 @@ def test_live_regions_stay_quiet_while_only_the_clock_moves(page, stack, tmp_pat
         assert page.evaluate("window.announced") == 0
     finally:
         stack.client.set_state(job["id"], "cancelled")
+
+
+# 8. Notifications
+
+
+def test_a_followed_job_notifies_the_browser_once_when_it_ends(new_page, stack, tmp_path):
+    page = new_page()
+    page.context.grant_permissions(["notifications"])
+    page.add_init_script("""(() => { window.shown = [];
+        const Real = window.Notification;
+        class Recorded extends Real { constructor(title, options) { super(title, options); window.shown.push(title); } }
+        Object.defineProperty(Recorded, 'permission', { get: () => Real.permission });
+        Recorded.requestPermission = (...args) => Real.requestPermission(...args);
+        window.Notification = Recorded; })();""")
+    job = submit_code(stack, tmp_path, "notify", "import time\ntime.sleep(4)\nprint('done')\n")
+    page.goto(f"/job.html?id={job['id']}")
+    button = page.locator("#follow-job")
+    expect(button).to_have_text("Notify me when it ends", timeout=SLOW)
+    button.click()
+    expect(button).to_have_text("Notifying you when it ends")
+    expect(page.locator("#job-state")).to_have_text("succeeded", timeout=SLOW)
+    page.wait_for_function("() => window.shown.length > 0")
+    assert page.evaluate("window.shown") == [f"{job['name']}: succeeded"]
+    expect(button).to_be_hidden()
+    page.reload()
+    expect(page.locator("#job-state")).to_have_text("succeeded")
+    assert page.evaluate("window.shown") == [], "an ended job notifies once"
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    """A webhook target on loopback that refuses its first call (so the retry shows) and records the rest."""
+
+    calls: list = []
+    refused: list = []
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        if not Receiver.refused:
+            Receiver.refused.append(body)
+            self.send_response(503)
+        else:
+            Receiver.calls.append((dict(self.headers), body))
+            self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, *_args):
+        pass
+
+
+@pytest.fixture
+def receiver():
+    Receiver.calls, Receiver.refused = [], []
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/hook"
+    server.shutdown()
+
+
+def test_the_account_webhook_is_called_signed_and_retried_when_a_job_ends(new_page, stack, tmp_path, receiver):
+    user, password = make_user(stack)
+    page = new_page(signed_in=False)
+    sign_in_as(page, user["email"], password)
+    page.goto("/account.html")
+    page.fill("#webhook-url", receiver)
+    page.get_by_role("button", name="Save").click()
+    secret = page.locator("#webhook-secret")
+    expect(secret).to_have_text(re.compile(r"^[0-9a-f]{64}$"))
+    save_screenshot(page, "pages-account")
+    token = NiasClient(stack.url, token=create_token(page, "webhook test"))
+    job = token.submit(zip_entries(tmp_path / "hook.zip", {"code.py": "print('hook')\n"}), name=unique("hooked"))
+    token.wait(job["id"], timeout_s=120)
+    wait_until(lambda: Receiver.calls, timeout_s=60, message="the webhook was called")
+    headers, body = Receiver.calls[0]
+    expected = "sha256=" + hmac.new(secret.inner_text().encode(), body, hashlib.sha256).hexdigest()
+    assert headers["X-Nias-Signature"] == expected
+    sent = json.loads(body)
+    assert sent["event"] == "job.finished" and sent["job"]["id"] == job["id"] and sent["job"]["state"] == "succeeded"
+    assert Receiver.refused, "the first call was refused, and the webhook tried again"
+
+
+# 9. Account and admin
+
+
+def make_user(stack) -> tuple[dict, str]:
+    email, password = f"{uuid.uuid4().hex[:8]}@lab.example", "a long enough password"
+    answer = stack.http.post(f"{stack.url}/api/users", json={"email": email, "password": password}, timeout=10)
+    assert answer.status_code == 201, answer.text
+    return answer.json(), password
+
+
+def sign_in_as(page: Page, email: str, password: str) -> None:
+    assert page.context.request.post("/api/auth/login", data={"email": email, "password": password}).ok
+
+
+def create_token(page: Page, name: str) -> str:
+    page.fill("#token-name", name)
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator("#new-token-value")).to_have_text(re.compile(r"^nias_"))
+    return page.locator("#new-token-value").inner_text()
+
+
+def test_the_account_page_changes_the_password_names_and_expires_tokens_and_shows_this_servers_url(
+        new_page, stack, console_errors):
+    console_errors.allow(r"status of 400")
+    user, password = make_user(stack)
+    page = new_page(signed_in=False)
+    sign_in_as(page, user["email"], password)
+    page.goto("/account.html")
+    expect(page.locator("#cli-snippet")).to_contain_text(f"export NIAS_URL={stack.url} NIAS_TOKEN=nias_…")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.locator("#token-name")).to_have_attribute("aria-invalid", "")
+    expect(page.locator("#token-name-error")).to_contain_text("Name")
+    page.select_option("#token-expiry", "7")
+    token = create_token(page, "laptop CLI")
+    expect(page.locator("#cli-snippet")).to_contain_text(f"NIAS_TOKEN={token}")
+    row = page.locator("#tokens-table tr", has_text="laptop CLI")
+    expect(row.locator("td").nth(3)).to_contain_text(str(time.gmtime(time.time() + 7 * 86400).tm_year))
+    page.fill("#current-password", "not it")
+    page.fill("#new-password", "another long password")
+    page.get_by_role("button", name="Change password").click()
+    console_errors.allow(r"status of 403")
+    expect(page.locator("#password-error")).to_contain_text("current password is not right")
+    page.fill("#current-password", password)
+    page.fill("#new-password", "another long password")
+    page.get_by_role("button", name="Change password").click()
+    expect(page.locator("#password-done")).to_contain_text("Your password is changed")
+    assert requests.post(f"{stack.url}/api/auth/login", json={"email": user["email"], "password": "another long password"},
+                         timeout=10).ok
+    phone = new_page(NARROW, signed_in=False)
+    sign_in_as(phone, user["email"], "another long password")
+    phone.goto("/account.html")
+    expect(phone.locator("#cli-snippet")).to_be_visible()
+    save_screenshot(phone, "pages-account-phone")
+
+
+def test_the_admin_disables_enables_resets_and_promotes_a_user_from_the_admin_page(page, stack):
+    user, password = make_user(stack)
+    page.goto("/admin.html")
+    row = page.locator(f'#users-table tr[data-user-id="{user["id"]}"]')
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=f"Disable {user['email']}").click()
+    expect(row.locator(".user-disabled")).to_have_text("disabled")
+    refused = requests.post(f"{stack.url}/api/auth/login", json={"email": user["email"], "password": password}, timeout=10)
+    assert refused.status_code == 401
+    row.get_by_role("button", name=f"Enable {user['email']}").click()
+    expect(row.locator(".user-disabled")).to_have_count(0)
+    assert requests.post(f"{stack.url}/api/auth/login", json={"email": user["email"], "password": password}, timeout=10).ok
+    page.once("dialog", lambda dialog: dialog.accept())
+    row.get_by_role("button", name=f"Reset the password of {user['email']}").click()
+    new_password = page.locator("#reset-password-value")
+    expect(new_password).to_have_text(re.compile(r".{12,}"))
+    assert requests.post(f"{stack.url}/api/auth/login",
+                         json={"email": user["email"], "password": new_password.inner_text()}, timeout=10).ok
+    row.get_by_label(f"Role of {user['email']}").select_option("admin")
+    expect(page.locator("#new-user-done")).to_contain_text("is now an admin")
+    assert stack.http.get(f"{stack.url}/api/users", timeout=10).json()["users"][-1]["role"] in ("admin", "user")
+    assert next(u for u in stack.http.get(f"{stack.url}/api/users", timeout=10).json()["users"]
+                if u["id"] == user["id"])["role"] == "admin"
+    stack.http.patch(f"{stack.url}/api/users/{user['id']}", json={"role": "user"}, timeout=10)
+    save_screenshot(page, "pages-admin")
+
+
+def test_sign_in_offers_registration_only_with_an_invitation_link_when_registration_is_by_invitation(
+        new_page, stack, console_errors):
+    console_errors.allow(r"status of 401")
+    page = new_page(signed_in=False)
+    page.goto("/signin.html")
+    expect(page.locator("#signin-form")).to_be_visible()
+    expect(page.locator("#register-form")).to_be_hidden()
+    page.goto("/signin.html?invitation=abc123")
+    expect(page.locator("#register-form")).to_be_visible()
+    expect(page.locator("#register-invitation")).to_have_value("abc123")
+
+
+def publish_dead_letter(stack, body: bytes, message_id: str) -> None:
+    connection = connect(load_settings({}, queue_prefix=stack.prefix), attempts=3)
+    try:
+        channel = connection.channel()
+        channel.confirm_delivery()
+        channel.basic_publish("", Topology(stack.prefix).jobs, body,
+                              pika.BasicProperties(delivery_mode=2, message_id=message_id))
+    finally:
+        connection.close()
+
+
+def test_the_admin_page_explains_dead_letters_discards_them_and_shows_the_disk_use(page, stack):
+    ids = [f"poison-{uuid.uuid4().hex[:6]}" for _ in range(2)]
+    for message_id in ids:
+        publish_dead_letter(stack, b"not json at all", message_id)
+    wait_until(lambda: stack.http.get(f"{stack.url}/api/admin/dead-letters", timeout=10).json()["count"] >= 2,
+               timeout_s=30, message="two dead letters")
+    page.goto("/admin.html")
+    expect(page.get_by_text("Messages NIAS could not process")).to_be_visible()
+    rows = page.locator("#dead-table tbody tr", has_text="not json at all")
+    expect(rows.first.locator("td").nth(1)).to_contain_text("not JSON")
+    expect(page.locator('#storage-facts [data-fact="Uploads"] dd')).to_have_text(re.compile(r"\d"))
+    expect(page.locator('#storage-facts [data-fact="Results kept for"] dd')).to_contain_text("days")
+    save_screenshot(page, "pages-admin-dead-letters")
+    before = page.locator("#dead-table tbody tr").count()
+    page.get_by_role("button", name=f"Discard the dead letter {ids[0]}").click()
+    expect(page.locator("#dead-table tbody tr")).to_have_count(before - 1)
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.locator("#discard-all-dead").click()
+    expect(page.locator("#dead-table td.empty")).to_contain_text("No dead letters")
+    assert stack.http.get(f"{stack.url}/api/admin/dead-letters", timeout=10).json()["count"] == 0
+
+
+def test_a_drained_unit_finishes_its_job_takes_no_more_and_takes_jobs_again_when_brought_back(page, stack, tmp_path):
+    blocker = submit_code(stack, tmp_path, "drain blocker", BLOCKER_CODE)
+    running = wait_state(stack, blocker["id"], "running")
+    drained, other = running["unit"], {"unit-1": "unit-2", "unit-2": "unit-1"}[running["unit"]]
+    extra: list[dict] = []
+    try:
+        page.goto("/admin.html")
+        row = page.locator(f'#units-table tr[data-unit="{drained}"]')
+        page.once("dialog", lambda dialog: dialog.accept())
+        row.get_by_role("button", name=f"Drain {drained}").click()
+        expect(row.locator(".unit-drain")).to_have_text("draining")
+        wait_until(lambda: f"Consumer {drained} draining" in stack.log_path.read_text(errors="replace"), timeout_s=30,
+                   message="the consumer heard the drain")
+        assert stack.client.job(blocker["id"])["state"] == "running", "draining lets the current job run on"
+        stack.client.set_state(blocker["id"], "cancelled")
+        stack.client.wait(blocker["id"], timeout_s=60)
+        page.reload()
+        expect(row.locator(".unit-drain")).to_have_text("drained", timeout=SLOW)
+        save_screenshot(page, "pages-admin-drained")
+        quick = [submit_code(stack, tmp_path, "after drain") for _ in range(3)]
+        extra += quick
+        assert {stack.client.wait(job["id"], timeout_s=120)["unit"] for job in quick} == {other}
+
+        row.get_by_role("button", name=f"Bring back {drained}").click()
+        expect(row.locator(".unit-drain")).to_have_count(0)
+        holders = [submit_code(stack, tmp_path, "back", BLOCKER_CODE) for _ in range(2)]
+        extra += holders
+        units = {wait_state(stack, job["id"], "running", timeout_s=90)["unit"] for job in holders}
+        assert units == {drained, other}, "the unit brought back takes jobs again"
+    finally:
+        stack.http.put(f"{stack.url}/api/admin/units/{drained}/drain", json={"drain": False}, timeout=10)
+        for job in [blocker, *extra]:
+            try:
+                stack.client.set_state(job["id"], "cancelled")
+            except Exception:  # noqa: BLE001 - finished already
+                pass
