@@ -43,11 +43,17 @@ function buildForm(job) {
   ];
 }
 
-function readForm(form) {
+/** What the new job asks for: the name and priority, and the limits the original asked for or the
+ * form changed (an unchanged server default stays the server's, not a limit of the job's own). */
+function readForm(form, job) {
   const value = (name) => form.elements[name].value.trim();
   const number = (name) => (value(name) === "" ? null : Number(value(name)));
-  const limits = Object.fromEntries(LIMITS.map(([key]) => [key, number(key)]).filter(([, v]) => v !== null));
-  return { name: value("name"), priority: number("priority"), timeout_s: number("timeout_s"), limits };
+  const changed = (name) => form.elements[name].value !== form.elements[name].defaultValue;
+  const limits = { ...(job.limits || {}) };
+  for (const [key] of LIMITS) if (changed(key)) limits[key] = number(key);
+  const body = { name: value("name"), priority: number("priority"), limits };
+  if (job.timeout_s || changed("timeout_s")) body.timeout_s = number("timeout_s");
+  return body;
 }
 
 /** Mark every field the server named as bad, with its reason beside it. */
@@ -75,7 +81,7 @@ export function openRerunForm(job) {
     submit.disabled = true;
     markFields(form, {});
     try {
-      const created = await sendJSON(`/api/jobs/${encodeURIComponent(job.id)}/rerun`, "POST", readForm(form));
+      const created = await sendJSON(`/api/jobs/${encodeURIComponent(job.id)}/rerun`, "POST", readForm(form, job));
       window.location.assign(jobUrl(created.id));
     } catch (error) {
       const fields = error instanceof ApiError ? error.details.fields || {} : {};

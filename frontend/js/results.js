@@ -290,7 +290,13 @@ function wire() {
   for (const key of ["since", "until"]) {
     const input = byId(`${key}-filter`);
     input.value = view[key];
-    input.addEventListener("change", () => changeView({ [key]: DATE.test(input.value) ? input.value : "", page: 1 }));
+    input.addEventListener("change", () => {
+      const day = input.value.trim();
+      const bad = day !== "" && !DATE.test(day);
+      if (bad) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+      if (!bad) changeView({ [key]: day, page: 1 });
+    });
   }
   perPage.addEventListener("change", () => changeView({ per_page: perPage.value, page: 1 }));
   mine.addEventListener("change", () => changeView({ mine: mine.checked ? "1" : "", page: 1 }));

@@ -11,6 +11,7 @@ import re
 import threading
 import time
 import uuid
+import zipfile
 
 import pika
 import pytest
@@ -687,3 +688,89 @@ def test_a_drained_unit_finishes_its_job_takes_no_more_and_takes_jobs_again_when
                 stack.client.set_state(job["id"], "cancelled")
             except Exception:  # noqa: BLE001 - finished already
                 pass
+
+
+# 2. Dates and times, and 4. what ran
+
+
+ZONE = re.compile(r"\d{4}.*\d\d:\d\d:\d\d.*(UTC|GMT|[A-Z]{2,5}[+-]?\d*)")
+
+
+def test_every_time_has_its_date_and_zone_and_a_paused_duration_says_so(new_page, stack, tmp_path):
+    job = submit_code(stack, tmp_path, "dated", "import time\nfor i in range(30):\n    print(i, flush=True)\n"
+                                                "    time.sleep(0.2)\n")
+    wait_state(stack, job["id"], "running")
+    stack.client.set_state(job["id"], "paused")
+    wait_state(stack, job["id"], "paused")
+    time.sleep(2)  # paused for a while, so the paused time shows
+    stack.client.set_state(job["id"], "running")
+    done = stack.client.wait(job["id"], timeout_s=120)
+    assert done["paused_s"] > 1
+    page = new_page()
+    open_job(page, done)
+    for fact in ("Submitted", "Started", "Finished"):
+        expect(page.locator(f'[data-fact="{fact}"] dd')).to_have_text(ZONE)
+    expect(page.locator('[data-fact="Ran for"] dd')).to_contain_text(re.compile(r"\(paused [\d.]+ s not counted\)"))
+    expect(page.locator("#history time").first).to_have_attribute("title", ZONE)
+    page.goto(f"/results.html?q={done['name'].replace(' ', '+')}")
+    submitted = page.locator("#jobs-table td.col-submitted time")
+    expect(submitted).to_have_text(re.compile(r"ago|just now"))
+    expect(submitted).to_have_attribute("title", ZONE)
+    expect(page.locator("#jobs-table th.col-duration")).to_have_attribute("title", re.compile("paused time is left out"))
+
+
+def test_what_ran_shows_the_projects_files_and_downloads_its_zip(page, spectrum):
+    open_job(page, spectrum)
+    page.get_by_role("button", name="View its files").click()
+    code = page.get_by_role("button", name="View spectrum/eeg/channels.py")
+    expect(code).to_be_visible()
+    code.click()
+    expect(page.locator("#project-file pre")).to_contain_text('CHANNELS = ["Fz"')
+    with page.expect_download() as download:
+        page.locator("#download-project").click()
+    with zipfile.ZipFile(download.value.path()) as archive:
+        assert "spectrum/code.py" in archive.namelist()
+
+
+def test_run_again_opens_a_prefilled_form_marks_bad_fields_and_queues_the_changed_job(page, stack, crashed,
+                                                                                      console_errors):
+    console_errors.allow(r"status of 400")
+    open_job(page, crashed)
+    page.get_by_role("button", name="Run again").click()
+    dialog = page.locator("#rerun-dialog")
+    expect(dialog).to_be_visible()
+    expect(page.locator("#rerun-name")).to_have_value(f"{crashed['name']} (run 2)")
+    expect(page.locator("#rerun-priority")).to_have_value(str(crashed["priority"]))
+    expect(page.locator("#rerun-memory_mb")).to_have_value(str(crashed["run_limits"]["memory_mb"]))
+    save_screenshot(page, "pages-run-again-form")
+    page.fill("#rerun-priority", "15")
+    page.fill("#rerun-timeout_s", "0")
+    page.get_by_role("button", name="Queue the new job").click()
+    expect(page.locator("#rerun-priority")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#rerun-timeout_s")).to_have_attribute("aria-invalid", "true")
+    expect(page.locator("#rerun-error")).to_contain_text("priority")
+    page.fill("#rerun-priority", "6")
+    page.fill("#rerun-timeout_s", "30")
+    page.fill("#rerun-memory_mb", "512")
+    page.get_by_role("button", name="Queue the new job").click()
+    expect(page).not_to_have_url(re.compile(crashed["id"]), timeout=SLOW)
+    new = stack.client.job(page.url.split("id=")[1].split("&")[0])
+    assert (new["name"], new["priority"], new["timeout_s"], new["limits"], new["rerun_of"]) == (
+        f"{crashed['name']} (run 2)", 6, 30, {"memory_mb": 512}, crashed["id"])
+    stack.client.wait(new["id"], timeout_s=120)
+
+
+def test_a_results_rows_run_again_opens_the_form_on_the_jobs_page(page, crashed):
+    page.goto(f"/results.html?q={crashed['name'].replace(' ', '+')}")
+    page.locator(f'tr[data-job-id="{crashed["id"]}"] [data-action="rerun"]').click()
+    expect(page.locator("#rerun-dialog")).to_be_visible(timeout=SLOW)
+    expect(page.locator("#rerun-name")).to_have_value(f"{crashed['name']} (run 2)")
+
+
+def test_the_job_page_and_its_log_fit_a_phone(new_page, spectrum):
+    phone = new_page(NARROW)
+    open_job(phone, spectrum)
+    expect(phone.locator("#log-setup")).to_be_visible()
+    wide = phone.evaluate("() => document.documentElement.scrollWidth")
+    assert wide <= 400, f"the job page is {wide} px wide on a 400 px phone"
+    save_screenshot(phone, "pages-job-finished-spectrum-phone")
