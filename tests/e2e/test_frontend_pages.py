@@ -736,7 +736,7 @@ def test_run_again_opens_a_prefilled_form_marks_bad_fields_and_queues_the_change
                                                                                       console_errors):
     console_errors.allow(r"status of 400")
     open_job(page, crashed)
-    page.get_by_role("button", name="Run again").click()
+    page.locator("#action-rerun").click()
     dialog = page.locator("#rerun-dialog")
     expect(dialog).to_be_visible()
     expect(page.locator("#rerun-name")).to_have_value(f"{crashed['name']} (run 2)")
