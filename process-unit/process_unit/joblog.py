@@ -13,7 +13,7 @@ import time
 from collections import deque
 from pathlib import Path
 
-from nias.job_log import LogStream, format_line
+from nias.job_log import LogStream, format_line, utc_stamp
 
 logger = logging.getLogger(__name__)
 
@@ -52,15 +52,29 @@ class JobLog:
 
     def write(self, stream: LogStream, text: str, *, live: bool = False, produced: int | None = None) -> None:
         """One line of the job's output (`live`: a bar's state, replaced by the next line)."""
-        data = format_line(stream, self.relative(text), live=live).encode()
+        self.write_many(stream, [(text, live, len(text) if produced is None else produced)])
+
+    def write_many(self, stream: LogStream, lines: list[tuple[str, bool, int]]) -> None:
+        """Lines that arrived together, `(text, live, bytes the job wrote for it)`: one time, one write."""
+        stamp = utc_stamp()
+        tag = f" [{stream.value}] "
         with self._lock:
-            self.produced += len(text) if produced is None else produced
+            self.produced += sum(produced for _text, _live, produced in lines)
             if self.failure is not None:
                 return
-            if self.written + len(data) > self._max_bytes:
-                self.failure = f"the log reached its limit of {self._max_bytes // (1024 * 1024)} MB"
-                data = format_line(LogStream.NIAS, f"The log reached its limit of {self._max_bytes // (1024 * 1024)} "
-                                   "MB (NIAS_MAX_LOG_MB); the rest of stdout and stderr is dropped.").encode()
+            room = self._max_bytes - self.written
+            pieces = []
+            for text, live, _produced in lines:
+                clean = self.relative(text).replace("\n", " ").replace("\r", "")
+                piece = f"{stamp}{tag}{clean}{chr(13) if live else ''}\n".encode()
+                if len(piece) > room:
+                    self.failure = f"the log reached its limit of {self._max_bytes // (1024 * 1024)} MB"
+                    pieces.append(format_line(LogStream.NIAS, f"The log reached its limit of {self._max_bytes // (1024 * 1024)} "
+                                              "MB (NIAS_MAX_LOG_MB); the rest of stdout and stderr is dropped.").encode())
+                    break
+                room -= len(piece)
+                pieces.append(piece)
+            data = b"".join(pieces)
             try:
                 self._handle.write(data)
                 self.written += len(data)
@@ -153,8 +167,20 @@ class _Pump:
         self.continued = False  # the pending text continues a line already partly written
         self.live_at = 0.0
         self.live_text = ""
+        self.ready: list[tuple[str, bool, int]] = []  # lines of this piece of the pipe, written together
 
     def feed(self, chunk: bytes) -> None:
+        try:
+            self._split(chunk)
+        finally:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self.ready:
+            self.log.write_many(self.stream, self.ready)
+            self.ready = []
+
+    def _split(self, chunk: bytes) -> None:
         self.pending += chunk
         while (end := self.pending.find(b"\n")) >= 0:
             line, self.pending = self.pending[:end], self.pending[end + 1:]
@@ -169,6 +195,7 @@ class _Pump:
         if self.pending:
             self._whole(self.pending)
             self.pending = b""
+        self._flush()
 
     def _whole(self, line: bytes) -> None:
         produced = len(line) + 1
@@ -195,13 +222,13 @@ class _Pump:
         now = time.monotonic()
         if text.strip() and text != self.live_text and now - self.live_at >= LIVE_EVERY_S:
             self.live_at, self.live_text = now, text
-            self.log.write(self.stream, text, live=True, produced=0)
+            self.ready.append((text, True, 0))
 
     def _emit(self, piece: bytes, *, whole: bool, produced: int | None = None) -> None:
         text = piece.decode(errors="replace")
         if self.progress is not None and "%|" in text:
             self.progress.bar(text)
-        self.log.write(self.stream, text, produced=len(piece) if produced is None else produced)
+        self.ready.append((text, False, len(piece) if produced is None else produced))
         if self.tail is not None and not self.continued:
             self.tail.append(_tail_line(self.log.relative(text), whole=whole))
         self.continued = not whole
