@@ -1,4 +1,5 @@
-"""`make chaos`: 200 short jobs on three processing units while units and consumers are killed
+"""`make chaos`: 200 short jobs on three processing units and one on a host of its own (its own
+network and mount namespaces; needs root) while units, consumers and the remote unit are killed
 at random, RabbitMQ is restarted once and the backend once; prints lost, duplicated, failed and
 succeeded counts and exits non-zero if any job was lost, run twice or left with a result not its own."""
 from __future__ import annotations
@@ -24,11 +25,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     logging.getLogger("pika").setLevel(logging.WARNING)
-    plan = ["unit"] * args.kills + ["consumer"] * args.kills + ["rabbitmq", "backend"]
+    plan = ["unit"] * args.kills + ["consumer"] * args.kills + ["remote"] * max(args.kills // 2, 1) + ["rabbitmq", "backend"]
     random.Random(args.seed).shuffle(plan)
     with tempfile.TemporaryDirectory(prefix="nias-chaos-") as folder:
         report = run_chaos(Path(folder), jobs=args.jobs, units=3, plan=plan, seed=args.seed,
-                           spread_s=max(60.0, args.jobs * 0.5), timeout_s=900)
+                           spread_s=max(60.0, args.jobs * 0.5), timeout_s=900, remote_units=1)
     print(report.summary())
     print(f"lost={report.lost} duplicated={report.duplicated} failed={report.failed} succeeded={report.succeeded}"
           f" mismatched={report.mismatched}")

@@ -130,6 +130,13 @@ class TransferFailed(NiasError):
     status = 502
 
 
+class StorageFull(NiasError):
+    """The backend's volume has no room left for what was sent."""
+
+    code = "storage_full"
+    status = 507
+
+
 class UnknownPool(BadRequest):
     """A job names a pool the admin has not declared (NIAS_POOLS)."""
 

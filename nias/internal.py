@@ -8,14 +8,22 @@ hold that attempt (any more). Files travel as raw bodies, with their SHA-256 in 
 """
 from __future__ import annotations
 
+import base64
+import dataclasses
 from dataclasses import dataclass
 from typing import ClassVar
 
-from nias.messages import NAME, SHA256, Check, _matching, _Message, _number
+from nias.errors import BadMessage
+from nias.messages import NAME, SHA256, Check, EventKind, JobEvent, _matching, _Message, _number
 
 MAX_INT = 2**53
 UNIT_HEADER = "X-Nias-Unit"
 SHA256_HEADER = "X-Nias-Sha256"
+# The outcome a unit is about to publish, sent with the result it belongs to: if the unit dies
+# between the two, the backend ends the attempt with it rather than run the job again.
+OUTCOME_HEADER = "X-Nias-Outcome"
+OUTCOME_ERROR_CHARS = 500  # the header stays well under a server's field limit (8 KiB)
+_OUTCOME_DETAILS = ("log_bytes", "env_seconds", "env_cached", "run_seconds", "progress", "message", "active_s")
 LOG_CHUNK_BYTES = 1024 * 1024  # the most a unit sends of a log in one request
 UPLOAD_CONTENT_TYPE = "application/zip"
 
@@ -41,6 +49,28 @@ def result_path(job_id: str, attempt: int) -> str:
 
 
 PING_PATH = "/internal/ping"
+
+
+def encode_outcome(event: JobEvent) -> str:
+    """The FINISHED event as a header value: its scalar details only, its error clipped."""
+    details = {key: event.details[key] for key in _OUTCOME_DETAILS if key in event.details}
+    if isinstance(details.get("message"), str):
+        details["message"] = details["message"][:200]
+    error = event.error[:OUTCOME_ERROR_CHARS] if event.error else event.error
+    compact = dataclasses.replace(event, details=details, error=error)
+    return base64.urlsafe_b64encode(compact.encode()).decode("ascii")
+
+
+def decode_outcome(value: str) -> JobEvent:
+    """The event of an OUTCOME_HEADER; BadMessage when it is not a FINISHED event."""
+    try:
+        raw = base64.urlsafe_b64decode(value.encode("ascii"))
+    except (ValueError, UnicodeEncodeError):
+        raise BadMessage(f"{OUTCOME_HEADER} is not base64.") from None
+    event = JobEvent.decode(raw)
+    if event.event is not EventKind.FINISHED or event.state is None:
+        raise BadMessage(f"{OUTCOME_HEADER} holds no outcome.")
+    return event
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
     <data>/jobs/<job id>/upload.zip                 the project as accepted
     <data>/jobs/<job id>/runs/<attempt>/log.txt     the attempt's log, as the unit sends it
     <data>/jobs/<job id>/runs/<attempt>/result.zip  the attempt's result, once verified
+    <data>/jobs/<job id>/runs/<attempt>/outcome.json the outcome sent with it, until it is applied
 
 Only the backend reads and writes these; units get and send them over HTTP (nias/transfer.py).
 """
@@ -23,6 +24,10 @@ class RunFiles:
     @property
     def result(self) -> Path:
         return self.folder / "result.zip"
+
+    @property
+    def outcome(self) -> Path:
+        return self.folder / "outcome.json"
 
 
 @dataclass(frozen=True)

@@ -72,6 +72,7 @@ class Settings:
     kill_grace_s: float = 5.0
     stop_grace_s: float = 20.0
     read_timeout_s: float = 60.0
+    result_delivery_s: float = 900.0  # how long a unit keeps offering a finished job's result to the backend
     upload_timeout_s: float = 900.0
     header_timeout_s: float = 10.0  # a connection's whole request head must arrive within this
     max_uploads_per_user: int = 2  # uploads of one user being received at once; more answer 429
@@ -223,6 +224,7 @@ ENVIRONMENT = {
     "NIAS_KILL_GRACE_S": "kill_grace_s",
     "NIAS_STOP_GRACE_S": "stop_grace_s",
     "NIAS_READ_TIMEOUT_S": "read_timeout_s",
+    "NIAS_RESULT_DELIVERY_S": "result_delivery_s",
     "NIAS_UPLOAD_TIMEOUT_S": "upload_timeout_s",
     "NIAS_HEADER_TIMEOUT_S": "header_timeout_s",
     "NIAS_MAX_UPLOADS_PER_USER": "max_uploads_per_user",

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from pathlib import Path
 from typing import Callable
 
 import requests
 
 from nias.errors import BadMessage, TransferFailed
-from nias.internal import (PING_PATH, SHA256_HEADER, UNIT_HEADER, FileReceipt, PingAnswer, log_path, result_path,
-                           upload_path)
+from nias.internal import (OUTCOME_HEADER, PING_PATH, SHA256_HEADER, UNIT_HEADER, FileReceipt, PingAnswer,
+                           encode_outcome, log_path, result_path, upload_path)
+from nias.messages import JobEvent
 from nias.retry import Backoff
 from nias.settings import Settings
 from nias.web import internal_headers
@@ -57,12 +59,17 @@ class BackendLink:
         self._session = session or requests.Session()
         self._session.headers.update({**internal_headers(settings), UNIT_HEADER: settings.unit_name})
         self.backoff = backoff or Backoff(tries=6, first_s=0.5, max_s=8.0)
+        # A finished job's result outlasts a backend restart or outage: offered until this bound.
+        self.delivery = Backoff(tries=None, first_s=0.5, max_s=8.0, within_s=settings.result_delivery_s,
+                                stop=self.backoff.stop)
 
     @property
     def url(self) -> str:
         return self._url
 
     def _check(self, response: requests.Response, what: str) -> requests.Response:
+        if response.status_code == 507:  # no room at the backend: trying again will not make any
+            raise TransferFailed(f"{what}: {_answer_text(response)}", status=507)
         if response.status_code >= 500 or response.status_code in (408, 429):
             raise _Again(f"{what}: the backend answered HTTP {response.status_code}: {_answer_text(response)}")
         if response.status_code >= 400:
@@ -70,12 +77,15 @@ class BackendLink:
                                  f"{_answer_text(response)}", status=response.status_code)
         return response
 
-    def _retried(self, call, what: str):
+    def _retried(self, call, what: str, backoff: Backoff | None = None):
+        backoff = backoff or self.backoff
+        started = time.monotonic()
         try:
-            return self.backoff.call(call, (_Again, requests.ConnectionError, requests.Timeout,
-                                            requests.exceptions.ChunkedEncodingError), what)
+            return backoff.call(call, (_Again, requests.ConnectionError, requests.Timeout,
+                                       requests.exceptions.ChunkedEncodingError), what)
         except (_Again, requests.RequestException) as exc:
-            raise TransferFailed(f"{what} failed after {self.backoff.tries} tries: {str(exc)[:300]}") from None
+            tried = f"{backoff.tries} tries" if backoff.tries else f"{time.monotonic() - started:.0f} s of tries"
+            raise TransferFailed(f"{what} failed after {tried}: {str(exc)[:300]}") from None
 
     # -- start-up ----------------------------------------------------------------------------
     def ping(self) -> PingAnswer:
@@ -148,21 +158,23 @@ class BackendLink:
         return self._retried(send, what)
 
     # -- the result ----------------------------------------------------------------------------
-    def put_result(self, job_id: str, attempt: int, path: Path) -> FileReceipt:
-        """Send the result zip; returns once the backend has verified and kept it."""
+    def put_result(self, job_id: str, attempt: int, path: Path, outcome: JobEvent | None = None) -> FileReceipt:
+        """Send the result zip (with the outcome about to be published, which the backend keeps
+        in case this unit dies before publishing it); returns once the backend has verified and kept it."""
         what = f"Sending the result of job {job_id}"
         sha256, size = file_digest(path)
+        extra = {OUTCOME_HEADER: encode_outcome(outcome)} if outcome is not None else {}
 
         def send() -> FileReceipt:
             with open(path, "rb") as handle:
                 response = self._session.put(
                     self._url + result_path(job_id, attempt), data=handle, timeout=self._timeout,
                     headers={SHA256_HEADER: sha256, "Content-Length": str(size),
-                             "Content-Type": "application/zip"})
+                             "Content-Type": "application/zip", **extra})
             receipt = FileReceipt.decode(self._check(response, what).content)
             if receipt.size != size or receipt.sha256 != sha256:
                 raise _Again(f"{what}: the backend kept {receipt.size} bytes, not the {size} sent")
             return receipt
 
-        return self._retried(send, what)
+        return self._retried(send, what, self.delivery)
 

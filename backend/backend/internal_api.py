@@ -6,6 +6,8 @@ SHA-256 match what the unit says it sent (nias/internal.py has the contract).
 """
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import logging
 import os
@@ -13,9 +15,10 @@ import tempfile
 
 from flask import Blueprint, Response, current_app, request, send_file
 
-from nias.errors import BadRequest, Conflict, NiasError
-from nias.internal import (LOG_CHUNK_BYTES, SHA256_HEADER, UNIT_HEADER, ClaimAnswer, ClaimRequest, FileReceipt,
-                           PingAnswer)
+from nias.errors import BadMessage, BadRequest, Conflict, NiasError, StorageFull
+from nias.internal import (LOG_CHUNK_BYTES, OUTCOME_HEADER, SHA256_HEADER, UNIT_HEADER, ClaimAnswer, ClaimRequest,
+                           FileReceipt, PingAnswer, decode_outcome)
+from nias.messages import JobEvent
 from nias.job_files import JobFiles, RunFiles
 from nias.states import JobState
 
@@ -110,9 +113,47 @@ def append_log(job_id: str, attempt: int):
     if size + len(keep) > settings.max_log_bytes + LOG_CHUNK_BYTES:  # the unit cuts the log at the limit itself
         raise NiasError("The log is past its size limit.", code="log_too_large", status=413)
     if keep:
-        with open(path, "ab") as handle:
-            handle.write(keep)
+        with _room_for("the log"):
+            with open(path, "ab") as handle:
+                handle.write(keep)
     return _answer(FileReceipt(size=size + len(keep)))
+
+
+@contextlib.contextmanager
+def _room_for(what: str):
+    """A full volume answers 507 naming it, so the unit fails the job instead of trying again."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise StorageFull(f"The backend's volume has no room left for {what}: {os.strerror(exc.errno)}.") from None
+
+
+def _write_whole(path, data: bytes) -> None:
+    """`data` at `path`, all of it or nothing: written beside it, then renamed."""
+    handle = tempfile.NamedTemporaryFile(dir=path.parent, prefix=path.name, suffix=".part", delete=False)
+    try:
+        with handle:
+            handle.write(data)
+        os.replace(handle.name, path)
+    finally:
+        if os.path.exists(handle.name):
+            os.unlink(handle.name)
+
+
+def _outcome_header(job_id: str, attempt: int) -> JobEvent | None:
+    """The outcome sent with a result, which must be this attempt's and this unit's."""
+    value = request.headers.get(OUTCOME_HEADER)
+    if value is None:
+        return None
+    try:
+        outcome = decode_outcome(value)
+    except BadMessage as exc:
+        raise BadRequest(exc.message) from None
+    if (outcome.job_id, outcome.attempt, outcome.unit) != (job_id, attempt, request.headers.get(UNIT_HEADER)):
+        raise BadRequest(f"{OUTCOME_HEADER} is about another attempt or unit.")
+    return outcome
 
 
 def _sha256_header() -> str:
@@ -127,7 +168,7 @@ def put_result(job_id: str, attempt: int):
     """Keep the attempt's result zip once its size and SHA-256 match what the unit sent."""
     held_attempt(job_id, attempt, cancelled_too=True)
     settings = _nias().settings
-    sha256, size = _sha256_header(), request.content_length
+    sha256, size, outcome = _sha256_header(), request.content_length, _outcome_header(job_id, attempt)
     if size is None:
         raise BadRequest("Send the result with a Content-Length.")
     if size > settings.max_result_bytes:
@@ -138,7 +179,7 @@ def put_result(job_id: str, attempt: int):
     handle = tempfile.NamedTemporaryFile(dir=target.parent, prefix="result-", suffix=".part", delete=False)
     digest, got = hashlib.sha256(), 0
     try:
-        with handle:
+        with _room_for("the result"), handle:
             for block in iter(lambda: request.stream.read(BLOCK), b""):
                 digest.update(block)
                 handle.write(block)
@@ -146,6 +187,9 @@ def put_result(job_id: str, attempt: int):
         if got != size or digest.hexdigest() != sha256:
             raise NiasError(f"The result arrived as {got} bytes that do not match the {size} bytes and checksum "
                             "sent; send it again.", code="result_mismatch", status=422)
+        if outcome is not None:  # first, so that a kept result always has its outcome beside it
+            with _room_for("the result"):
+                _write_whole(_run_files(job_id, attempt).outcome, outcome.encode())
         os.replace(handle.name, target)
     finally:
         if os.path.exists(handle.name):

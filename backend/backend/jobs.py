@@ -11,7 +11,7 @@ import shutil
 import time
 from typing import Any, Callable
 
-from nias.errors import BadRequest, Conflict, ForeignEvent, InvalidTransition
+from nias.errors import BadMessage, BadRequest, Conflict, ForeignEvent, InvalidTransition
 from nias.messages import ControlMessage, EventKind, JobEvent
 from nias.states import REQUESTABLE, JobState, allowed_targets, can_transition, is_final
 from nias.settings import Settings
@@ -74,6 +74,20 @@ def apply_transition(
     changed = store.get_job(job_id)
     feed.publish(changed)
     return changed
+
+
+def kept_outcome(settings: Settings, job: dict) -> JobEvent | None:
+    """The outcome a unit sent with the attempt's result, if the result was kept."""
+    files = JobFiles(settings.jobs_dir, job["id"]).run(job["attempt"])
+    try:
+        if not files.result.is_file():
+            return None
+        outcome = JobEvent.decode(files.outcome.read_bytes())
+    except (OSError, BadMessage):
+        return None
+    if (outcome.job_id, outcome.attempt, outcome.unit) != (job["id"], job["attempt"], job["unit"]):
+        return None
+    return outcome
 
 
 def keep_only_run(settings: Settings, job_id: str, attempt: int) -> None:
@@ -227,6 +241,8 @@ def _record_finish(store: Store, settings: Settings, job: dict, event: JobEvent)
         ran_with=details.get("ran_with"),
     )
     keep_only_run(settings, event.job_id, event.attempt)
+    with contextlib.suppress(OSError):  # applied: the copy sent with the result is not needed any more
+        JobFiles(settings.jobs_dir, event.job_id).run(event.attempt).outcome.unlink(missing_ok=True)
     return finished
 
 
@@ -346,7 +362,13 @@ def expire_leases(store: Store, settings: Settings) -> int:
     expired = 0
     for job in store.expired_leases(time.time()):
         try:
-            retry_or_fail(store, settings, job, f"The processing unit {job['unit']} stopped answering.")
+            outcome = kept_outcome(settings, job)
+            if outcome is not None:  # the unit delivered its result, then died before it reported
+                logger.warning("Job %s: unit %s stopped after delivering attempt %s's result; ending it with the "
+                               "outcome sent with that result", job["id"], job["unit"], job["attempt"])
+                _record_finish(store, settings, job, outcome)
+            else:
+                retry_or_fail(store, settings, job, f"The processing unit {job['unit']} stopped answering.")
             expired += 1
         except Conflict:
             continue  # it changed meanwhile (finished, or a heartbeat came): nothing to do

@@ -20,7 +20,7 @@ from flask import Request, Response, jsonify
 from werkzeug.exceptions import ClientDisconnected
 
 from nias.archive import ProjectZip, ZipLimits, inspect_zip, read_requirements
-from nias.errors import BadRequest, BadUpload, NiasError
+from nias.errors import BadRequest, BadUpload, NiasError, StorageFull
 from nias.requirements import check_requirements
 from nias.settings import Settings
 
@@ -187,8 +187,7 @@ def receive_upload(request: UploadRequest, settings: Settings, *,
         storage = request.files.get("file")
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
-            raise NiasError("The server has no room left to store this upload; tell the admin.",
-                            code="storage_full", status=507) from None
+            raise StorageFull("The server has no room left to store this upload; tell the admin.") from None
         raise _cut_off(settings, deadline) from None
     except ClientDisconnected:  # werkzeug's word for a body that stopped coming (timeout or hang-up)
         raise _cut_off(settings, deadline) from None

@@ -31,6 +31,7 @@ class Run:
     process: subprocess.Popen | None = None
     box: JobBox | None = None
     started: float = field(default_factory=time.monotonic)
+    ended_at: float | None = None  # wall-clock time the attempt ended, whenever its outcome is delivered
     paused_since: float | None = None
     paused_total: float = 0.0
     cancelled: bool = False

@@ -182,6 +182,7 @@ class Runner:
             run.details["total_seconds"] = round(time.perf_counter() - started, 4)
             run.details.update(progress=run.progress, message=run.progress_message,
                                active_s=round(run.active_seconds(), 3))
+            run.ended_at = time.time()
             self._finish(run)
 
     def _attempt(self, run: Run) -> None:
@@ -276,17 +277,21 @@ class Runner:
             self.events.deliver(self._event(run, JobEvent.LOST, error="The processing unit was stopped during the job."))
             return
         try:
-            self._send_result(run)
+            self._send_result(run, self._outcome(run))
         except TransferFailed as exc:
             if exc.status == 409:  # the attempt is not this unit's any more: its outcome no longer counts
                 logger.warning("Job %s: %s", run.job_id, exc.message)
+            elif exc.status in (413, 507):  # the backend cannot keep this result, here or on another unit
+                logger.error("Job %s: %s", run.job_id, exc.message)
+                run.fail(clip_text(f"No result was kept: {exc.message}", 1000))
+                run.result_size = None
             else:
                 logger.error("Job %s: %s", run.job_id, exc.message)
                 self.events.deliver(self._event(run, JobEvent.LOST, error=clip_text(
                     f"The result could not be delivered to the backend: {exc.message}", 1000)))
                 return
-        event = self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code, error=run.error,
-                            result_size=run.result_size, details=run.details)
+        ended = {"at": run.ended_at} if run.ended_at is not None else {}
+        event = self._outcome(run)
         try:
             self.events.deliver(event)
         except MessageRefused as exc:
@@ -294,13 +299,18 @@ class Runner:
             logger.error("Job %s: outcome refused by RabbitMQ (%s); sending it without details", run.job_id, exc.message)
             error = f"The outcome could not be sent in full ({exc.message}); see the log. {run.error or ''}"
             self.events.deliver(self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code,
-                                            error=error[:1000], result_size=run.result_size))
+                                            error=error[:1000], result_size=run.result_size, **ended))
 
-    def _send_result(self, run: Run) -> None:
+    def _outcome(self, run: Run) -> JobEvent:
+        ended = {"at": run.ended_at} if run.ended_at is not None else {}
+        return self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code, error=run.error,
+                           result_size=run.result_size, details=run.details, **ended)
+
+    def _send_result(self, run: Run, outcome: JobEvent) -> None:
         path = run.result_path
         if path is None:
             return
-        self.link.put_result(run.job_id, run.attempt, path)
+        self.link.put_result(run.job_id, run.attempt, path, outcome)
 
     def _job_environment(self, run: Run, python: Path, project: Path, work: Path) -> dict[str, str]:
         """What the job sees: its own environment and folders, none of the services' variables."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
 from nias.client import ApiError
 from nias.client import NiasClient
@@ -532,6 +533,15 @@ def test_job_page_for_an_unknown_job_says_so(page, console_errors):
 # Layout and keyboard
 
 
+def expect_no_sideways_scroll(page: Page) -> None:
+    """Once the page has settled (styles applied, lists drawn), it is no wider than the window."""
+    try:
+        page.wait_for_function("() => document.documentElement.scrollWidth <= window.innerWidth", timeout=10_000)
+    except PlaywrightTimeout:
+        width = page.evaluate("() => [document.documentElement.scrollWidth, window.innerWidth]")
+        raise AssertionError(f"the page scrolls sideways: {width[0]} px wide in a {width[1]} px window") from None
+
+
 def test_narrow_window_keeps_the_navigation_and_the_results_usable(new_page, finished_jobs):
     page = new_page(viewport=NARROW)
     page.goto(f"/results.html?q={finished_jobs['prefix']}")
@@ -542,19 +552,19 @@ def test_narrow_window_keeps_the_navigation_and_the_results_usable(new_page, fin
     expect(hello_row.locator(".badge")).to_be_visible()
     hello_row.scroll_into_view_if_needed()  # a phone's list scrolls down; nothing of a row is cut off sideways
     expect(hello_row.get_by_role("link", name=re.compile("Download"))).to_be_in_viewport()
-    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    expect_no_sideways_scroll(page)
     save_screenshot(page, "results-narrow")
 
     hello_row.get_by_role("link", name=finished_jobs["hello"]["name"], exact=True).click()
     expect(page.locator("#job-state")).to_have_text("succeeded")
     expect(page.locator('.preview[data-file="plot.png"] img')).to_be_visible()
-    assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+    expect_no_sideways_scroll(page)
     save_screenshot(page, "job-narrow")
 
     for path, name in (("/", "home-narrow"), ("/upload.html", "upload-narrow")):
         page.goto(path)
         expect(navigation.get_by_role("link", name="Results")).to_be_in_viewport()
-        assert page.evaluate("() => document.documentElement.scrollWidth <= window.innerWidth")
+        expect_no_sideways_scroll(page)
         save_screenshot(page, name)
 
 

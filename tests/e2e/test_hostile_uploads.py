@@ -104,6 +104,11 @@ def _allowed(path: str, new_job: str | None, earlier_jobs: set[str]) -> bool:
         return True
     if parts[0] == "jobs" and len(parts) >= 2:
         return parts[1] == new_job or (parts[1] in earlier_jobs and len(parts) >= 3 and parts[2] == "runs")
+    if parts[0] == "work" and len(parts) >= 3 and parts[2] == ".unit":  # a unit's own files of its runs
+        if len(parts) == 3:
+            return True
+        run = RUN_FOLDER.match(parts[3])
+        return run is not None and run["job"] in earlier_jobs | {new_job}
     if parts[0] == "work" and len(parts) >= 3:
         run = RUN_FOLDER.match(parts[2])
         known = run is not None and run["job"] in earlier_jobs | {new_job}

@@ -53,6 +53,13 @@ def _running_on(client, job_id: str) -> dict:
                       timeout_s=60, message=f"job {job_id} running")
 
 
+def _code_started(client, job_id: str) -> dict:
+    """The job as soon as its code.py runs (its first line has reached the backend's log)."""
+    job = _running_on(client, job_id)
+    wait_until(lambda: "started" in client.log(job_id), timeout_s=60, message=f"job {job_id}'s code started")
+    return job
+
+
 def _index(unit: str) -> int:
     return int(unit.split("-")[1])
 
@@ -190,20 +197,23 @@ def _jobs_queue_consumers(stack: LocalStack) -> int:
         connection.close()
 
 
-def test_events_sent_while_the_backend_is_down_are_applied_when_it_is_back(recovery_stack, tmp_path):
+def test_a_job_ending_while_the_backend_is_down_delivers_its_result_and_the_units_times_when_it_is_back(recovery_stack, tmp_path):
     stack, client = recovery_stack, recovery_stack.client
     job = client.submit(zip_entries(tmp_path / "slow.zip", {"code.py": SLOW_JOB}))
-    unit = _running_on(client, job["id"])["unit"]
+    unit = _code_started(client, job["id"])["unit"]  # its upload fetched: the unit needs the backend no more
     # Frozen, the backend answers nothing and takes no event; killed, it is restarted by the launcher.
     old_pid = stack.kill_service("backend", signal.SIGSTOP)
     down_at = time.time()
     try:
-        # The job finishes while the backend is down; its outcome waits in the durable events queue.
-        run = wait_until(lambda: (run := _unit_answer(stack, unit, f"/api/runs/{job['id']}")) and run["done"] and run,
-                         timeout_s=60, message="the unit reporting the job done while the backend is down")
+        # The job finishes while the backend is down: the unit holds its result and keeps offering it.
+        run = wait_until(lambda: (run := _unit_answer(stack, unit, f"/api/runs/{job['id']}"))
+                         and run["state"] != "running" and run, timeout_s=60,
+                         message="the unit's run ending while the backend is down")
         assert run["state"] == "succeeded" and run["attempt"] == 1
-        assert (stack.data_dir / "jobs" / job["id"] / "runs" / "1" / "result.zip").exists()
         time.sleep(2)  # down a while longer: the recorded times must be the unit's, not the time of applying
+        run = _unit_answer(stack, unit, f"/api/runs/{job['id']}")
+        assert run["state"] == "succeeded" and not run["done"], "the unit gave up its result while the backend was down"
+        assert not (stack.data_dir / "jobs" / job["id"] / "runs" / "1" / "result.zip").exists()
         assert not healthy(stack.url), "the backend answered while it was meant to be down"
     finally:
         killed_at = time.time()

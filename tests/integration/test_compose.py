@@ -31,12 +31,10 @@ BIN = Path(sys.executable).parent
 MAIN = ROOT / "docker-compose.yaml"
 OVERRIDE_EXAMPLE = ROOT / "docker-compose.override.example.yaml"
 UNITS = ROOT / "docker-compose.units.yaml"
-NFS = ROOT / "docker-compose.nfs.yaml"
 FILE_SETS = {
     "main": (MAIN,),
     "main with the override example": (MAIN, OVERRIDE_EXAMPLE),
-    "main with the data volume on NFS": (MAIN, NFS),
-    "units on another host": (UNITS, NFS),
+    "units on another host": (UNITS,),
 }
 # Compose service -> the Dockerfile it builds from.
 DOCKERFILES = {"backend": "backend/Dockerfile", "producer": "producer/Dockerfile",
@@ -46,7 +44,6 @@ REQUIRED = {"NIAS_RABBITMQ_USER": "nias", "NIAS_RABBITMQ_PASSWORD": "s3cret", "N
 REQUIRED_BY = {
     OVERRIDE_EXAMPLE: {"NIAS_POSTGRES_PASSWORD": "pgs3cret"},
     UNITS: {"NIAS_RABBITMQ_ADDRESS": "host.docker.internal:5672", "NIAS_BACKEND_URL": "http://nias.example:8080"},
-    NFS: {"NIAS_NFS_SERVER": "10.0.0.5", "NIAS_NFS_EXPORT": "/srv/nias"},
 }
 # Settings compose sets on purpose to container addresses and paths; all others keep their defaults.
 PLACED_BY_COMPOSE = {"data_dir", "database_url", "amqp_url", "host", "port", "producer_url", "backend_url",
@@ -414,22 +411,26 @@ def test_the_backends_private_folder_is_a_volume_of_its_own_that_no_unit_mounts(
     assert f"install -d -o nias -g nias {data_dir} {data_dir}/private" in dockerfile  # the volume starts as the backend's
 
 
-def test_the_data_volume_is_mounted_only_where_the_data_dir_is_used():
+def test_the_data_volume_is_the_backends_alone_and_units_fetch_over_http():
     services = resolved((MAIN,))["services"]
     mounts = {name: {m["target"]: m["source"] for m in service.get("volumes", []) if m["type"] == "volume"}
               for name, service in services.items()}
-    for name in ("backend", "unit"):
-        assert mounts[name][services[name]["environment"]["NIAS_DATA_DIR"]] == "nias-data"
-    for name in ("producer", "rabbitmq"):
+    assert mounts["backend"][services["backend"]["environment"]["NIAS_DATA_DIR"]] == "nias-data"
+    for name in ("producer", "rabbitmq", "unit"):
         assert "nias-data" not in mounts[name].values()
         assert "NIAS_DATA_DIR" not in services[name].get("environment", {})
-    for package in ("producer/producer", "consumer/consumer"):
+    assert mounts["unit"][services["unit"]["environment"]["NIAS_ENV_DIR"]] == "nias-envs"
+    remote = resolved((UNITS,))
+    assert "nias-data" not in remote.get("volumes", {})
+    assert all(m["source"] != "nias-data" for m in remote["services"]["unit"].get("volumes", []))
+    assert "NIAS_DATA_DIR" not in instruction("process-unit/Dockerfile", "ENV")[0]
+    for package in ("producer/producer", "consumer/consumer", "process-unit/process_unit"):
         code = " ".join(p.read_text() for p in (ROOT / package).glob("*.py"))
         assert not re.search(r"data_dir|jobs_dir|uploads_dir", code), f"{package} uses the data dir"
 
 
 def test_secrets_come_from_the_environment_never_from_a_file():
-    for path in [MAIN, OVERRIDE_EXAMPLE, UNITS, NFS]:
+    for path in [MAIN, OVERRIDE_EXAMPLE, UNITS]:
         for key, value in re.findall(r"^\s*(\w*(?:PASS|SECRET|TOKEN)\w*)\s*:\s*(.+)$", path.read_text(), re.M):
             assert "${" in value, f"{path.name}: {key} is written in the file"
     for path in DOCKERFILES.values():
@@ -609,7 +610,7 @@ def test_env_example_gives_the_defaults_the_settings_and_compose_use():
     defaults = load_settings({})
     for name, field in ENVIRONMENT.items():
         assert getattr(load_settings({name: documented[name]}), field) == getattr(defaults, field), name
-    for path in (MAIN, OVERRIDE_EXAMPLE, UNITS, NFS):
+    for path in (MAIN, OVERRIDE_EXAMPLE, UNITS):
         for name, default in re.findall(r"\$\{(\w+):-([^}]*)\}", path.read_text()):
             assert documented[name] == default, f"{name}: {path.name} says {default!r}"
     for name, default in launcher_defaults().items():
@@ -621,5 +622,5 @@ def test_the_readme_section_tells_how_to_run_scale_and_reach_the_stack():
     section = readme.split("<!-- compose:start -->")[1].split("<!-- compose:end -->")[0]
     assert section.lstrip().startswith("## Deploy with Docker Compose")
     for needed in (".env.example", "--scale unit=", "127.0.0.1:15672", "pg_dump", "docker compose logs",
-                   OVERRIDE_EXAMPLE.name, UNITS.name, NFS.name, "consumer_timeout"):
+                   OVERRIDE_EXAMPLE.name, UNITS.name, "consumer_timeout"):
         assert needed in section, needed

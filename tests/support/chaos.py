@@ -1,4 +1,6 @@
-"""A chaos run: many short jobs on a stack while units, consumers, RabbitMQ and the backend die.
+"""A chaos run: many short jobs on a stack while units, consumers, RabbitMQ and the backend die,
+and, when asked, a unit on a host that shares nothing with the stack (remote_host.py) is killed
+and started again.
 
 Used by `make chaos` (bench/chaos.py, 200 jobs) and, smaller, by `make test`. Every job is then
 checked: lost (no final state), duplicated, failed, succeeded, and mismatched (a succeeded job
@@ -29,6 +31,7 @@ from nias.errors import NiasError
 from nias.states import is_final
 from tests.support.projects import zip_entries
 from tests.support.rabbit import BrokerNode
+from tests.support.remote_host import RemoteHost
 from tests.support.stack import LocalStack
 
 logger = logging.getLogger(__name__)
@@ -47,10 +50,12 @@ class ChaosReport:
     mismatched: int = 0
     actions: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    remote_jobs: int = 0  # jobs whose last attempt ran on a remote unit
 
     def summary(self) -> str:
         return (f"{self.jobs} jobs: lost {self.lost}, duplicated {self.duplicated}, failed {self.failed}, "
-                f"succeeded {self.succeeded}, mismatched {self.mismatched} in {self.seconds:.0f} s; "
+                f"succeeded {self.succeeded}, mismatched {self.mismatched} in {self.seconds:.0f} s "
+                f"({self.remote_jobs} ended on a remote unit); "
                 f"actions: {', '.join(self.actions)}")
 
 
@@ -128,11 +133,68 @@ def _submit_all(stack: LocalStack, workdir: Path, count: int, ids: list[str], sp
         time.sleep(spread_s / count)
 
 
+class RemoteUnits:
+    """Units started with `make unit` on a host of their own, serving the stack's default pool."""
+
+    def __init__(self, stack: LocalStack, broker: BrokerNode, count: int):
+        self.stack, self.broker, self.count = stack, broker, count
+        self.host: RemoteHost | None = None
+        self.env: dict[str, str] = {}
+
+    def __enter__(self) -> "RemoteUnits":
+        if not self.count:
+            return self
+        self.host = RemoteHost(hide=[self.stack.data_dir, self.stack.workdir]).__enter__()
+        self.log = self.host.home / "units.log"
+        self.env = {"NIAS_AMQP_URL": f"amqp://guest:guest@{self.host.address}:{self.host.forward(self.broker.port)}/%2F",
+                    "NIAS_BACKEND_URL": f"http://{self.host.address}:{self.host.forward(self.stack.port)}",
+                    "NIAS_INTERNAL_TOKEN": self.stack.env["NIAS_INTERNAL_TOKEN"],
+                    "NIAS_QUEUE_PREFIX": self.stack.prefix, "NIAS_LEASE_S": self.stack.env["NIAS_LEASE_S"],
+                    "NIAS_AMQP_HEARTBEAT_S": self.stack.env["NIAS_AMQP_HEARTBEAT_S"], "NIAS_LOG_LEVEL": "INFO"}
+        for name in self.names:
+            self.host.start_unit(name, self.env, self.log)
+        self._wait_online()
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [f"remote-{index}" for index in range(1, self.count + 1)]
+
+    def _wait_online(self, timeout_s: float = 120) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                online = {u["name"] for u in self.stack.http.get(f"{self.stack.url}/api/units", timeout=10)
+                          .json()["units"] if u["state"] != "offline"}
+            except (OSError, ValueError, KeyError):
+                online = set()
+            if set(self.names) <= online:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(f"the remote units did not come online; their log:\n{self.log.read_text()[-3000:]}")
+
+    def kill_and_restart(self, name: str) -> None:
+        """SIGKILL to the unit and its consumer, then `make unit` again, as a host's supervisor would."""
+        assert self.host is not None
+        self.host.kill_unit(name, signal.SIGKILL)
+        self.host.start_unit(name, self.env, self.log)
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.host else ""
+
+    def __exit__(self, *_exc) -> None:
+        if self.host is not None:
+            self.host.__exit__(None, None, None)
+
+
 def _act(stack: LocalStack, broker: BrokerNode, plan: list[str], units: int, report: ChaosReport,
-         rng: random.Random, period_s: float) -> None:
+         rng: random.Random, period_s: float, remote: RemoteUnits) -> None:
     for action in plan:
         time.sleep(period_s)
-        if action == "unit":
+        if action == "remote":
+            target = rng.choice(remote.names)
+            remote.kill_and_restart(target)
+        elif action == "unit":
             target = f"unit-{rng.randint(1, units)}"
             stack.kill_service(target, signal.SIGKILL)
         elif action == "consumer":
@@ -184,9 +246,9 @@ def _own_result(stack: LocalStack, job_id: str, folder: Path, watcher: RunWatche
 
 
 def _check_results(stack: LocalStack, ids: list[str], states: dict[str, str], watcher: RunWatcher,
-                   report: ChaosReport) -> None:
+                   report: ChaosReport, units_log: str) -> None:
     """Each job ran to completion at most once and keeps one run folder; a succeeded job's result is its own."""
-    completions = Counter(match.group(1) for match in COMPLETED.finditer(stack.log_path.read_text()))
+    completions = Counter(match.group(1) for match in COMPLETED.finditer(stack.log_path.read_text() + units_log))
     with tempfile.TemporaryDirectory(prefix="chaos-results-") as folder:
         for job_id in ids:
             if states.get(job_id) == "succeeded" and not _own_result(stack, job_id, Path(folder), watcher):
@@ -200,8 +262,9 @@ def _check_results(stack: LocalStack, ids: list[str], states: dict[str, str], wa
 
 
 def run_chaos(workdir: Path, *, jobs: int, units: int, plan: list[str], seed: int = 7,
-              spread_s: float = 20.0, timeout_s: float = 600) -> ChaosReport:
-    """Start a broker node and a stack, run the jobs through `plan` (kinds of kill), report."""
+              spread_s: float = 20.0, timeout_s: float = 600, remote_units: int = 0) -> ChaosReport:
+    """Start a broker node and a stack (with `remote_units` units on a host of their own), run the
+    jobs through `plan` (kinds of kill: unit, consumer, rabbitmq, backend, remote), report."""
     rng = random.Random(seed)
     report = ChaosReport(jobs=jobs)
     started = time.monotonic()
@@ -211,18 +274,21 @@ def run_chaos(workdir: Path, *, jobs: int, units: int, plan: list[str], seed: in
     watcher = RunWatcher(stack.data_dir / "jobs")
     try:
         stack.start()
-        watcher.start()
-        ids: list[str] = []
-        submitter = threading.Thread(target=_submit_all, args=(stack, workdir, jobs, ids, spread_s))
-        submitter.start()
-        _act(stack, broker, plan, units, report, rng, period_s=spread_s / (len(plan) + 1))
-        submitter.join()
-        states = _final_states(stack, ids, timeout_s)
-        watcher.stop()
-        counts = Counter(states.values())
-        report.succeeded, report.failed = counts["succeeded"], counts["failed"]
-        report.lost = jobs - len(states)
-        _check_results(stack, ids, states, watcher, report)
+        with RemoteUnits(stack, broker, remote_units) as remote:
+            watcher.start()
+            ids: list[str] = []
+            submitter = threading.Thread(target=_submit_all, args=(stack, workdir, jobs, ids, spread_s))
+            submitter.start()
+            _act(stack, broker, plan, units, report, rng, period_s=spread_s / (len(plan) + 1), remote=remote)
+            submitter.join()
+            states = _final_states(stack, ids, timeout_s)
+            watcher.stop()
+            counts = Counter(states.values())
+            report.succeeded, report.failed = counts["succeeded"], counts["failed"]
+            report.lost = jobs - len(states)
+            _check_results(stack, ids, states, watcher, report, remote.log_text())
+            report.remote_jobs = sum(1 for job_id in ids if (stack.client.job(job_id).get("unit") or "")
+                                     .startswith("remote-"))
     finally:
         watcher.stop()
         stack.stop()

@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import sys
+import time
 import zipfile
 from collections import deque
 from pathlib import Path
 
 import pytest
 
-from nias.errors import MessageRefused
+from nias.errors import MessageRefused, TransferFailed
 from nias.messages import EventKind, JobMessage
 from nias.settings import load_settings
 from process_unit import runner as runner_module
@@ -59,7 +60,7 @@ class BackendFiles:
         self.logs[job_id] = self.logs.get(job_id, b"")[:offset] + data
         return len(self.logs[job_id])
 
-    def put_result(self, job_id, _attempt, path: Path) -> None:
+    def put_result(self, job_id, _attempt, path: Path, _outcome=None) -> None:
         self.results[job_id] = path.read_bytes()
 
 
@@ -140,3 +141,53 @@ def test_a_line_of_any_length_reaches_the_error_tail_as_its_first_characters_onl
     log.close()
     lines = (tmp_path / "log.txt").read_bytes().splitlines()
     assert [len(line.split(b"] ", 1)[1]) for line in lines] == [LINE_BYTES] * 5 + [len("short line")]
+
+
+class RefusingBackend(BackendFiles):
+    """Takes the log, but answers every result with `status` (as the link raises it after its tries)."""
+
+    def __init__(self, uploads: Path, status: int | None):
+        super().__init__(uploads)
+        self.status = status
+
+    def put_result(self, job_id, _attempt, path: Path, _outcome=None) -> None:
+        raise TransferFailed(f"Sending the result of job {job_id}: answered {self.status}", status=self.status)
+
+
+def _run_against(settings, backend) -> tuple[RecordedEvents, object]:
+    events = RecordedEvents()
+    sandbox = Sandbox(settings)
+    sandbox.uid = None
+    unit = Runner(settings, events, ThisInterpreter(), sandbox, link=backend)
+    run = unit.start(_message(settings, "open('output/a.txt', 'w').write('a')\n"), 1)
+    assert run.done.wait(60), "the run never ended"
+    return events, unit
+
+
+@pytest.mark.parametrize("status", [413, 507])
+def test_a_result_the_backend_cannot_keep_fails_the_job_with_the_backends_reason(settings, status):
+    events, unit = _run_against(settings, RefusingBackend(settings.data_dir / "uploads", status))
+    [outcome] = events.outcomes()
+    assert outcome.state == "failed" and outcome.result_size is None
+    assert outcome.error == f"No result was kept: Sending the result of job job1: answered {status}"
+    assert unit.current() is None
+
+
+def test_a_result_that_cannot_be_delivered_loses_the_attempt_so_the_job_runs_again(settings):
+    events, _ = _run_against(settings, RefusingBackend(settings.data_dir / "uploads", None))
+    assert events.outcomes() == []
+    [lost] = [e for e in events.sent if getattr(e, "event", None) is EventKind.LOST]
+    assert lost.error.startswith("The result could not be delivered to the backend: Sending the result")
+
+
+def test_an_outcome_delivered_late_carries_the_time_the_run_ended(settings):
+    class SlowBackend(BackendFiles):
+        def put_result(self, job_id, _attempt, path: Path, _outcome=None) -> None:
+            time.sleep(1.5)  # the backend takes its time: the outcome's time stays the run's
+            super().put_result(job_id, _attempt, path)
+
+    began = time.time()
+    events, _ = _run_against(settings, SlowBackend(settings.data_dir / "uploads"))
+    [outcome] = events.outcomes()
+    assert outcome.state == "succeeded"
+    assert began <= outcome.at < time.time() - 1.4
