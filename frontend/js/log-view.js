@@ -74,6 +74,7 @@ export class LogView {
     this.matchIndex = -1;
     this.autoTop = 0; // where the view last scrolled itself to
     this.wire();
+    this.updateSetup();
   }
 
   wire() {
@@ -97,8 +98,8 @@ export class LogView {
     this.live.clear();
     this.ownOutput = false;
     this.count = 0;
-    this.setup.hidden = true;
     this.setup.querySelector(".log-setup-lines").replaceChildren();
+    this.updateSetup();
     this.lines.replaceChildren();
     if (banner) this.lines.append(el("div", { class: "log-line nias" }, el("span", { class: "log-time" }), el("span", { class: "log-text" }, banner)));
   }
@@ -141,10 +142,10 @@ export class LogView {
     this.note.textContent = this.cut ? "The start of this long log is not shown here; download the full log to read it all." : "";
   }
 
+  /** Always there (the job's output below never moves when it fills): its count of NIAS's lines. */
   updateSetup() {
     const count = this.setup.querySelector(".log-setup-lines").childElementCount;
-    this.setup.hidden = count === 0;
-    this.setupCount.textContent = `${count} ${count === 1 ? "line" : "lines"}`;
+    this.setupCount.textContent = count ? `${count} ${count === 1 ? "line" : "lines"}` : "no lines yet";
   }
 
   toEnd() {

@@ -4,10 +4,19 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 import requests
 
+from tests.e2e.conftest import STACK_ENV
 from tests.support.projects import zip_entries
-from tests.support.stack import wait_until
+from tests.support.stack import LocalStack, wait_until
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """A stack of this module's own: its tests demote admins and disable accounts."""
+    with LocalStack(tmp_path_factory.mktemp("accounts-stack"), units=1, **STACK_ENV) as stack:
+        yield stack
 
 
 def error_of(answer: requests.Response, status: int) -> dict:

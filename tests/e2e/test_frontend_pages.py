@@ -1,6 +1,7 @@
 """The pages as a researcher uses them, in Chromium on a laptop and a phone: the log viewer, dates,
 the queue, what ran, failed and cancelled jobs, the results table, layout, notifications and the
-small things. One stack (the session's) and one browser serve the whole module."""
+small things. One stack of the module's own (its queue, units and accounts are the tests' to
+arrange) and the one shared browser serve the whole module."""
 from __future__ import annotations
 
 import hashlib
@@ -21,7 +22,8 @@ from playwright.sync_api import Page, expect
 from nias.amqp import Topology, connect
 from nias.client import NiasClient
 from nias.settings import load_settings
-from tests.support.stack import wait_until
+from tests.e2e.conftest import STACK_ENV
+from tests.support.stack import LocalStack, wait_until
 
 from tests.support.browser import (  # noqa: F401 (fixtures)
     NARROW, browser, console_errors, new_page, page, save_screenshot,
@@ -37,6 +39,13 @@ BAR_CODE = (
     "    time.sleep(0.1)\n"
     "print('trained', flush=True)\n"
 )
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    """Two units that only this module's tests use: the queue and drain tests need them free."""
+    with LocalStack(tmp_path_factory.mktemp("pages-stack"), units=2, **STACK_ENV) as stack:
+        yield stack
 
 
 def unique(label: str) -> str:
@@ -348,6 +357,7 @@ def test_the_job_pages_sections_stay_put_when_the_run_ends(page, stack, tmp_path
     page.goto(f"/job.html?id={job['id']}")
     expect(page.locator("#job-state")).to_have_text("running", timeout=SLOW)
     expect(page.locator('[data-fact="Progress"] dd')).to_have_text("50 %")
+    expect(log_line(page, "working")).to_have_count(1)
     log_top = page.locator("#log").bounding_box()["y"]
     facts = page.locator("#facts > div").count()
     expect(page.locator("#job-state")).to_have_text("succeeded", timeout=SLOW)
