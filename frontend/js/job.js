@@ -202,18 +202,20 @@ function headline(current) {
   return `${current.state}${took}`;
 }
 
-/** A failure as an error; a cancel, which the user asked for, as a plain note. */
+/** A failure as an error; a cancel the user asked for as a plain note, one NIAS made (a pause past
+ * its limit) as a warning. */
 function renderOutcome(current) {
   const errorBox = byId("job-error");
-  const cancelled = current.state === "cancelled";
   errorBox.hidden = !current.error;
   if (!current.error) return;
-  errorBox.className = cancelled ? "notice info" : "notice error";
-  if (cancelled) errorBox.removeAttribute("role");
+  const cancelled = current.state === "cancelled";
+  const asked = cancelled && current.error.startsWith("Cancelled on request");
+  errorBox.className = asked ? "notice info" : cancelled ? "notice warn" : "notice error";
+  if (asked) errorBox.removeAttribute("role");
   else errorBox.setAttribute("role", "alert");
-  setText(byId("job-error-title"), cancelled ? "Cancelled" : current.state === "failed" ? "The job failed" : "What went wrong");
-  setText(byId("job-error-text"), cancelled ? current.error.replace(/^Cancelled on request\.\s*/, "Cancelled on request. ").trim()
-    : current.error);
+  setText(byId("job-error-title"), asked ? "Cancelled" : cancelled ? "Cancelled by NIAS"
+    : current.state === "failed" ? "The job failed" : "What went wrong");
+  setText(byId("job-error-text"), current.error);
 }
 
 function renderJob() {
