@@ -32,6 +32,7 @@ test-unit: venv
 
 bench: venv
 	$(PY) bench/bench.py
+	$(PY) bench/log_pump.py
 
 chaos: venv
 	$(PY) bench/chaos.py

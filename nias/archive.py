@@ -74,6 +74,9 @@ def _check_name(info: zipfile.ZipInfo) -> tuple[str, ...]:
     return parts
 
 
+FOUND_LISTED = 12  # names a refusal for a missing code.py lists, so a wrong folder shows at once
+
+
 def _find_root(files: list[tuple[str, ...]]) -> str:
     names = {"/".join(parts) for parts in files}
     if "code.py" in names:
@@ -83,9 +86,11 @@ def _find_root(files: list[tuple[str, ...]]) -> str:
         top = next(iter(tops))
         if f"{top}/code.py" in names:
             return f"{top}/"
+    found = sorted(names)
+    listed = ", ".join(found[:FOUND_LISTED]) + (f" and {len(found) - FOUND_LISTED} more" if len(found) > FOUND_LISTED else "")
     raise BadUpload(
-        "The zip has no code.py. Put code.py at the top of the zip, or inside one top folder.",
-        code="no_code_py",
+        f"The zip has no code.py. Put code.py at the top of the zip, or inside one top folder (found: {listed or 'no files'}).",
+        code="no_code_py", found=found[:FOUND_LISTED],
     )
 
 

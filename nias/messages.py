@@ -28,6 +28,7 @@ from nias.errors import BadMessage, BadSignature
 from nias.health import SandboxMode
 from nias.settings import DEFAULT_POOL, POOL_NAME
 from nias.params import params_problem
+from nias.ran_with import check_ran_with
 from nias.states import FINAL_STATES, JobState
 
 SCHEMA_VERSION = 1
@@ -193,7 +194,7 @@ DETAILS: dict[EventKind, dict[str, Check]] = {
     EventKind.FINISHED: {
         **_LIVE, "env_seconds": _SECONDS, "env_cached": _flag, "env_built_at": _SECONDS, "run_seconds": _SECONDS,
         "total_seconds": _SECONDS, "log_bytes": _COUNT, "limits": _limits, "log_incomplete": _text(),
-        "handed_back": _flag, "result_files": _COUNT, "result_left_out": _COUNT,
+        "handed_back": _flag, "result_files": _COUNT, "result_left_out": _COUNT, "ran_with": check_ran_with,
     },
     EventKind.LOST: {},
 }
@@ -434,11 +435,30 @@ class UnitStatus(_Message):
     pause_refusal: str | None = None  # why this unit cannot pause its jobs, if it cannot
 
 
+@dataclass(frozen=True)
+class UnitDrain(_Message):
+    """Asks one unit's consumer to take no more jobs once its current one is over (`drain`), or to
+    take them again; fanned out on the control exchange like ControlMessage, the named unit acts."""
+
+    kind: ClassVar[str] = "drain"
+    checks: ClassVar[dict[str, Check]] = {"unit": _NAME}
+    unit: str
+    drain: bool
+
+
+def _kind_of(raw: bytes | str) -> str | None:
+    try:
+        return json.loads(raw).get("type") if len(raw) <= MAX_MESSAGE_BYTES else None
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
+        return None
+
+
+def decode_control(raw: bytes | str) -> ControlMessage | UnitDrain:
+    """Decode a message of the control exchange, whichever of its kinds it is."""
+    return (UnitDrain if _kind_of(raw) == UnitDrain.kind else ControlMessage).decode(raw)
+
+
 def decode_event(raw: bytes | str, key_for: KeyFor | None = None) -> JobEvent | UnitStatus:
     """Decode a message from the events queue, whichever of its kinds it is (signed, given `key_for`)."""
-    try:
-        kind = json.loads(raw).get("type") if len(raw) <= MAX_MESSAGE_BYTES else None
-    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
-        kind = None
-    message_class = UnitStatus if kind == UnitStatus.kind else JobEvent
+    message_class = UnitStatus if _kind_of(raw) == UnitStatus.kind else JobEvent
     return message_class.decode(raw, key_for)

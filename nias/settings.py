@@ -94,6 +94,7 @@ class Settings:
     internal_token: str = ""
     secret_key: str = ""
     registration: str = "invite"
+    webhook_allow_networks: str = ""  # networks webhooks may call besides public ones, e.g. "10.0.0.0/8,127.0.0.1/32"
     admin_email: str = "admin@localhost"
     admin_password: str = ""
     admin_token: str = ""
@@ -276,6 +277,7 @@ ENVIRONMENT = {
     "NIAS_INTERNAL_TOKEN": "internal_token",
     "NIAS_SECRET_KEY": "secret_key",
     "NIAS_REGISTRATION": "registration",
+    "NIAS_WEBHOOK_ALLOW_NETWORKS": "webhook_allow_networks",
     "NIAS_ADMIN_EMAIL": "admin_email",
     "NIAS_ADMIN_PASSWORD": "admin_password",
     "NIAS_ADMIN_TOKEN": "admin_token",

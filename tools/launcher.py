@@ -112,19 +112,20 @@ def service_specs(settings: Settings, ports: Ports, place: WorkPlace | None = No
     host = settings.host
     backend_url = f"http://{host}:{ports.backend}"
     producer_url = f"http://{host}:{ports.producer}"
+    # Moved where job users reach it: the units build there, the backend counts its disk use there.
+    moved_envs = {"NIAS_ENV_DIR": str(place.env_dir)} if place.env_dir != settings.environments_dir else {}
     services = [
         Service("backend", gunicorn("backend/gunicorn.conf.py", "backend.app:create_served_app()"),
-                {"NIAS_PORT": str(ports.backend), "NIAS_PRODUCER_URL": producer_url}, f"{backend_url}/healthz",
-                ServiceKind.BACKEND),
+                {"NIAS_PORT": str(ports.backend), "NIAS_PRODUCER_URL": producer_url, **moved_envs},
+                f"{backend_url}/healthz", ServiceKind.BACKEND),
         Service("producer", gunicorn("producer/gunicorn.conf.py", "producer.app:create_served_app()"),
                 {"NIAS_PRODUCER_PORT": str(ports.producer)}, f"{producer_url}/healthz", ServiceKind.PRODUCER),
     ]
     for index, port in enumerate(ports.units, start=1):
         unit_url = f"http://{host}:{port}"
         unit_env = {"NIAS_UNIT_NAME": f"unit-{index}", "NIAS_UNIT_PORT": str(port), "NIAS_UNIT_URL": unit_url,
-                    "NIAS_BACKEND_URL": backend_url, "NIAS_WORK_DIR": str(place.unit_work_dir(f"unit-{index}"))}
-        if place.env_dir != settings.environments_dir:  # moved where job users reach it
-            unit_env["NIAS_ENV_DIR"] = str(place.env_dir)
+                    "NIAS_BACKEND_URL": backend_url, "NIAS_WORK_DIR": str(place.unit_work_dir(f"unit-{index}")),
+                    **moved_envs}
         services.append(Service(f"unit-{index}", gunicorn("process-unit/gunicorn.conf.py",
                                                           "process_unit.app:create_served_app()"),
                                 unit_env, f"{unit_url}/healthz", ServiceKind.UNIT))

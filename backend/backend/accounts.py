@@ -45,7 +45,7 @@ def digest(secret: str) -> str:
 
 
 def public_user(user: dict) -> dict:
-    return {"id": user["id"], "email": user["email"], "role": user["role"]}
+    return {"id": user["id"], "email": user["email"], "role": user["role"], "disabled": bool(user.get("disabled_at"))}
 
 
 def check_new_password(password: object) -> str:
@@ -73,6 +73,8 @@ def authenticate(store: Store, email: str, password: str) -> dict:
     user = store.find_user((email or "").strip().lower())
     if user is None or not isinstance(password, str) or not check_password_hash(user["password_hash"], password):
         raise AuthenticationFailed("Wrong e-mail address or password.")
+    if user.get("disabled_at"):
+        raise AuthenticationFailed("This account is disabled; ask an admin to enable it again.", code="account_disabled")
     return user
 
 
@@ -90,19 +92,71 @@ def change_password(store: Store, user: dict, current: object, new: object) -> N
     set_password(store, user, new)
 
 
-def create_token(store: Store, user: dict, name: str, secret: str | None = None) -> dict:
-    name = (name or "").strip()[:100] or "token"
+MAX_TOKEN_DAYS = 3650
+
+
+def create_token(store: Store, user: dict, name: object, secret: str | None = None,
+                 expires_days: object = None) -> dict:
+    """A named API token, valid until revoked or for `expires_days` days."""
+    name = name.strip() if isinstance(name, str) else ""
+    if not 0 < len(name) <= 100:
+        raise BadRequest("Give the token a name of 1 to 100 characters (where it is used: \"laptop CLI\").",
+                         code="bad_token_name", field="name")
+    if expires_days is not None and (not isinstance(expires_days, int) or isinstance(expires_days, bool)
+                                     or not 1 <= expires_days <= MAX_TOKEN_DAYS):
+        raise BadRequest(f"expires_days must be a whole number of days from 1 to {MAX_TOKEN_DAYS}, or absent.",
+                         code="bad_expiry", field="expires_days")
     token = secret or TOKEN_PREFIX + secrets.token_urlsafe(32)
     token_id = secrets.token_hex(8)
-    store.insert_token(id=token_id, user_id=user["id"], name=name, token_hash=digest(token), created_at=time.time())
-    return {"id": token_id, "name": name, "token": token}
+    now = time.time()
+    expires_at = now + expires_days * 86400 if expires_days else None
+    store.insert_token(id=token_id, user_id=user["id"], name=name, token_hash=digest(token), created_at=now,
+                       expires_at=expires_at)
+    return {"id": token_id, "name": name, "token": token, "expires_at": expires_at}
 
 
 def user_for_token(store: Store, token: str) -> dict:
     user = store.user_for_token(digest(token))
     if user is None:
-        raise AuthenticationFailed("This API token is not valid (revoked, or never issued).")
+        raise AuthenticationFailed("This API token is not valid (revoked, expired, its account disabled, or never issued).")
     return user
+
+
+def change_account(store: Store, admin: dict, user_id: str, *, role: object = None, disabled: object = None) -> dict:
+    """An admin's change to an account: its role, or disabled (signed out everywhere) and enabled again.
+    The last admin who can sign in is never demoted or disabled, nor do admins disable themselves."""
+    user = store.get_user(user_id)
+    if user is None:
+        raise NiasError("No user has this id.", code="user_not_found", status=404)
+    values: dict = {}
+    if role is not None:
+        if role not in ROLES:
+            raise BadRequest(f"role must be one of {', '.join(ROLES)}.", field="role")
+        values["role"] = role
+    if disabled is not None:
+        if not isinstance(disabled, bool):
+            raise BadRequest("disabled must be true or false.", field="disabled")
+        if disabled and user_id == admin["id"]:
+            raise Conflict("You cannot disable your own account.", code="own_account")
+        values["disabled_at"] = (user.get("disabled_at") or time.time()) if disabled else None
+    losing_admin = user["role"] == "admin" and not user.get("disabled_at") and (
+        values.get("role", "admin") != "admin" or values.get("disabled_at"))
+    if losing_admin and store.count_admins() <= 1:
+        raise Conflict("This is the last admin who can sign in; make another admin first.", code="last_admin")
+    if values:
+        store.update_user(user_id, **values)
+        logger.info("User %s: changed by %s (%s)", user_id, admin["id"], ", ".join(sorted(values)))
+    return store.get_user(user_id)
+
+
+def reset_password(store: Store, user_id: str) -> str:
+    """A new random password for a user (shown once to the admin); their sessions end."""
+    user = store.get_user(user_id)
+    if user is None:
+        raise NiasError("No user has this id.", code="user_not_found", status=404)
+    password = secrets.token_urlsafe(12)
+    set_password(store, user, password)
+    return password
 
 
 def create_invitation(store: Store, admin: dict) -> str:

@@ -7,10 +7,11 @@ import time
 from flask import Blueprint, Response, current_app, jsonify
 
 from nias.errors import NiasError
+from nias.web import read_json
 
 from backend import api_models as api
 from backend.openapi import describe
-from backend import accounts, sessions
+from backend import accounts, sessions, webhooks
 from backend.auth import csrf_token, current_session_id, current_user, require_admin, sign_in, sign_out
 from backend.jobs_api import iso_time
 
@@ -60,8 +61,8 @@ def session():
     """Whether the asker is signed in, answered 200 either way: a page asks this first, so a signed-out
     visit goes to the sign-in page without a request that answers 401."""
     user = current_user()
-    if user is None:
-        return jsonify({"signed_in": False})
+    if user is None:  # the sign-in page offers registration only where it is open (or by invitation link)
+        return jsonify({"signed_in": False, "registration": _nias().settings.registration})
     return jsonify({"signed_in": True, "user": _me(user)})
 
 
@@ -83,21 +84,48 @@ def change_password():
     return jsonify({"other_sessions_ended": ended})
 
 
+@bp.get("/me/webhook")
+def get_webhook():
+    user = current_user()
+    return jsonify({"url": user.get("webhook_url"), "secret": user.get("webhook_secret")})
+
+
+@bp.put("/me/webhook")
+def put_webhook():
+    """`{"url": "https://..."}`: called with a job's JSON when one of your jobs ends; a secret that
+    signs the calls is made the first time (and kept while the URL changes)."""
+    nias = _nias()
+    user = current_user()
+    url = webhooks.check_target(read_json().get("url"), nias.settings)
+    secret = user.get("webhook_secret") or webhooks.new_secret()
+    nias.store.update_user(user["id"], webhook_url=url, webhook_secret=secret)
+    return jsonify({"url": url, "secret": secret})
+
+
+@bp.delete("/me/webhook")
+def delete_webhook():
+    _nias().store.update_user(current_user()["id"], webhook_url=None, webhook_secret=None)
+    return Response(status=204)
+
+
 @bp.get("/tokens")
 @describe("List my API tokens", {200: api.TokenList, **api.REFUSED}, tag="accounts")
 def list_tokens():
     rows = _nias().store.list_tokens(current_user()["id"])
     return jsonify({"tokens": [{**row, "created_at": iso_time(row["created_at"]),
-                                "last_used_at": iso_time(row["last_used_at"])} for row in rows]})
+                                "last_used_at": iso_time(row["last_used_at"]),
+                                "expires_at": iso_time(row["expires_at"])} for row in rows]})
 
 
 @bp.post("/tokens")
 @describe("Create an API token", {201: api.NewToken, **api.REFUSED}, body=api.TokenRequest, body_required=False,
           tag="accounts")
 def create_token():
-    token = accounts.create_token(_nias().store, current_user(),
-                                 api.read_body(api.TokenRequest).get("name") or "")
-    return jsonify(token), 201
+    """`{"name": "laptop CLI", "expires_days": 90}`: a name is required, an expiry optional."""
+    body = api.read_body(api.TokenRequest)
+    token = accounts.create_token(_nias().store, current_user(), body.get("name"),
+                                  expires_days=body.get("expires_days"))
+    return jsonify({**token, "expires_at": iso_time(token["expires_at"])}), 201
 
 
 @bp.delete("/tokens/<token_id>")
@@ -125,6 +153,28 @@ def create_user():
     body = api.read_body(api.NewUser)
     user = accounts.create_user(_nias().store, body.get("email"), body.get("password"), body.get("role", "user"))
     return jsonify(accounts.public_user(user)), 201
+
+
+@bp.patch("/users/<user_id>")
+def change_user(user_id: str):
+    """Admins: `{"role": "admin" | "user"}` and/or `{"disabled": true | false}`; a disabled account is
+    signed out everywhere and its API tokens answer 401 until it is enabled again."""
+    admin = require_admin()
+    body = read_json()
+    store = _nias().store
+    user = accounts.change_account(store, admin, user_id, role=body.get("role"), disabled=body.get("disabled"))
+    if user.get("disabled_at"):
+        sessions.end_user_sessions(store, user_id)
+    return jsonify(accounts.public_user(user))
+
+
+@bp.post("/users/<user_id>/password")
+def reset_user_password(user_id: str):
+    """Admins: a new random password for the user, shown once in the answer; their sessions end."""
+    require_admin()
+    store = _nias().store
+    password = accounts.reset_password(store, user_id)
+    return jsonify({"password": password, "sessions_ended": sessions.end_user_sessions(store, user_id)})
 
 
 @bp.delete("/users/<user_id>/sessions")

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from flask import Flask, jsonify, send_from_directory
+from werkzeug.exceptions import NotFound
 
 from nias.logs import configure_logging
 from nias.settings import Settings, load_settings, require
@@ -15,13 +16,16 @@ from nias.health import Health, ServiceKind
 from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
 from backend import (accounts, accounts_api, admin_api, api_docs, api_models, commands_api, control_api, events_api,
-                     internal_api, jobs_api, metrics_api, results_api, summary, sweeps_api)
+                     internal_api, job_records_api, jobs_api, metrics_api, results_api, summary, sweeps_api)
 from backend.openapi import describe
 from backend.dispatcher import Dispatcher
 from backend.recorder import Recorder
 from backend.store import Store, open_store
 from backend.auth import install_auth
+from backend.jobs_api import job_to_json
+from backend.live import feed
 from backend.uploads import ReadTimeout, UploadRequest
+from backend.webhooks import WebhookSender
 
 logger = logging.getLogger(__name__)
 
@@ -30,16 +34,20 @@ FRONTEND_DIR = Path(os.environ.get("NIAS_FRONTEND_DIR", Path(__file__).resolve()
 
 @dataclass
 class Backend:
-    """What the views share: settings, the store, the dispatcher and the recorder."""
+    """What the views share: settings, the store, the dispatcher, the recorder and the webhooks."""
 
     settings: Settings
     store: Store
     dispatcher: Dispatcher
     recorder: Recorder
+    webhooks: WebhookSender | None = None
 
     def start_background(self) -> None:
         self.dispatcher.start()
         self.recorder.start()
+        if self.webhooks is not None:
+            feed.listen(self.webhooks.hear)
+            self.webhooks.start()
 
 
 def secret_key(settings: Settings) -> str:
@@ -68,7 +76,11 @@ def create_app(settings: Settings | None = None) -> Flask:
     dispatcher = Dispatcher(store, settings)
     recorder = Recorder(store, settings, dispatcher.send_control)
     dispatcher.recorder = recorder
-    app.extensions["nias"] = Backend(settings, store, dispatcher, recorder)
+    def render_job(job: dict) -> dict:
+        with app.test_request_context():  # the job's links are paths, as the API gives them
+            return job_to_json(job)
+
+    app.extensions["nias"] = Backend(settings, store, dispatcher, recorder, WebhookSender(store, settings, render_job))
     app.wsgi_app = ReadTimeout(app.wsgi_app, settings.read_timeout_s)
     install_error_handlers(app)
     require_internal_token(app, settings, ("/internal/",))
@@ -80,6 +92,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(results_api.bp)
     app.register_blueprint(summary.bp)
     app.register_blueprint(control_api.bp)
+    app.register_blueprint(job_records_api.bp)
     app.register_blueprint(events_api.bp)
     app.register_blueprint(admin_api.bp)
     app.register_blueprint(commands_api.bp)
@@ -107,7 +120,14 @@ def create_app(settings: Settings | None = None) -> Flask:
     @app.get("/", defaults={"path": "index.html"})
     @app.get("/<path:path>")
     def frontend(path: str):
-        return send_from_directory(FRONTEND_DIR, path)
+        try:
+            return send_from_directory(FRONTEND_DIR, path)
+        except NotFound:
+            if path.startswith(("api/", "internal/")):
+                raise
+            page = send_from_directory(FRONTEND_DIR, "404.html")  # a person typed it: answer a page
+            page.status_code = 404
+            return page
 
     return app
 

@@ -13,7 +13,7 @@ from backend import api_models as api
 from backend.openapi import describe
 from backend import jobs as job_rules
 from backend.auth import current_user, visible_job
-from backend.jobs_api import check_quota, job_json_with_position
+from backend.jobs_api import admin_limits, check_quota, job_json_with_position
 from backend.commands import UnknownCommand
 from backend.commands_api import command_book
 from backend.submission import queue_rerun
@@ -80,12 +80,48 @@ def rerun_params(original: dict) -> dict | None:
     return params
 
 
+def _whole_number(value, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def rerun_overrides(body: dict, settings) -> dict:
+    """What the new job changes: `name`, `priority`, `timeout_s`, `limits` (each checked; every
+    bad field is named in one answer, `fields: {name: why}`)."""
+    problems: dict[str, str] = {}
+    changes: dict = {}
+    if "name" in body:
+        name = body["name"].strip() if isinstance(body["name"], str) else ""
+        if not 0 < len(name) <= 200:
+            problems["name"] = "a name of 1 to 200 characters"
+        changes["name"] = name
+    if "priority" in body:
+        if not _whole_number(body["priority"], 0, 9):
+            problems["priority"] = "a whole number from 0 to 9"
+        changes["priority"] = body["priority"]
+    if body.get("timeout_s") is not None:
+        if not _whole_number(body["timeout_s"], 1, settings.job_timeout_s):
+            problems["timeout_s"] = f"a whole number of seconds from 1 to {settings.job_timeout_s}"
+        changes["timeout_s"] = body["timeout_s"]
+    if body.get("limits") is not None:
+        limits = body["limits"] if isinstance(body["limits"], dict) else {}
+        highest = admin_limits(settings)
+        for field, value in limits.items():
+            if field not in highest or not (value is None or _whole_number(value, 1, highest[field])):
+                problems[field] = f"a whole number from 1 to {highest.get(field, 0)}" if field in highest else "not a limit"
+        changes["limits"] = {field: value for field, value in limits.items() if value is not None}
+    if problems:
+        raise BadRequest("Check " + ", ".join(f"{field} ({why})" for field, why in problems.items()) + ".",
+                         code="bad_fields", fields=problems)
+    return changes
+
+
 @bp.post("/<job_id>/rerun")
 @describe("Run a finished job again", {201: api.Job, **api.REFUSED}, body=api.RerunBody, body_required=False,
           tag="jobs")
 def rerun(job_id: str):
-    """A new job from the same upload, linked to the original by `rerun_of`; an optional
-    `{"params": {...}}` body gives it other parameters (checked against its command's, if any)."""
+    """A new job from the same upload, linked to the original by `rerun_of`; an optional body
+    gives it other `params` (checked against its command's, if any), and another `name`,
+    `priority`, `timeout_s` or `limits` (the job page's "Run again" form sends them)."""
     nias = _nias()
     settings = nias.settings
     original = visible_job(job_id)
@@ -98,5 +134,7 @@ def rerun(job_id: str):
     if not is_final(original["state"]):
         raise Conflict(f"Job {job_id} is {original['state']}; only a finished, failed or cancelled job can be re-run.",
                        state=original["state"])
-    job = queue_rerun(nias, original, owner_id, rerun_params(original))
+    body = request.get_json(silent=True) if request.content_length else None
+    changes = rerun_overrides(body if isinstance(body, dict) else {}, settings)
+    job = queue_rerun(nias, original, owner_id, rerun_params(original), changes)
     return jsonify(job_json_with_position(job)), 201

@@ -16,7 +16,7 @@ import requests
 
 from nias.amqp import Topology, connect
 from nias.errors import BrokerUnavailable, ServiceUnavailable
-from nias.messages import ControlMessage, JobMessage
+from nias.messages import ControlMessage, JobMessage, UnitDrain
 from nias.settings import Settings
 from nias.web import internal_headers
 
@@ -52,19 +52,20 @@ class ProducerClient:
         self._session = requests.Session()
         self._session.headers.update(internal_headers(settings))
 
-    def _post(self, path: str, message: JobMessage | ControlMessage) -> None:
+    def _post(self, path: str, message: JobMessage | ControlMessage | UnitDrain) -> None:
         try:
             response = self._session.post(f"{self._url}{path}", data=message.encode(),
                                           headers={"Content-Type": "application/json"}, timeout=PRODUCER_TIMEOUT_S)
         except requests.RequestException as exc:
             raise ServiceUnavailable(f"The producer is unreachable: {exc.__class__.__name__}") from None
         if response.status_code != 202:
-            raise ServiceUnavailable(f"The producer refused job {message.job_id}: {response.text[:200]}")
+            what = f"job {message.job_id}" if hasattr(message, "job_id") else f"unit {message.unit}'s drain"
+            raise ServiceUnavailable(f"The producer refused {what}: {response.text[:200]}")
 
     def publish(self, message: JobMessage) -> None:
         self._post("/api/publish", message)
 
-    def send_control(self, message: ControlMessage) -> None:
+    def send_control(self, message: ControlMessage | UnitDrain) -> None:
         self._post("/api/control", message)
 
 
@@ -104,13 +105,25 @@ class Dispatcher:
             published += 1
         return published
 
-    def send_control(self, message: ControlMessage) -> None:
+    def send_control(self, message: ControlMessage | UnitDrain) -> None:
         """Best effort: a control that is lost is sent again when the unit's next heartbeat disagrees."""
+        if isinstance(message, UnitDrain):
+            self.send_drain(message.unit, message.drain)
+            return
         try:
             self._producer.send_control(message)
         except ServiceUnavailable as exc:
             logger.warning("Job %s: %s not sent now (%s); the next heartbeat retries it",
                            message.job_id, message.action, exc.message)
+
+    def send_drain(self, unit: str, drain: bool) -> bool:
+        """Best effort too: a draining unit is told again with each of its presence messages."""
+        try:
+            self._producer.send_control(UnitDrain(unit=unit, drain=drain))
+            return True
+        except ServiceUnavailable as exc:
+            logger.warning("Unit %s: drain not sent now (%s)", unit, exc.message)
+            return False
 
     def ready_messages(self, pool: str) -> int | None:
         """How many job messages wait ready in the pool's queue; None when RabbitMQ cannot say."""

@@ -263,6 +263,7 @@ def _record_finish(store: Store, settings: Settings, job: dict, event: JobEvent)
         progress_message=details.get("message", job["progress_message"]),
         progress_active_s=details.get("active_s"),
         execution=details.get("execution", job.get("execution")),
+        ran_with=details.get("ran_with"),
     )
     keep_only_run(settings, event.job_id, event.attempt)
     with contextlib.suppress(OSError):  # applied: the copy sent with the result is not needed any more
@@ -277,7 +278,7 @@ def record_cancelled_outcome(store: Store, settings: Settings, job: dict, event:
     if event.event is EventKind.FINISHED:
         values = {"exit_code": event.exit_code, "result_size": event.result_size,
                   "log_size": event.details.get("log_bytes"), "run_seconds": event.details.get("run_seconds"),
-                  "result_due": None}
+                  "ran_with": event.details.get("ran_with"), "result_due": None}
         if store.update_job_fields(event.job_id, {"attempt": event.attempt}, values):
             feed.publish({**job, **values})  # the pages waiting for the kept result show it now
         keep_only_run(settings, event.job_id, event.attempt)
@@ -288,9 +289,26 @@ def record_cancelled_outcome(store: Store, settings: Settings, job: dict, event:
     _reconcile(job, event, send_control)
 
 
+RACE_TRIES = 3  # a job that starts (or ends) just as the user asks is asked again, from its new state
+
+
 def request_state(store: Store, job_id: str, target: str, send_control: SendControl,
                   settings: Settings | None = None) -> dict:
     """A user asks to pause, resume or cancel. Asking for the current state again changes nothing."""
+    tried = 1
+    while True:
+        try:
+            return _request_state_once(store, job_id, target, send_control, settings)
+        except InvalidTransition:
+            raise
+        except Conflict:  # another writer changed the job between the read and the write
+            if tried >= RACE_TRIES:
+                raise
+            tried += 1
+
+
+def _request_state_once(store: Store, job_id: str, target: str, send_control: SendControl,
+                        settings: Settings | None) -> dict:
     valid = {JobState.PAUSED.value, JobState.RUNNING.value, JobState.CANCELLED.value}
     if target not in valid:
         raise BadRequest(f"state must be one of {', '.join(sorted(valid))}.")

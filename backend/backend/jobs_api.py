@@ -43,13 +43,16 @@ def iso_time(timestamp: float | None) -> str | None:
     return datetime.fromtimestamp(timestamp, timezone.utc).isoformat(timespec="milliseconds")
 
 
+def _paused_seconds(job: dict, now: float) -> float:
+    return (job["paused_seconds"] or 0.0) + (now - job["paused_at"] if job["paused_at"] else 0.0)
+
+
 def elapsed_seconds(job: dict, now: float) -> float | None:
     """Run time of the current attempt, paused time excluded."""
     if not job["started_at"] or job["state"] == JobState.QUEUED.value:
         return None
     end = job["finished_at"] or now
-    paused = (job["paused_seconds"] or 0.0) + (now - job["paused_at"] if job["paused_at"] else 0.0)
-    return max(end - job["started_at"] - paused, 0.0)
+    return max(end - job["started_at"] - _paused_seconds(job, now), 0.0)
 
 
 def eta_seconds(job: dict, elapsed: float | None) -> float | None:
@@ -115,6 +118,9 @@ def job_to_json(job: dict, *, position: int | None = None, served: set[str] | No
         "waiting_for": waiting_for(job, served) if served is not None else None,
         "run_next": job["queue_priority"] > job["priority"],
         "execution": job.get("execution") or None,
+        "ran_with": job.get("ran_with"),
+        "note": job.get("note"),
+        "paused_s": round(_paused_seconds(job, time.time()), 3),
         "links": {
             "self": url_for("jobs.get_job", job_id=job["id"]),
             "result": url_for("jobs.get_result", job_id=job["id"]),
@@ -267,11 +273,34 @@ def list_jobs():
     per_page = parse_int_field(request.args.get("per_page"), "per_page", 1, MAX_PER_PAGE) or 20
     search = (request.args.get("q") or "").strip()[:200] or None
     sweep = (request.args.get("sweep") or "")[:32] or None  # "none": leave out the jobs of sweeps
-    rows, total = _nias().store.list_jobs(state=state, search=search, owner=owner_filter(), limit=per_page,
-                                          offset=(page - 1) * per_page, sweep=sweep)
-    served = live_pools(_nias().store) if any(row["state"] == JobState.QUEUED.value for row in rows) else None
-    return jsonify({"jobs": [job_to_json(row, served=served) for row in rows], "total": total, "page": page,
-                    "per_page": per_page})
+    sort = request.args.get("sort") or "submitted"
+    if sort not in _nias().store.SORTS:
+        raise BadRequest(f"Unknown sort {sort!r}; use one of {', '.join(_nias().store.SORTS)}.", code="bad_sort")
+    store = _nias().store
+    rows, total = store.list_jobs(state=state, search=search, owner=owner_filter(), limit=per_page,
+                                  offset=(page - 1) * per_page, sweep=sweep, since=parse_date(request.args, "since"),
+                                  until=parse_date(request.args, "until", end_of_day=True), sort=sort,
+                                  descending=request.args.get("order", "desc") != "asc")
+    queued = any(row["state"] == JobState.QUEUED.value for row in rows)
+    served = live_pools(store) if queued else None
+    return jsonify({"jobs": [job_to_json(row, served=served, position=store.queue_position(row)
+                                         if row["state"] == JobState.QUEUED.value else None) for row in rows],
+                    "total": total, "page": page, "per_page": per_page})
+
+
+def parse_date(args, name: str, *, end_of_day: bool = False) -> float | None:
+    """`2026-12-03` (UTC, the whole day when `end_of_day`) or an ISO time with its zone, as a timestamp."""
+    raw = (args.get(name) or "").strip()
+    if not raw:
+        return None
+    try:
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadRequest(f"{name} must be a date (2026-12-03) or an ISO time.", code="bad_date", field=name) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    stamp = moment.timestamp()
+    return stamp + 86400 if end_of_day and len(raw) == 10 else stamp
 
 
 @bp.get("/<job_id>")
@@ -351,7 +380,8 @@ def read_in_chunks(handle, length: int, chunk_bytes: int = LOG_CHUNK_BYTES) -> I
 @bp.get("/<job_id>/log")
 @describe("A job's log", {200: api.LOG_TEXT, **api.REFUSED}, query=api.LogQuery, tag="jobs")
 def get_log(job_id: str):
-    """The run's output as text, streamed; `?offset=N` returns only what came after byte N.
+    """The run's output as text, streamed; `?offset=N` returns only what came after byte N, and
+    `?download=1` asks the browser to save it (the whole log, as the unit wrote it: nias/job_log.py).
 
     The answer holds what the log had when it was asked for (`X-Log-Size` is that size), so a
     growing log is read on by asking again from there."""
@@ -369,6 +399,9 @@ def get_log(job_id: str):
         if length:  # a seek far past the end fails on some filesystems (EINVAL), and there is nothing to read
             handle.seek(offset)
     headers = {"X-Log-Size": str(offset + length), "Content-Length": str(length)}
+    if request.args.get("download", "").lower() in ("1", "true", "yes"):
+        headers["Content-Disposition"] = f'attachment; filename="{job_id}-log.txt"'
+
     body = read_in_chunks(handle, length) if handle is not None else iter(())
     response = Response(body, mimetype="text/plain", headers=headers, direct_passthrough=True)
     response.charset = "utf-8"

@@ -25,7 +25,7 @@ import pika.exceptions
 from nias.amqp import Topology, connect
 from nias.dead_letters import preview, publish_dead_letter, reason_for
 from nias.errors import BadMessage, BrokerUnavailable, ForeignEvent, InvalidTransition, JobNotFound
-from nias.messages import UnitStatus, decode_event, unit_key
+from nias.messages import UnitDrain, UnitStatus, decode_event, unit_key
 from nias.settings import Settings
 
 from backend import jobs as job_rules
@@ -51,6 +51,9 @@ def record_event(store: Store, settings: Settings, body: bytes, send_control=Non
                           event.sandbox.value if event.sandbox else None, pools=event.pools, host=event.host,
                           cpus=event.cpus, memory_mb=event.memory_mb, gpus=event.gpus, python=event.python,
                           executor=event.executor, pause_refusal=event.pause_refusal)
+        unit = store.get_unit(event.unit) if send_control is not None else None
+        if unit is not None and unit.get("draining"):  # a drain message may have been missed: say it again
+            send_control(UnitDrain(unit=event.unit, drain=True))
     else:
         job_rules.apply_event(store, settings, event, send_control)
 

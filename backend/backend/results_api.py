@@ -1,4 +1,5 @@
-"""Browsing a finished job's result: the list of files in it and one file at a time.
+"""Browsing a finished job's result, and any job's uploaded project: the list of files in each
+and one file at a time; the project's zip as uploaded.
 
 Member names are only ever looked up in the zip's own directory, never joined to a
 filesystem path. Files are served so that a browser cannot run anything from them in the
@@ -12,12 +13,15 @@ import zipfile
 from pathlib import Path
 from urllib.parse import quote
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request, send_file
 
 from nias.errors import NiasError
+from nias.job_files import JobFiles
 
 from backend import api_models as api
 from backend.openapi import describe
+from backend.auth import visible_job
+from backend.image_size import HEAD_BYTES, image_size
 from backend.jobs_api import finished_result, read_in_chunks
 from backend.result_index import IndexedResult, ResultIndex
 from backend.uploads import parse_int_field
@@ -57,6 +61,7 @@ KNOWN_TYPES = {
     ".npy": FALLBACK_TYPE,
     ".zip": "application/zip",
 }
+MEASURABLE = {"image/png", "image/jpeg", "image/gif", "image/webp"}
 # Markup a browser would render as a document: always served as a download.
 ATTACHMENT_TYPES = {
     "text/html", "application/xhtml+xml", "text/xml", "application/xml",
@@ -89,19 +94,68 @@ def _open_result(path: Path) -> IndexedResult:
         raise NiasError("The job's result cannot be read.", code="bad_result", status=500) from None
 
 
-def describe_member(info: zipfile.ZipInfo) -> dict:
-    return {"name": info.filename, "size": info.file_size, "type": guess_type(info.filename)}
+MEASURED_IMAGES = 50  # images in a listing whose width and height are read
+
+
+def describe_member(info: zipfile.ZipInfo, archive: zipfile.ZipFile | None = None) -> dict:
+    """A file's name, size and type; with the `archive`, an image's `width` and `height` too."""
+    described = {"name": info.filename, "size": info.file_size, "type": guess_type(info.filename)}
+    if archive is not None and described["type"] in MEASURABLE:
+        try:
+            with archive.open(info) as handle:
+                size = image_size(handle.read(HEAD_BYTES))
+        except (OSError, zipfile.BadZipFile, ValueError):
+            size = None
+        if size:
+            described["width"], described["height"] = size
+    return described
+
+
+def _uploaded_project(job_id: str) -> Path:
+    """A visible job's upload as accepted; 404 once retention (or a delete) removed it."""
+    job = visible_job(job_id)
+    path = JobFiles(current_app.extensions["nias"].settings.jobs_dir, job["id"]).upload
+    if not path.is_file():
+        raise NiasError(f"Job {job_id}'s uploaded project is no longer kept.", code="no_upload", status=404)
+    return path
+
+
+def _listing(path: Path):
+    offset = parse_int_field(request.args.get("offset"), "offset", 0, 2**62) or 0
+    limit = parse_int_field(request.args.get("limit"), "limit", 1, MAX_LISTED) or MAX_LISTED
+    result = _open_result(path)
+    files = result.files
+    listed, measured = [], 0
+    for info in files[offset:offset + limit]:
+        measure = measured < MEASURED_IMAGES and guess_type(info.filename) in MEASURABLE
+        measured += measure
+        listed.append(describe_member(info, result.archive if measure else None))
+    return jsonify({"files": listed, "total": len(files), "offset": offset})
 
 
 @bp.get("/jobs/<job_id>/files")
 @describe("List a result's files", {200: api.FileList, **api.REFUSED}, query=api.FileListQuery, tag="results")
 def list_files(job_id: str):
     """The result's files by name; at most `limit` (10,000) from `offset`, with the `total`."""
-    offset = parse_int_field(request.args.get("offset"), "offset", 0, 2**62) or 0
-    limit = parse_int_field(request.args.get("limit"), "limit", 1, MAX_LISTED) or MAX_LISTED
-    files = _open_result(_finished_result(job_id)).files
-    return jsonify({"files": [describe_member(info) for info in files[offset:offset + limit]],
-                    "total": len(files), "offset": offset})
+    return _listing(_finished_result(job_id))
+
+
+@bp.get("/jobs/<job_id>/project/files")
+def list_project_files(job_id: str):
+    """The uploaded project's files, as `/files` lists the result's."""
+    return _listing(_uploaded_project(job_id))
+
+
+@bp.get("/jobs/<job_id>/project/files/<path:name>")
+def get_project_file(job_id: str, name: str):
+    return _serve_member(_uploaded_project(job_id), name)
+
+
+@bp.get("/jobs/<job_id>/project")
+def get_project(job_id: str):
+    """The project's zip, as it was uploaded."""
+    return send_file(_uploaded_project(job_id), mimetype="application/zip", as_attachment=True,
+                     download_name=f"{job_id}-project.zip")
 
 
 def _find_member(result: IndexedResult, name: str) -> zipfile.ZipInfo:
@@ -123,9 +177,13 @@ def _disposition(kind: str, name: str) -> str:
           query=api.FileQuery, tag="results")
 def get_file(job_id: str, name: str):
     """One file of the result; `?max_bytes=N` sends only its start (`X-Truncated: true`)."""
+    return _serve_member(_finished_result(job_id), name)
+
+
+def _serve_member(path: Path, name: str) -> Response:
     max_bytes = parse_int_field(request.args.get("max_bytes"), "max_bytes", 1, 2**62)
     as_download = request.args.get("download") in ("1", "true", "yes")
-    result = _open_result(_finished_result(job_id))
+    result = _open_result(path)
     info = _find_member(result, name)
     size = info.file_size
     length = min(size, max_bytes) if max_bytes else size

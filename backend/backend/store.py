@@ -93,6 +93,8 @@ jobs = Table(
     Column("sweep_id", String(32), index=True),
     Column("upload_shared", Integer),  # 1: its upload is a link to another job's of the sweep, counted there
     Column("execution", JSON(none_as_null=True)),  # where the attempt runs: executor, Slurm job id, state, reason, node
+    Column("ran_with", JSON(none_as_null=True)),  # nias.ran_with.RanWith.to_json(): Python, packages, unit, host
+    Column("note", String(200)),  # the owner's short note on the job
 )
 
 sweeps = Table(
@@ -116,6 +118,9 @@ users = Table(
     Column("password_hash", String(300), nullable=False),
     Column("role", String(16), nullable=False),
     Column("created_at", Float, nullable=False),
+    Column("disabled_at", Float),  # set: the account may not sign in, its sessions and tokens answer 401
+    Column("webhook_url", String(500)),  # called with a job's JSON when one of the user's jobs ends
+    Column("webhook_secret", String(64)),  # signs those calls (HMAC-SHA256)
 )
 
 tokens = Table(
@@ -127,6 +132,7 @@ tokens = Table(
     Column("token_hash", String(64), nullable=False, unique=True),
     Column("created_at", Float, nullable=False),
     Column("last_used_at", Float),
+    Column("expires_at", Float),  # None: until revoked
 )
 
 sessions = Table(
@@ -177,6 +183,7 @@ units = Table(
     Column("python", String(64)),  # the version its jobs run on
     Column("executor", String(16)),  # "local", or "slurm": it submits its jobs to a cluster
     Column("pause_refusal", Text),  # why it cannot pause its jobs, if it cannot
+    Column("draining", Integer),  # 1: an admin drained it; it finishes its job and takes no more
 )
 
 
@@ -295,10 +302,19 @@ class Store:
             raise JobNotFound(f"No job has the id {job_id!r}.")
         return dict(row)
 
+    SORTS = {"submitted": "created_at", "name": "name", "state": "state", "priority": "priority", "unit": "unit",
+             "duration": "run_seconds"}
+
     def list_jobs(self, *, state: str | None = None, search: str | None = None, owner: str | None = None,
-                  limit: int = 20, offset: int = 0, sweep: str | None = None) -> tuple[list[dict], int]:
-        """`sweep`: "none" leaves out the jobs of sweeps, a sweep's id keeps only its jobs."""
+                  limit: int = 20, offset: int = 0, sweep: str | None = None, since: float | None = None,
+                  until: float | None = None, sort: str = "submitted", descending: bool = True) -> tuple[list[dict], int]:
+        """`sweep`: "none" leaves out the jobs of sweeps, a sweep's id keeps only its jobs; `since` and
+        `until` bound the submission time; `sort` is a key of SORTS, newest first by default."""
         conditions = [jobs.c.owner_id == owner] if owner else []
+        if since is not None:
+            conditions.append(jobs.c.created_at >= since)
+        if until is not None:
+            conditions.append(jobs.c.created_at < until)
         if sweep:
             conditions.append(jobs.c.sweep_id.is_(None) if sweep == "none" else jobs.c.sweep_id == sweep)
         if state:
@@ -308,11 +324,19 @@ class Store:
             conditions.append(func.lower(jobs.c.name).like(f"%{escaped.lower()}%", escape="\\"))
         query = select(jobs).where(*conditions)
         count = select(func.count()).select_from(jobs).where(*conditions)
-        query = query.order_by(jobs.c.created_at.desc(), jobs.c.id.desc()).limit(limit).offset(offset)
+        column = jobs.c[self.SORTS[sort]]
+        order = [column.desc(), jobs.c.created_at.desc()] if descending else [column.asc(), jobs.c.created_at.asc()]
+        query = query.order_by(*order, jobs.c.id.desc()).limit(limit).offset(offset)
         with self.engine.connect() as conn:
             rows = [dict(row) for row in conn.execute(query).mappings()]
             total = conn.execute(count).scalar_one()
         return rows, total
+
+    def delete_job(self, job_id: str) -> bool:
+        """Remove a job's record and its history (its files are the caller's to remove)."""
+        with self.engine.begin() as conn:
+            conn.execute(transitions.delete().where(transitions.c.job_id == job_id))
+            return conn.execute(jobs.delete().where(jobs.c.id == job_id)).rowcount == 1
 
     def queued_by_pool(self, owner: str | None = None) -> dict[str, int]:
         query = select(jobs.c.pool, func.count()).where(jobs.c.state == "queued").group_by(jobs.c.pool)
@@ -337,6 +361,14 @@ class Store:
         with self.engine.connect() as conn:
             return int(conn.execute(select(used).where(jobs.c.owner_id == owner, jobs.c.expired_at.is_(None)))
                        .scalar_one())
+
+    def storage_by_kind(self) -> dict[str, int]:
+        """Bytes of every kept upload, result and log (a sweep's shared upload counted once)."""
+        upload = case((jobs.c.upload_shared == 1, 0), else_=jobs.c.upload_size)
+        sums = [func.coalesce(func.sum(column), 0) for column in (upload, jobs.c.result_size, jobs.c.log_size)]
+        with self.engine.connect() as conn:
+            uploads, results, logs = conn.execute(select(*sums).where(jobs.c.expired_at.is_(None))).one()
+        return {"uploads": int(uploads), "results": int(results), "logs": int(logs)}
 
     def jobs_to_expire(self, finished_before: float, limit: int = 200) -> list[dict]:
         query = (select(jobs).where(jobs.c.finished_at < finished_before, jobs.c.expired_at.is_(None))
@@ -365,15 +397,25 @@ class Store:
             return [dict(row) for row in conn.execute(select(users).order_by(users.c.created_at)).mappings()]
 
     def count_admins(self) -> int:
+        """Admins who can sign in."""
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(users).where(users.c.role == "admin")).scalar_one()
+            return conn.execute(select(func.count()).select_from(users).where(
+                users.c.role == "admin", users.c.disabled_at.is_(None))).scalar_one()
+
+    def update_user(self, user_id: str, **values: Any) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(update(users).where(users.c.id == user_id).values(**values)).rowcount == 1
 
     def insert_token(self, **values: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(insert(tokens).values(**values))
 
     def user_for_token(self, token_hash: str) -> dict | None:
-        query = select(users).join(tokens, tokens.c.user_id == users.c.id).where(tokens.c.token_hash == token_hash)
+        """The enabled user of a token that has not expired."""
+        now = time.time()
+        query = select(users).join(tokens, tokens.c.user_id == users.c.id).where(
+            tokens.c.token_hash == token_hash, users.c.disabled_at.is_(None),
+            or_(tokens.c.expires_at.is_(None), tokens.c.expires_at > now))
         with self.engine.begin() as conn:
             row = conn.execute(query).mappings().first()
             if row is not None:
@@ -381,7 +423,7 @@ class Store:
         return dict(row) if row else None
 
     def list_tokens(self, user_id: str) -> list[dict]:
-        query = select(tokens.c.id, tokens.c.name, tokens.c.created_at, tokens.c.last_used_at).where(
+        query = select(tokens.c.id, tokens.c.name, tokens.c.created_at, tokens.c.last_used_at, tokens.c.expires_at).where(
             tokens.c.user_id == user_id).order_by(tokens.c.created_at)
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
@@ -397,7 +439,7 @@ class Store:
     def user_for_session(self, id_hash: str, now: float, touch_after_s: float = 60.0) -> dict | None:
         """The user of a session that has not expired; its `last_seen` is moved on now and then."""
         query = (select(users).join(sessions, sessions.c.user_id == users.c.id)
-                 .where(sessions.c.id_hash == id_hash, sessions.c.expires_at > now))
+                 .where(sessions.c.id_hash == id_hash, sessions.c.expires_at > now, users.c.disabled_at.is_(None)))
         with self.engine.begin() as conn:
             row = conn.execute(query).mappings().first()
             if row is not None:
@@ -512,6 +554,11 @@ class Store:
             changed = conn.execute(update(units).where(units.c.name == name).values(**values)).rowcount
             if not changed:
                 conn.execute(insert(units).values(name=name, **values))
+
+    def set_unit_draining(self, name: str, draining: bool) -> bool:
+        with self.engine.begin() as conn:
+            return conn.execute(update(units).where(units.c.name == name)
+                                .values(draining=1 if draining else None)).rowcount == 1
 
     def get_unit(self, name: str) -> dict | None:
         with self.engine.connect() as conn:

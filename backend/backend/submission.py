@@ -128,11 +128,12 @@ def queue_sweep(nias, submission: Submission, points: list[dict], sweep: Any, fi
     return sweep_id
 
 
-def rerun_row(settings: Settings, original: dict, new_id: str, owner_id: str, params: dict | None) -> dict:
-    """A new job from the same upload as `original`, its parameters kept unless new ones are given;
-    a job of a sweep is re-run within it."""
+def rerun_row(settings: Settings, original: dict, new_id: str, owner_id: str, params: dict | None,
+              changes: dict | None = None) -> dict:
+    """A new job from the same upload as `original`, its parameters kept unless new ones are given,
+    with the `changes` asked for (name, priority, timeout_s, limits); a job of a sweep is re-run within it."""
     now = time.time()
-    return dict(
+    row = dict(
         id=new_id, name=original["name"], state=JobState.QUEUED.value, priority=original["priority"],
         upload=str(JobFiles(settings.jobs_dir, new_id).upload.relative_to(settings.data_dir)),
         upload_sha256=original["upload_sha256"], upload_size=original["upload_size"],
@@ -142,9 +143,12 @@ def rerun_row(settings: Settings, original: dict, new_id: str, owner_id: str, pa
         command_digest=original.get("command_digest"), source=original.get("source"), sweep_id=original.get("sweep_id"),
         upload_shared=1 if original.get("sweep_id") else None, pool=original["pool"],
     )
+    row.update(changes or {})
+    row["queue_priority"] = row["priority"]
+    return row
 
 
-def queue_rerun(nias, original: dict, owner_id: str, params: dict | None = None) -> dict:
+def queue_rerun(nias, original: dict, owner_id: str, params: dict | None = None, changes: dict | None = None) -> dict:
     """Re-run a finished job: its upload linked (or copied) into a new job's folder."""
     settings = nias.settings
     new_id = new_job_id()
@@ -153,7 +157,7 @@ def queue_rerun(nias, original: dict, owner_id: str, params: dict | None = None)
     source = settings.data_dir / original["upload"]
     try:
         link_or_copy(source, files.upload)
-        job = nias.store.insert_job(**rerun_row(settings, original, new_id, owner_id, params))
+        job = nias.store.insert_job(**rerun_row(settings, original, new_id, owner_id, params, changes))
     except Exception:
         shutil.rmtree(files.folder, ignore_errors=True)
         raise

@@ -35,6 +35,8 @@ def describe_units(rows: list[dict], now: float) -> list[dict]:
             "python": row.get("python"),
             "executor": row.get("executor") or "local",
             "pause_refusal": row.get("pause_refusal"),  # why it cannot pause its jobs (a Slurm unit's account)
+            # An admin's drain: "draining" while it finishes its job, "drained" once idle.
+            "drain": (("draining" if row["state"] == "busy" else "drained") if row.get("draining") else None),
         }
         for row in rows
     ]
@@ -49,20 +51,22 @@ def sandbox_warning(units: list[dict]) -> str | None:
             "can read every file on that host its user may read, see its processes and use its network.")
 
 
-def _owns(store, job_id: str) -> bool:
+def _job_or_none(store, job_id: str) -> dict | None:
     try:
-        return store.get_job(job_id)["owner_id"] == g.user["id"]
+        return store.get_job(job_id)
     except JobNotFound:
-        return False
+        return None
 
 
 def visible_units(store) -> list[dict]:
-    """Every unit's state; which job a unit runs only for the job's owner and for admins."""
+    """Every unit's state and its job's (a paused job keeps its unit); which job a unit holds only
+    for the job's owner and for admins."""
     units = describe_units(store.list_units(), time.time())
-    if not is_admin():
-        for unit in units:
-            if unit["job_id"] and not _owns(store, unit["job_id"]):
-                unit["job_id"] = None
+    for unit in units:
+        job = _job_or_none(store, unit["job_id"]) if unit["job_id"] else None
+        unit["job_state"] = job["state"] if job else None
+        if job is None or (not is_admin() and job["owner_id"] != g.user["id"]):
+            unit["job_id"] = None
     return units
 
 

@@ -67,7 +67,7 @@ def parse_json_field(raw: str | None, field: str) -> Any:
     try:
         return json.loads(raw)
     except ValueError:
-        raise BadRequest(f"{field} must be JSON, e.g. {{\"alpha\": 0.5}}.", code=f"bad_{field}") from None
+        raise BadRequest(f"{field} must be JSON, e.g. {{\"alpha\": 0.5}}.", code=f"bad_{field}", field=field) from None
 
 
 def checked_params(params: Any) -> dict[str, Any]:

@@ -250,7 +250,7 @@ def parse_int_field(raw: str | None, field: str, low: int, high: int) -> int | N
     try:
         value = int(raw)
     except ValueError:
-        raise BadRequest(f"{field} must be a whole number from {low} to {high}.") from None
+        raise BadRequest(f"{field} must be a whole number from {low} to {high}.", field=field) from None
     if not low <= value <= high:
-        raise BadRequest(f"{field} must be a whole number from {low} to {high}.")
+        raise BadRequest(f"{field} must be a whole number from {low} to {high}.", field=field)
     return value

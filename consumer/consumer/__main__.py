@@ -27,7 +27,7 @@ from nias.amqp import EventSink, Topology, connect
 from nias.dead_letters import reason_for
 from nias.errors import BadMessage, BrokerUnavailable
 from nias.logs import configure_logging
-from nias.messages import ControlMessage, JobMessage
+from nias.messages import ControlMessage, JobMessage, UnitDrain, decode_control
 from nias.settings import Settings, load_settings, require
 
 from consumer.delivery import Delivery, Outcome, settle
@@ -52,6 +52,7 @@ class Consumer:
         self._channel = None
         self._publish_channel = None  # publisher confirms on: dead letters and handed-back copies
         self._tags: list[str] = []
+        self.draining = threading.Event()  # an admin's drain: finish the current job, take no more
 
     # -- main thread -------------------------------------------------------------------
     def run(self) -> None:
@@ -96,8 +97,11 @@ class Consumer:
         self._channel = channel
         logger.info("Consumer %s waiting for jobs on %s", self.settings.unit_name, ", ".join(self.topology.job_queues))
         while not self.stop.is_set() or self._in_flight:
-            if not self._tags and self._in_flight < self.capacity and not self.stop.is_set():
+            taking = not self.stop.is_set() and not self.draining.is_set()
+            if not self._tags and self._in_flight < self.capacity and taking:
                 self._tags = [channel.basic_consume(queue, self._on_message) for queue in self.topology.job_queues]
+            elif self._tags and not taking:
+                self._unsubscribe(channel)  # drained: the queues' next messages go to the other units
             connection.process_data_events(time_limit=1)
         connection.process_data_events(time_limit=0)  # carry out a settlement decided just now
         self._unsubscribe(channel)
@@ -132,11 +136,25 @@ class Consumer:
 
     def _on_control(self, _channel, _method, _properties, body: bytes) -> None:
         try:
-            message = ControlMessage.decode(body)
+            message = decode_control(body)
         except BadMessage as exc:
             logger.error("Ignoring a control message that does not decode: %s", exc.message)
             return
+        if isinstance(message, UnitDrain):
+            self._apply_drain(message)
+            return
         threading.Thread(target=self._relay_control, args=(message,), daemon=True).start()
+
+    def _apply_drain(self, message: UnitDrain) -> None:
+        """Runs in the connection's thread: the main loop cancels or restarts the consumers."""
+        if message.unit != self.settings.unit_name or message.drain == self.draining.is_set():
+            return
+        if message.drain:
+            self.draining.set()
+            logger.info("Consumer %s draining: the current job finishes, no new one is taken", message.unit)
+        else:
+            self.draining.clear()
+            logger.info("Consumer %s takes jobs again", message.unit)
 
     def _relay_control(self, message: ControlMessage) -> None:
         try:

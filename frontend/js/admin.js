@@ -8,6 +8,7 @@ import { byId, copyButton, el, showError, setText } from "./dom.js";
 import { formatAgo, formatBytes, formatFullTime, plural } from "./format.js";
 import { startPolling } from "./poll.js";
 import { showUnitsTable } from "./pools.js";
+import { accountButtons, roleControl } from "./user-actions.js";
 
 const UNITS_EVERY_MS = 10000; // units announce themselves every 5 s
 
@@ -51,12 +52,15 @@ function sessionsCell(user, me) {
 }
 
 function userRow(user, me) {
-  return el("tr", { dataset: { userId: user.id } },
+  const refresh = () => showUsers(me);
+  return el("tr", { dataset: { userId: user.id, disabled: user.disabled ? "1" : "" } },
     el("td", { class: "primary" }, el("strong", { class: "user-email" }, user.email),
-      user.id === me.id ? el("span", { class: "muted small" }, " (you)") : null),
-    el("td", { dataset: { label: "Role" } }, user.role === "admin" ? el("span", { class: "role" }, "admin") : "user"),
+      user.id === me.id ? el("span", { class: "muted small" }, " (you)") : null,
+      user.disabled ? el("span", { class: "badge cancelled user-disabled" }, "disabled") : null),
+    el("td", { dataset: { label: "Role" } }, roleControl(user, me, refresh)),
     timeCell(user.created_at, "Created"),
-    sessionsCell(user, me));
+    sessionsCell(user, me),
+    el("td", { dataset: { label: "Account" } }, el("div", { class: "button-row" }, accountButtons(user, me, refresh))));
 }
 
 async function showUsers(me) {
@@ -99,14 +103,43 @@ async function createUser(event, me) {
   }
 }
 
+async function discardDead(body, button) {
+  button.disabled = true;
+  try {
+    await sendJSON("/api/admin/dead-letters/discard", "POST", body);
+    await showDeadLetters();
+  } catch (error) {
+    showError(byId("dead-error"), error, "The dead letters were not discarded");
+    button.disabled = false;
+  }
+}
+
 function deadRow(message) {
+  const discard = el("button", { type: "button", class: "small", dataset: { action: "discard" },
+    "aria-label": `Discard the dead letter ${message.message_id || ""}`.trim(), disabled: !message.message_id }, "Discard");
+  discard.addEventListener("click", () => discardDead({ message_ids: [message.message_id] }, discard));
   return el("tr", {},
     el("td", { class: "primary" }, el("pre", { class: "code-line dead-body" }, message.body || "(empty)"),
       message.message_id ? el("div", { class: "job-id" }, message.message_id) : null),
     el("td", { dataset: { label: "Reason" } }, message.reason || "—"),
     el("td", { class: "mono small", dataset: { label: "From queue" } }, message.queue || "—"),
     timeCell(message.dead_lettered_at, "When"),
-    el("td", { class: "num", dataset: { label: "Size" } }, formatBytes(message.size)));
+    el("td", { class: "num", dataset: { label: "Size" } }, formatBytes(message.size)),
+    el("td", { class: "num", dataset: { label: "" } }, discard));
+}
+
+async function showStorage() {
+  try {
+    const used = await getJSON("/api/admin/storage");
+    const facts = [["Uploads", formatBytes(used.uploads)], ["Results", formatBytes(used.results)],
+      ["Logs", formatBytes(used.logs)],
+      ["Environments", used.environments === null ? "not on this host" : formatBytes(used.environments)],
+      ["Results kept for", used.retention_days ? `${used.retention_days} days (NIAS_RETENTION_DAYS)` : "ever (NIAS_RETENTION_DAYS=0)"]];
+    byId("storage-facts").replaceChildren(...facts.map(([term, value]) => el("div", { dataset: { fact: term } },
+      el("dt", {}, term), el("dd", {}, value))));
+  } catch (error) {
+    showError(byId("storage-error"), error, "The disk use cannot be read");
+  }
 }
 
 async function showDeadLetters() {
@@ -116,9 +149,10 @@ async function showDeadLetters() {
     setText(byId("dead-count"), plural(answer.count, "message"));
     setText(byId("dead-queue"), answer.queue || "dead");
     body.replaceChildren(...(answer.messages.length ? answer.messages.map(deadRow)
-      : [el("tr", {}, el("td", { class: "empty", colspan: 5 }, "No dead letters: every message was usable."))]));
+      : [el("tr", {}, el("td", { class: "empty", colspan: 6 }, "No dead letters: every message was usable."))]));
+    byId("discard-all-dead").hidden = answer.count === 0;
     if (answer.count > answer.messages.length) {
-      body.append(el("tr", {}, el("td", { class: "empty", colspan: 5 },
+      body.append(el("tr", {}, el("td", { class: "empty", colspan: 6 },
         `The first ${answer.messages.length} of ${answer.count} are shown.`)));
     }
     showError(byId("dead-error"), null);
@@ -157,10 +191,13 @@ async function start() {
   byId("user-form").addEventListener("submit", (event) => createUser(event, me));
   byId("create-invitation").addEventListener("click", createInvitation);
   byId("reload-dead").addEventListener("click", showDeadLetters);
+  byId("discard-all-dead").addEventListener("click", (event) => {
+    if (window.confirm("Discard every dead letter? They cannot be read again.")) discardDead({ all: true }, event.currentTarget);
+  });
   copyButton("copy-invitation", "invitation-link");
   startPolling(showSandboxWarning, { intervalMs: UNITS_EVERY_MS });
   startPolling(showUnitsTable, { intervalMs: UNITS_EVERY_MS });
-  await Promise.all([showUsers(me), showDeadLetters()]);
+  await Promise.all([showUsers(me), showDeadLetters(), showStorage()]);
 }
 
 start().catch((error) => showError(byId("page-error"), error, "This page cannot be loaded"));

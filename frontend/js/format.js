@@ -34,6 +34,7 @@ export function formatDuration(seconds) {
 
 const full = new Intl.DateTimeFormat(undefined, {
   year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
+  timeZoneName: "short",
 });
 const sameYear = new Intl.DateTimeFormat(undefined, {
   month: "short", day: "numeric", hour: "2-digit", minute: "2-digit", second: "2-digit",
@@ -48,8 +49,15 @@ export function formatTime(iso, now = new Date()) {
   return date.getFullYear() === now.getFullYear() ? sameYear.format(date) : full.format(date);
 }
 
+/** Date, time and time zone: "3 Dec 2026, 07:14:12 CET", for details and every tooltip. */
 export function formatFullTime(iso) {
   return iso ? full.format(new Date(iso)) : "—";
+}
+
+/** A duration that says whether paused time is left out of it. */
+export function formatRunDuration(seconds, pausedSeconds) {
+  const text = formatDuration(seconds);
+  return pausedSeconds > 0.5 ? `${text} (paused ${formatDuration(pausedSeconds)} not counted)` : text;
 }
 
 export function formatClock(date) {

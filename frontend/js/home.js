@@ -9,7 +9,7 @@ import { renderJobRows } from "./job-rows.js";
 import { startPolling } from "./poll.js";
 import { renderPools } from "./pools.js";
 
-const RECENT_COLUMNS = ["name", "state", "submitted", "duration"];
+const RECENT_COLUMNS = ["name", "state", "submitted", "duration"]; // a queued job's place shows in its state
 let summaryMissing = false;
 
 /** Counts from `GET /api/jobs?state=…` totals, for a server without `/api/summary`. */
@@ -48,7 +48,8 @@ function renderUnits(units) {
   }
   list.replaceChildren(...units.map((unit) => el("li", { dataset: { unit: unit.name } },
     el("span", {}, el("strong", {}, unit.name), " ",
-      unit.job_id ? el("a", { href: jobUrl(unit.job_id), class: "small" }, `running ${unit.job_id}`) : null),
+      unit.job_id ? el("a", { href: jobUrl(unit.job_id), class: "small" },
+        unit.job_state === "paused" ? `holds paused job ${unit.job_id}` : `running ${unit.job_id}`) : null),
     el("span", {},
       unit.state === "offline" ? el("span", { class: "muted small" }, `last seen ${formatAgo(unit.last_seen)} `) : null,
       badge(unit.state)))));
@@ -72,6 +73,7 @@ async function refreshQueue() {
     const summary = await loadSummary();
     setText(byId("count-queued"), String(summary.counts.queued ?? 0));
     setText(byId("count-running"), String(summary.counts.running ?? 0));
+    setText(byId("count-paused"), String(summary.counts.paused ?? 0));
     renderUnits(summary.units);
     renderPools(byId("pool-list"), summary.pools);
     await showSandboxNote(summary.units);

@@ -31,6 +31,7 @@ export const JOB_ACTIONS = [
     allowed: (job) => isFinal(job.state) && !job.expired_at,
     perform: (job) => sendJSON(jobPath(job, "rerun"), "POST"),
     makesNewJob: true,
+    formUrl: (job) => `${jobUrl(job.id)}&rerun=1`, // rows open the job page's "Run again" form
   },
 ];
 
@@ -110,6 +111,10 @@ export function actionsSignature(job) {
 /** Small controls for a table row: only the actions the job's state allows. */
 export function actionButtons(job, { errorBox, onDone }) {
   const buttons = allowedActions(job).map((action) => {
+    if (action.formUrl) {
+      return el("a", { class: "button small", href: action.formUrl(job), dataset: { action: action.key },
+        "aria-label": `${action.label} ${job.name}…` }, action.label);
+    }
     const button = el("button", {
       type: "button", class: "small", dataset: { action: action.key },
       "aria-label": `${action.label} ${job.name}`,
@@ -127,10 +132,15 @@ export function renderActions(job) {
   for (const action of JOB_ACTIONS) byId(`action-${action.key}`).hidden = !action.allowed(job);
 }
 
-/** `currentJob()` is the job as last seen; `apply(job)` shows a changed job (null: reload it). */
-export function wireActions(currentJob, apply) {
+/** `currentJob()` is the job as last seen; `apply(job)` shows a changed job (null: reload it);
+ * `openForm(job)` opens the form of an action that has one ("Run again"). */
+export function wireActions(currentJob, apply, openForm) {
   for (const action of JOB_ACTIONS) {
     const button = byId(`action-${action.key}`);
+    if (action.formUrl && openForm) {
+      button.addEventListener("click", () => openForm(currentJob()));
+      continue;
+    }
     button.addEventListener("click", () => runAction(action, currentJob(), {
       button,
       errorBox: byId("action-error"),

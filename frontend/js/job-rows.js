@@ -25,20 +25,49 @@ function smallProgress(job) {
     el("span", { class: "small muted" }, `${percent} %`));
 }
 
+/** Where a job stands beyond its state: its place and priority in the queue, or its unit. */
+export function standing(job) {
+  if (job.state === "queued") {
+    const parts = [];
+    if (job.queue_position === 1) parts.push(el("span", { class: "next-up" }, "next up"));
+    else if (job.queue_position) parts.push(`#${job.queue_position} in queue`);
+    parts.push(`priority ${job.priority ?? 0}${job.run_next ? " · run next" : ""}`);
+    return el("div", { class: "standing small muted" }, ...parts.flatMap((part, i) => (i ? [" · ", part] : [part])));
+  }
+  if (job.state === "paused" && job.unit) return el("div", { class: "standing small muted" }, `holds ${job.unit}`);
+  if (job.state === "running" && job.unit) return el("div", { class: "standing small muted" }, `on ${job.unit}`);
+  return null;
+}
+
 export const COLUMNS = {
+  select: {
+    label: "Select",
+    hiddenLabel: true,
+    signature: (job, context) => `${job.id}|${context.selected ? context.selected.has(job.id) : ""}`,
+    render: (job, context) => el("input", {
+      type: "checkbox", class: "select-job", dataset: { action: "select" }, "aria-label": `Select ${job.name}`,
+      checked: Boolean(context.selected && context.selected.has(job.id)),
+      onchange: (event) => context.onSelect && context.onSelect(job, event.target.checked),
+    }),
+  },
   name: {
     label: "Name",
     primary: true,
-    signature: (job) => job.name,
+    sort: "name",
+    signature: (job) => `${job.name}|${job.note || ""}`,
     render: (job) => [
       el("a", { class: "job-name", href: jobUrl(job.id) }, job.name),
+      job.note ? el("span", { class: "tag", title: "Your note" }, job.note) : null,
       el("div", { class: "job-id" }, job.id),
     ],
   },
   state: {
     label: "State",
-    signature: (job) => `${job.state}|${hasProgress(job) ? Math.floor(job.progress * 100) : ""}|${job.progress_message || ""}`,
-    render: (job) => el("div", { class: "state-cell" }, badge(job.state), hasProgress(job) ? smallProgress(job) : null),
+    sort: "state",
+    signature: (job) => `${job.state}|${hasProgress(job) ? Math.floor(job.progress * 100) : ""}|${job.progress_message || ""}`
+      + `|${job.queue_position}|${job.priority}|${job.run_next}|${job.unit}`,
+    render: (job) => el("div", { class: "state-cell" }, badge(job.state), hasProgress(job) ? smallProgress(job) : null,
+      standing(job)),
   },
   owner: {
     label: "Owner",
@@ -61,6 +90,7 @@ export const COLUMNS = {
   },
   submitted: {
     label: "Submitted",
+    sort: "submitted",
     signature: (job) => `${job.created_at}|${formatAgo(job.created_at)}`,
     render: (job) => el("time", { datetime: job.created_at, title: formatFullTime(job.created_at), class: "nowrap" },
       formatAgo(job.created_at)),
@@ -68,11 +98,14 @@ export const COLUMNS = {
   duration: {
     label: "Duration",
     className: "num",
+    sort: "duration",
+    title: "Time spent running; paused time is left out",
     signature: (job) => formatDuration(liveDuration(job)),
     render: (job) => formatDuration(liveDuration(job)),
   },
   unit: {
     label: "Unit",
+    sort: "unit",
     signature: (job) => job.unit || "",
     render: (job) => job.unit || el("span", { class: "muted" }, "—"),
   },
@@ -95,10 +128,25 @@ export const COLUMNS = {
   },
 };
 
-export function headerRow(columnNames) {
-  return el("tr", {}, columnNames.map((name) => el("th", {
-    scope: "col", class: COLUMNS[name].className,
-  }, COLUMNS[name].hiddenLabel ? el("span", { class: "visually-hidden" }, COLUMNS[name].label) : COLUMNS[name].label)));
+/** The header; with `sorting` ({sort, order, onSort, header(th, name)}), sortable columns are buttons. */
+export function headerRow(columnNames, sorting = null) {
+  return el("tr", {}, columnNames.map((name) => {
+    const column = COLUMNS[name];
+    const label = column.hiddenLabel ? el("span", { class: "visually-hidden" }, column.label) : column.label;
+    const th = el("th", { scope: "col", class: [column.className, `col-${name}`].filter(Boolean).join(" "),
+      title: column.title || null });
+    if (sorting && column.sort) {
+      const active = sorting.sort === column.sort;
+      th.setAttribute("aria-sort", active ? (sorting.order === "asc" ? "ascending" : "descending") : "none");
+      th.append(el("button", { type: "button", class: "sort", dataset: { sort: column.sort },
+        onclick: () => sorting.onSort(column.sort) }, label,
+      el("span", { class: "sort-mark", "aria-hidden": "true" }, active ? (sorting.order === "asc" ? " ▲" : " ▼") : "")));
+    } else {
+      th.append(label);
+    }
+    if (sorting && sorting.header) sorting.header(th, name);
+    return th;
+  }));
 }
 
 function updateCell(cell, column, job, context) {
@@ -106,7 +154,7 @@ function updateCell(cell, column, job, context) {
   if (cell.dataset.signature === signature) return;
   cell.dataset.signature = signature;
   const hadFocus = cell.contains(document.activeElement) ? document.activeElement.dataset.action : null;
-  cell.replaceChildren(...[column.render(job, context)].flat());
+  cell.replaceChildren(...[column.render(job, context)].flat().filter((node) => node !== null && node !== undefined));
   // A row redrawn under the keyboard keeps the focus on the same control when it is still there,
   // else on the row's first control that is (Pause becomes Resume, Set is disabled once sent).
   if (!hadFocus) return;

@@ -4,9 +4,14 @@
 import "./account-menu.js";
 import { ApiError, filesUrl, fileUrl, getJSON, jobUrl, logUrl, request, resultUrl } from "./api.js";
 import { byId, el, setBadge, setText, showError } from "./dom.js";
-import { formatBytes, formatDuration, formatTime, isFinal, plural, secondsSince } from "./format.js";
+import { formatBytes, formatDuration, formatFullTime, formatRunDuration, formatTime, isFinal, plural, secondsSince }
+  from "./format.js";
 import { explainRefusal, renderActions, setPriority, wireActions } from "./job-actions.js";
 import { followJobs, isStale } from "./live.js";
+import { LogView } from "./log-view.js";
+import { follow, isFollowed, notifyIfEnded, renderFollowButton, unfollow } from "./notify.js";
+import { renderRanWith } from "./ran-with.js";
+import { openRerunForm } from "./rerun-form.js";
 import { previewCard, previewKind } from "./preview.js";
 import { startPolling } from "./poll.js";
 
@@ -14,14 +19,13 @@ const FALLBACK_POLL_MS = 5000; // only while the event stream is down
 const QUEUE_POLL_MS = 3000; // the stream does not say when a waiting job moves up
 const SAFETY_POLL_MS = 15000; // read the job now and then even while the stream works
 const LOG_POLL_MS = 1000;
-const MAX_LOG_CHARS = 1_000_000;
 const AUTO_PREVIEWS = 6;
 const LISTED_FILES = 500;
 
 const jobId = new URLSearchParams(window.location.search).get("id");
 let job = null;
 let historyState = null;
-const log = { offset: 0, attempt: null, decoder: new TextDecoder("utf-8"), cut: false };
+const log = { offset: 0, attempt: null, decoder: new TextDecoder("utf-8") };
 const openPreviews = new Map();
 
 // Details
@@ -66,33 +70,30 @@ export function progressSummary(current, now = Date.now()) {
   if (hasProgress(current)) parts.push(`${Math.floor(current.progress * 100)} %`);
   if (current.progress_message) parts.push(current.progress_message);
   const active = formatDuration(activeSeconds(current, now));
-  parts.push(current.state === "paused" ? `paused after ${active}` : `running for ${active}`);
+  parts.push(current.state === "paused" ? `paused after ${active} (its time limit is not counting)` : `running for ${active}`);
   const eta = etaSeconds(current, now);
   if (current.state === "running" && eta !== null) parts.push(eta < 1 ? "almost done" : `about ${formatDuration(eta)} left`);
   return parts.join(" · ");
 }
 
 function progressFact(current) {
-  if (!hasProgress(current)) return [];
-  return [["Progress", `${Math.floor(current.progress * 100)} %`]];
+  return [["Progress", hasProgress(current) ? `${Math.floor(current.progress * 100)} %` : "—"]];
 }
 
+/** The same facts in the same places in every state, so the details never jump. */
 function timingFacts(current, now) {
-  if (current.state === "queued") {
-    const place = current.queue_position ? [["Place in queue", String(current.queue_position)]] : [];
-    return [["Waiting since", formatTime(current.created_at)],
-      ["Waiting for", formatDuration(secondsSince(current.created_at, now))], ...place];
-  }
-  if (!current.started_at) return [["Started", "never"]];
-  const facts = [["Started", formatTime(current.started_at)]];
-  if (current.finished_at) {
-    facts.push(["Finished", formatTime(current.finished_at)], ["Took", formatDuration(current.duration_s)],
-      ...progressFact(current));
-  } else {
-    facts.push([current.state === "paused" ? "Paused after" : "Running for",
-      formatDuration(activeSeconds(current, now))], ...progressFact(current));
-  }
-  return facts;
+  const paused = current.paused_s || 0;
+  let duration;
+  if (current.state === "queued") duration = ["Waiting for", formatDuration(secondsSince(current.created_at, now))];
+  else if (!current.started_at) duration = ["Ran for", "—"];
+  else if (current.finished_at) duration = ["Ran for", formatRunDuration(current.duration_s, paused)];
+  else duration = [current.state === "paused" ? "Paused after" : "Running for",
+    formatRunDuration(activeSeconds(current, now), paused)];
+  return [
+    ["Started", current.started_at ? formatFullTime(current.started_at) : "not yet"],
+    ["Finished", current.finished_at ? formatFullTime(current.finished_at) : "—"],
+    duration, ...progressFact(current),
+  ];
 }
 
 function environmentFact(current) {
@@ -121,7 +122,7 @@ function executionFact(execution) {
 function renderFacts(now = Date.now()) {
   if (!job) return;
   const facts = [
-    ["Submitted", formatTime(job.created_at)],
+    ["Submitted", formatFullTime(job.created_at)],
     ...timingFacts(job, now),
     ["Exit code", job.exit_code ?? "—"],
     ["Attempts", String(job.attempts ?? 0)],
@@ -145,19 +146,41 @@ function renderFacts(now = Date.now()) {
       ? el("a", { href: jobUrl(value), class: "mono" }, value) : String(value)))));
 }
 
+/** Said to screen readers only when it changes in substance: the state, or ten more per cent. */
+function announceProgress(current) {
+  const step = hasProgress(current) ? Math.floor(current.progress * 10) * 10 : null;
+  const text = `${current.state}${step === null ? "" : `, ${step} %`}`;
+  setText(byId("progress-announce"), text);
+}
+
+/** Shown from the start of the run to its end and after, so the page below it never moves. */
 function renderProgress(now = Date.now()) {
   const card = byId("progress-card");
-  card.hidden = !(job && (job.state === "running" || job.state === "paused"));
+  card.hidden = !(job && job.state !== "queued" && (job.started_at || !isFinal(job.state)));
   if (card.hidden) return;
   const bar = byId("job-progress");
-  if (hasProgress(job)) {
-    bar.value = Math.min(1, Math.max(0, job.progress));
+  const final = isFinal(job.state);
+  if (hasProgress(job) || job.state === "succeeded") {
+    bar.value = job.state === "succeeded" ? 1 : Math.min(1, Math.max(0, job.progress));
+  } else if (final) {
+    bar.value = 0;
   } else {
     bar.removeAttribute("value"); // indeterminate: running, amount unknown
   }
   bar.classList.toggle("paused", job.state === "paused");
-  setText(byId("progress-text"), progressSummary(job, now));
-  byId("progress-hint").hidden = hasProgress(job);
+  setText(byId("progress-text"), final ? finalSummary(job) : progressSummary(job, now));
+  byId("progress-hint").hidden = hasProgress(job) || final;
+  byId("job-live").hidden = final;
+  announceProgress(job);
+}
+
+function finalSummary(current) {
+  const parts = [current.state];
+  if (hasProgress(current)) parts.push(`${Math.floor(current.progress * 100)} %`);
+  if (current.duration_s !== null && current.duration_s !== undefined) {
+    parts.push(`ran for ${formatRunDuration(current.duration_s, current.paused_s || 0)}`);
+  }
+  return parts.join(" · ");
 }
 
 function queueText(current) {
@@ -185,12 +208,29 @@ function headline(current) {
   }
   if (current.state === "running") return `running on ${current.unit || "a processing unit"}`;
   if (current.state === "paused") {
+    const unit = current.unit ? `its unit ${current.unit}` : "its unit";
     return current.pause_deadline
-      ? `Paused: it keeps its unit; it will be cancelled at ${clockTime(current.pause_deadline)} unless resumed`
-      : "Paused: it keeps its unit until resumed or cancelled";
+      ? `Paused: it keeps ${unit} and its time limit is not counting; it will be cancelled at ${clockTime(current.pause_deadline)} unless resumed`
+      : `Paused: it keeps ${unit} and its time limit is not counting, until resumed or cancelled`;
   }
   const took = current.duration_s === null ? "" : ` after ${formatDuration(current.duration_s)}`;
   return `${current.state}${took}`;
+}
+
+/** A failure as an error; a cancel the user asked for as a plain note, one NIAS made (a pause past
+ * its limit) as a warning. */
+function renderOutcome(current) {
+  const errorBox = byId("job-error");
+  errorBox.hidden = !current.error;
+  if (!current.error) return;
+  const cancelled = current.state === "cancelled";
+  const asked = cancelled && current.error.startsWith("Cancelled on request");
+  errorBox.className = asked ? "notice info" : cancelled ? "notice warn" : "notice error";
+  if (asked) errorBox.removeAttribute("role");
+  else errorBox.setAttribute("role", "alert");
+  setText(byId("job-error-title"), asked ? "Cancelled" : cancelled ? "Cancelled by NIAS"
+    : current.state === "failed" ? "The job failed" : "What went wrong");
+  setText(byId("job-error-text"), current.error);
 }
 
 function renderJob() {
@@ -200,47 +240,33 @@ function renderJob() {
   setText(byId("job-id"), job.id);
   setText(byId("job-headline"), headline(job));
   setBadge(byId("job-state"), job.state);
-  const errorBox = byId("job-error");
-  errorBox.hidden = !job.error;
-  if (job.error) {
-    errorBox.setAttribute("role", "alert");
-    setText(byId("job-error-title"), job.state === "failed" ? "The job failed" : "What went wrong");
-    setText(byId("job-error-text"), job.error);
-  }
+  renderOutcome(job);
   const download = byId("download-result");
   download.hidden = !hasResult(job);
   download.href = resultUrl(job.id);
+  // Only a succeeded job's result is the page's main action; a failed or cancelled one's is partial.
+  download.classList.toggle("primary", job.state === "succeeded");
+  setText(download, job.state === "succeeded" ? "Download result" : "Download the partial result");
   renderActions(job);
   renderProgress();
   renderQueue();
   renderFacts();
+  renderRanWith(job);
+  renderFollowButton(byId("follow-job"), job);
+  notifyIfEnded(job);
 }
 
 // Log
 
-function appendLog(text) {
-  const pre = byId("log");
-  let content = pre.textContent + text;
-  if (content.length > MAX_LOG_CHARS) {
-    content = content.slice(content.length - MAX_LOG_CHARS);
-    log.cut = true;
-  }
-  pre.textContent = content;
-  const note = byId("log-note");
-  note.hidden = !log.cut;
-  note.textContent = log.cut ? "The start of this long log is not shown here; open the full log to read it all." : "";
-  if (byId("follow-log").checked) pre.scrollTop = pre.scrollHeight;
-}
+let logView = null;
 
 function restartLogIfNewAttempt() {
   if (log.attempt === job.attempts) return;
   const earlier = log.attempt !== null && log.offset > 0;
   log.attempt = job.attempts;
   log.offset = 0;
-  log.cut = false;
   log.decoder = new TextDecoder("utf-8");
-  byId("log").textContent = "";
-  if (earlier) appendLog(`--- attempt ${job.attempts} ---\n`);
+  logView.reset(earlier ? `--- attempt ${job.attempts} ---` : null);
 }
 
 async function refreshLog() {
@@ -252,7 +278,7 @@ async function refreshLog() {
   const size = parseInt(response.headers.get("X-Log-Size"), 10);
   log.offset = Number.isFinite(size) ? size : log.offset + bytes.length;
   const text = log.decoder.decode(bytes, { stream: !final });
-  if (text) appendLog(text);
+  if (text || final) logView.append(text, { final });
   const pre = byId("log");
   pre.dataset.reads = String(Number(pre.dataset.reads || 0) + 1);
   return !final; // one last read once the job has ended, then stop
@@ -350,16 +376,27 @@ async function loadResult() {
 
 // History
 
+/** A reason's first line, with the rest (a traceback) folded under it. */
+function reasonNode(reason) {
+  const lines = reason.trim().split("\n");
+  const last = lines[lines.length - 1];
+  if (lines.length === 1) return el("span", { class: "muted small reason" }, reason);
+  const raised = [...lines].reverse().find((line) => /^[\w.]+(Error|Exception|Interrupt|Exit)\b/.test(line.trim()));
+  const headline = raised ? `${lines[0].replace(/\.$/, "")}: ${raised.trim()}` : lines[0] || last;
+  return el("details", { class: "reason small" }, el("summary", {}, headline),
+    el("pre", { class: "mono" }, reason));
+}
+
 async function refreshHistory() {
   if (historyState === job.state) return;
   historyState = job.state;
   const { transitions } = await getJSON(`/api/jobs/${encodeURIComponent(job.id)}/history`);
   byId("history").replaceChildren(...transitions.map((step) => el("li", {},
-    el("span", { class: "nowrap" }, formatTime(step.at)),
+    el("time", { class: "nowrap", datetime: step.at, title: formatFullTime(step.at) }, formatTime(step.at)),
     el("span", {}, step.from ? `${step.from} → ` : "", el("strong", {}, step.to)),
     step.attempt ? el("span", { class: "muted small" }, `attempt ${step.attempt}`) : null,
     step.unit ? el("span", { class: "muted small" }, step.unit) : null,
-    step.reason ? el("span", { class: "muted small" }, step.reason) : null)));
+    step.reason ? reasonNode(step.reason) : null)));
 }
 
 // Wiring
@@ -470,7 +507,12 @@ async function start() {
     showPageError("No job chosen", "This page shows one job; open it from the results.");
     return;
   }
-  byId("open-log").href = logUrl(jobId);
+  byId("download-log").href = `${logUrl(jobId)}?download=1`;
+  logView = new LogView({
+    setup: byId("log-setup"), setupCount: byId("log-setup-count"), lines: byId("log"), follow: byId("follow-log"),
+    times: byId("log-times"), search: byId("log-search"), searchCount: byId("log-search-count"),
+    searchNext: byId("log-search-next"), note: byId("log-note"),
+  });
   showLive(false);
   try {
     await fetchJob();
@@ -490,8 +532,14 @@ async function start() {
     if (answer && !isStale(job, answer)) applyJob(answer);
     else if (!answer) fetchJob().catch(() => {});
     logPoller.now();
-  });
+  }, openRerunForm);
   wirePriority();
+  byId("follow-job").addEventListener("click", async () => {
+    if (isFollowed(job.id)) unfollow(job.id);
+    else await follow(job.id);
+    renderFollowButton(byId("follow-job"), job);
+  });
+  if (new URLSearchParams(window.location.search).get("rerun") === "1" && job && isFinal(job.state)) openRerunForm(job);
   setInterval(() => {
     renderFacts();
     if (job) renderProgress();

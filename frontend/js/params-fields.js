@@ -20,12 +20,3 @@ export function readJsonField(node, what, { list = false } = {}) {
   return value;
 }
 
-/** The `params` and `sweep` form fields of the zip upload, as text the server parses. */
-export function paramOptions() {
-  const options = {};
-  const params = readJsonField(document.getElementById("job-params"), "Parameters");
-  const sweep = readJsonField(document.getElementById("job-sweep"), "Sweep", { list: true });
-  if (params !== undefined) options.params = JSON.stringify(params);
-  if (sweep !== undefined) options.sweep = JSON.stringify(sweep);
-  return options;
-}

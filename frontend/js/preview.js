@@ -28,17 +28,45 @@ async function fetchStart(jobId, file, maxBytes) {
   return { text, truncated: response.headers.get("X-Truncated") === "true" };
 }
 
+/** The image in a frame of its own size from the start (no jump when it loads); a click opens it full-size. */
 function imageBody(jobId, file) {
-  const image = el("img", { src: fileUrl(jobId, file.name), alt: file.name, decoding: "async" });
+  const sized = file.width > 0 && file.height > 0;
+  const image = el("img", { src: fileUrl(jobId, file.name), alt: file.name, decoding: "async",
+    width: sized ? String(file.width) : null, height: sized ? String(file.height) : null });
+  const frame = el("a", { class: "image-frame loading", href: fileUrl(jobId, file.name), target: "_blank", rel: "noopener",
+    title: "Open full-size", "aria-label": `Open ${file.name} full-size`,
+    style: sized ? `aspect-ratio: ${file.width} / ${file.height}; max-width: min(100%, ${file.width}px)` : null },
+  el("span", { class: "image-placeholder", "aria-hidden": "true" },
+    sized ? `${file.width} × ${file.height} px · ${formatBytes(file.size)}` : `${formatBytes(file.size)}`), image);
   image.addEventListener("load", () => {
+    frame.classList.remove("loading");
     image.title = `${image.naturalWidth} × ${image.naturalHeight} px`;
     if (!image.naturalWidth || image.naturalWidth >= SMALL_IMAGE_PX) return;
     // Small plots are enlarged so they can be read; pixels stay sharp, vectors are redrawn.
-    image.width = image.naturalWidth * Math.floor((SMALL_IMAGE_PX * 2) / image.naturalWidth);
+    const wide = image.naturalWidth * Math.floor((SMALL_IMAGE_PX * 2) / image.naturalWidth);
+    image.width = wide;
+    image.removeAttribute("height");
+    frame.style.maxWidth = `${wide}px`;
     if (file.type !== "image/svg+xml") image.classList.add("pixelated");
   });
-  image.addEventListener("error", () => image.replaceWith(el("p", { class: "muted" }, "This image cannot be shown.")));
-  return { body: el("div", { class: "body image" }, image), note: null };
+  image.addEventListener("error", () => frame.replaceWith(el("p", { class: "muted" }, "This image cannot be shown.")));
+  return { body: el("div", { class: "body image" }, frame), note: null };
+}
+
+/** Sort a preview table's rows by one column: numbers as numbers, the rest as text; again reverses. */
+function sortTable(table, index, button) {
+  const body = table.tBodies[0];
+  const rows = [...body.rows];
+  const values = rows.map((row) => row.cells[index]?.textContent ?? "");
+  const numeric = values.every((value) => value.trim() === "" || Number.isFinite(Number(value)));
+  const ascending = button.closest("th").getAttribute("aria-sort") !== "ascending";
+  const order = rows.map((row, at) => [row, values[at]]).sort(([, a], [, b]) => {
+    const result = numeric ? Number(a) - Number(b) : a.localeCompare(b, undefined, { numeric: true });
+    return ascending ? result : -result;
+  });
+  for (const th of table.tHead.rows[0].cells) th.setAttribute("aria-sort", "none");
+  button.closest("th").setAttribute("aria-sort", ascending ? "ascending" : "descending");
+  body.append(...order.map(([row]) => row));
 }
 
 async function tableBody(jobId, file) {
@@ -49,7 +77,8 @@ async function tableBody(jobId, file) {
   const [head, ...data] = rows;
   const shown = data.slice(0, TABLE_PREVIEW_ROWS);
   const table = el("table", { class: "csv-preview" },
-    el("thead", {}, el("tr", {}, head.map((cell) => el("th", { scope: "col" }, cell)))),
+    el("thead", {}, el("tr", {}, head.map((cell, index) => el("th", { scope: "col", "aria-sort": "none" },
+      el("button", { type: "button", class: "sort", onclick: (event) => sortTable(table, index, event.currentTarget) }, cell))))),
     el("tbody", {}, shown.map((row) => el("tr", {}, row.map((cell) => el("td", {}, cell))))));
   const partial = truncated || data.length > shown.length;
   const note = partial ? `First ${plural(shown.length, "row")} shown; the file is ${formatBytes(file.size)}. Download it for the rest.`

@@ -2,11 +2,12 @@
 // paged; rows change in place as the server's events arrive, with a slow poll as a safety net.
 
 import "./account-menu.js";
-import { getJSON, getMe, jobUrl, jobsQuery } from "./api.js";
+import { getJSON, getMe, jobUrl, jobsQuery, request, sendJSON } from "./api.js";
 import { byId, el, setText, showError } from "./dom.js";
-import { STATES, formatClock } from "./format.js";
+import { STATES, formatClock, isFinal } from "./format.js";
 import { headerRow, renderJobRows, updateJobRow } from "./job-rows.js";
 import { followJobs, isStale } from "./live.js";
+import { notifyIfEnded } from "./notify.js";
 import { startPolling } from "./poll.js";
 
 const DEFAULT_PER_PAGE = "20";
@@ -16,10 +17,13 @@ const EVENT_REFRESH_DELAY_MS = 300;
 const STREAM_POLL_MS = 15000; // a safety net while events arrive (new uploads are not announced)
 const FALLBACK_POLL_MS = 3000; // while the event stream is down
 
+const SORTS = ["submitted", "name", "state", "duration", "unit", "priority"];
+const DATE = /^\d{4}-\d\d-\d\d$/;
 const table = byId("jobs-table");
 const view = readView();
 const shown = new Map(); // the jobs on this page, by id, as last heard of
-let columns = ["name", "state", "submitted", "duration", "unit", "result", "actions"];
+let columns = ["select", "name", "state", "submitted", "duration", "result", "actions"];
+const selected = new Set();
 let me = null;
 let ownerEmails = new Map();
 let lastAnswer = null;
@@ -36,6 +40,10 @@ function readView() {
     mine: ["1", "true"].includes(params.get("mine")) ? "1" : "",
     page: Math.max(1, parseInt(params.get("page"), 10) || 1),
     per_page: perPage >= 1 && perPage <= MAX_PER_PAGE ? String(perPage) : DEFAULT_PER_PAGE,
+    sort: SORTS.includes(params.get("sort")) ? params.get("sort") : "submitted",
+    order: params.get("order") === "asc" ? "asc" : "desc",
+    since: DATE.test(params.get("since") || "") ? params.get("since") : "",
+    until: DATE.test(params.get("until") || "") ? params.get("until") : "",
   };
 }
 
@@ -47,12 +55,18 @@ function writeView() {
   if (view.mine) params.set("mine", "1");
   if (view.page > 1) params.set("page", view.page);
   if (view.per_page !== DEFAULT_PER_PAGE) params.set("per_page", view.per_page);
+  if (view.sort !== "submitted" || view.order !== "desc") {
+    params.set("sort", view.sort);
+    params.set("order", view.order);
+  }
+  if (view.since) params.set("since", view.since);
+  if (view.until) params.set("until", view.until);
   const query = params.toString();
   window.history.replaceState(null, "", `${window.location.pathname}${query ? `?${query}` : ""}`);
 }
 
 function emptyMessage() {
-  if (view.state || view.q || view.mine) return "No jobs match these filters.";
+  if (view.state || view.q || view.mine || view.since || view.until) return "No jobs match these filters.";
   return ["No jobs yet. ", el("a", { href: "/upload.html" }, "Upload your first project"), "."];
 }
 
@@ -64,6 +78,12 @@ function ownerName(id) {
 
 const rowContext = {
   ownerName,
+  selected,
+  onSelect: (job, on) => {
+    if (on) selected.add(job.id);
+    else selected.delete(job.id);
+    renderBulkBar();
+  },
   actions: {
     get errorBox() { return byId("list-error"); },
     onDone: (answer, action) => {
@@ -110,7 +130,7 @@ function showLive() {
 async function refresh() {
   const asked = { ...view };
   try {
-    const answer = await getJSON(jobsQuery({ ...asked, sweep: "none" })); // sweeps have rows of their own
+    const answer = await getJSON(jobsQuery({ ...asked, ...localDays(asked), sweep: "none" })); // sweeps have rows of their own
     if (JSON.stringify(asked) !== JSON.stringify(view)) return true; // the view changed meanwhile
     const pages = Math.max(1, Math.ceil(answer.total / answer.per_page));
     if (view.page > pages) {
@@ -122,8 +142,10 @@ async function refresh() {
     const now = Date.now();
     shown.clear();
     for (const job of answer.jobs) shown.set(job.id, { ...job, fetchedAt: now });
+    for (const id of [...selected]) if (!shown.has(id)) selected.delete(id);
     renderJobRows(table.tBodies[0], [...shown.values()], columns, emptyMessage(), rowContext);
     renderPager(answer);
+    renderBulkBar();
     showError(byId("list-error"), null);
     showLive();
     return true;
@@ -136,6 +158,16 @@ async function refresh() {
   }
 }
 
+/** The chosen days, from midnight here to the next midnight here, as the server's UTC times. */
+function localDays({ since, until }) {
+  const midnight = (day, plusDays = 0) => {
+    const date = new Date(`${day}T00:00:00`);
+    date.setDate(date.getDate() + plusDays);
+    return date.toISOString();
+  };
+  return { since: since ? midnight(since) : "", until: until ? midnight(until, 1) : "" };
+}
+
 function scheduleRefresh() {
   clearTimeout(refreshTimer);
   refreshTimer = setTimeout(() => poller.now(), EVENT_REFRESH_DELAY_MS);
@@ -145,6 +177,7 @@ function matchesView(job) {
   if (job.sweep_id) return false; // listed with its sweep
   if (view.state && job.state !== view.state) return false;
   if (view.q && !job.name.toLowerCase().includes(view.q.toLowerCase())) return false;
+  if (view.since || view.until) return shown.has(job.id); // dates: the server decides
   if (view.mine && me && job.owner !== me.id) return false;
   return true;
 }
@@ -153,6 +186,7 @@ function matchesView(job) {
  * it joins or leaves this view (so paging and totals stay right). */
 function showJob(job) {
   if (isStale(shown.get(job.id), job)) return; // sent before the list this page already has
+  notifyIfEnded(job);
   const fresh = { ...job, fetchedAt: Date.now() };
   if (shown.has(job.id)) {
     shown.set(job.id, fresh);
@@ -167,7 +201,77 @@ function changeView(changes) {
   Object.assign(view, changes);
   writeView();
   byId("list-notice").hidden = true;
+  if ("sort" in changes) drawHeader();
   poller.now();
+}
+
+function sortBy(key) {
+  const order = view.sort === key ? (view.order === "asc" ? "desc" : "asc") : (key === "submitted" ? "desc" : "asc");
+  changeView({ sort: key, order, page: 1 });
+}
+
+function selectAll(on) {
+  for (const id of shown.keys()) {
+    if (on) selected.add(id);
+    else selected.delete(id);
+  }
+  for (const job of shown.values()) updateJobRow(table.tBodies[0], job, columns, rowContext);
+  renderBulkBar();
+}
+
+function drawHeader() {
+  table.tHead.replaceChildren(headerRow(columns, { sort: view.sort, order: view.order, onSort: sortBy }));
+}
+
+function renderBulkBar() {
+  byId("bulk-bar").hidden = selected.size === 0;
+  setText(byId("bulk-count"), `${selected.size} selected`);
+  const all = byId("select-all");
+  if (all) all.checked = shown.size > 0 && [...shown.keys()].every((id) => selected.has(id));
+}
+
+/** Do `perform(job)` to every selected job; report how many it worked for and why not for the rest. */
+async function runBulk(label, perform) {
+  const jobs = [...selected].map((id) => shown.get(id)).filter(Boolean);
+  const failures = [];
+  for (const job of jobs) {
+    try {
+      await perform(job);
+      selected.delete(job.id);
+    } catch (error) {
+      failures.push(`${job.name}: ${error.message}`);
+    }
+  }
+  const done = jobs.length - failures.length;
+  showNotice([`${label}: ${done} of ${jobs.length} ${jobs.length === 1 ? "job" : "jobs"}.`]);
+  showError(byId("list-error"), failures.length ? new Error(failures.join(" · ")) : null, `Not done for ${failures.length}`);
+  renderBulkBar();
+  poller.now();
+}
+
+function wireBulk() {
+  byId("select-all").addEventListener("change", (event) => selectAll(event.target.checked));
+  byId("bulk-clear").addEventListener("click", () => {
+    selected.clear();
+    for (const job of shown.values()) updateJobRow(table.tBodies[0], job, columns, rowContext);
+    renderBulkBar();
+  });
+  byId("bulk-cancel").addEventListener("click", () => {
+    const count = selected.size;
+    if (!window.confirm(`Cancel ${count} ${count === 1 ? "job" : "jobs"}? Running ones are stopped; what they wrote to output/ is kept.`)) return;
+    runBulk("Cancelled", (job) => (isFinal(job.state) ? Promise.reject(new Error(`already ${job.state}`))
+      : sendJSON(`/api/jobs/${encodeURIComponent(job.id)}/state`, "PUT", { state: "cancelled" })));
+  });
+  byId("bulk-delete").addEventListener("click", () => {
+    const count = selected.size;
+    if (!window.confirm(`Delete ${count} ${count === 1 ? "job" : "jobs"} for good? Their uploads, logs and results are removed.`)) return;
+    runBulk("Deleted", (job) => request(`/api/jobs/${encodeURIComponent(job.id)}`, { method: "DELETE" }));
+  });
+  byId("bulk-note").addEventListener("click", () => {
+    const note = window.prompt("A short note for the selected jobs (empty removes it):", "");
+    if (note === null) return;
+    runBulk("Noted", (job) => sendJSON(`/api/jobs/${encodeURIComponent(job.id)}/note`, "PUT", { note }));
+  });
 }
 
 function wire() {
@@ -183,6 +287,17 @@ function wire() {
   }
   perPage.value = view.per_page;
   stateFilter.addEventListener("change", () => changeView({ state: stateFilter.value, page: 1 }));
+  for (const key of ["since", "until"]) {
+    const input = byId(`${key}-filter`);
+    input.value = view[key];
+    input.addEventListener("change", () => {
+      const day = input.value.trim();
+      const bad = day !== "" && !DATE.test(day);
+      if (bad) input.setAttribute("aria-invalid", "true");
+      else input.removeAttribute("aria-invalid");
+      if (!bad) changeView({ [key]: day, page: 1 });
+    });
+  }
   perPage.addEventListener("change", () => changeView({ per_page: perPage.value, page: 1 }));
   mine.addEventListener("change", () => changeView({ mine: mine.checked ? "1" : "", page: 1 }));
   let searchTimer = null;
@@ -205,7 +320,7 @@ async function setUpForAdmin() {
     view.mine = "";
     return;
   }
-  columns = ["name", "state", "submitted", "duration", "unit", "owner", "result", "actions"];
+  columns = ["select", "name", "state", "submitted", "duration", "owner", "result", "actions"];
   byId("mine-field").hidden = false;
   setText(byId("results-intro"), "Everyone's jobs, newest first. This list updates by itself.");
   try {
@@ -223,9 +338,10 @@ async function start() {
   } catch (_) {
     // Signed out: the API layer goes to the sign-in page.
   }
-  table.tHead.append(headerRow(columns));
+  drawHeader();
   table.tBodies[0].querySelector("td.empty")?.setAttribute("colspan", String(columns.length));
   wire();
+  wireBulk();
   stream = followJobs("/api/events", showJob, {
     onStatus: (open) => {
       showLive();

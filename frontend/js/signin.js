@@ -30,7 +30,23 @@ wireForm("register-form", "register-error", "The account was not created",
   () => register(value("register-email"), byId("register-password").value, value("register-invitation")));
 
 const invitation = new URLSearchParams(window.location.search).get("invitation");
+/** Registration shows only where it is open, or to someone who came with an invitation link. */
+async function showRegistration() {
+  let mode = "invite";
+  try {
+    const answer = await fetch("/api/session", { headers: { Accept: "application/json" } });
+    mode = (await answer.json()).registration || mode;
+  } catch (_) {
+    // Unknown: shown only with an invitation.
+  }
+  const form = byId("register-form");
+  form.hidden = !(mode === "open" || (invitation && mode === "invite"));
+  if (!form.hidden && mode === "open") byId("register-invitation").closest(".field").hidden = !invitation;
+}
+
+showRegistration();
 if (invitation) {
+  byId("register-form").hidden = false;
   byId("register-invitation").value = invitation;
   byId("register-email").focus();
 } else {

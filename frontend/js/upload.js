@@ -9,7 +9,7 @@ import { formatBytes, formatDuration, plural } from "./format.js";
 import { filesFromFolderInput, isSkipped, walkEntry } from "./project-files.js";
 import { fillPoolChoice } from "./pools.js";
 import { zipFiles } from "./zip.js";
-import { paramOptions, sweepUrl } from "./params-fields.js";
+import { readJsonField, sweepUrl } from "./params-fields.js";
 import "./commands.js";
 
 const form = byId("upload-form");
@@ -124,30 +124,56 @@ async function handleDrop(event) {
 
 // Sending
 
+/** Every bad field at once: each is marked (aria-invalid) and named, with what it must be. */
+class FieldProblems extends UploadRefused {
+  constructor(problems) {
+    super(problems.map(([, message]) => message).join(" "));
+    this.problems = problems;
+  }
+}
+
+const OPTION_FIELDS = ["job-name", "job-priority", "job-timeout", "job-params", "job-sweep"];
+
+function markFields(problems) {
+  const bad = new Map(problems);
+  for (const id of OPTION_FIELDS) {
+    const input = byId(id);
+    if (bad.has(id)) input.setAttribute("aria-invalid", "true");
+    else input.removeAttribute("aria-invalid");
+    const hint = byId(`${id}-error`);
+    if (hint) hint.textContent = bad.get(id) || "";
+  }
+  if (problems.length) byId(problems[0][0]).focus();
+}
+
 function readOptions() {
   const options = {};
+  const problems = [];
   const name = byId("job-name").value.trim();
-  if (name) options.name = name;
+  if (name.length > 200) problems.push(["job-name", "Name: at most 200 characters."]);
+  else if (name) options.name = name;
   const priority = byId("job-priority").value.trim();
-  if (priority !== "") {
-    if (!/^\d$/.test(priority)) throw new UploadRefused("Priority must be a whole number from 0 to 9.");
-    options.priority = priority;
-  }
+  if (priority !== "" && !/^\d$/.test(priority)) problems.push(["job-priority", "Priority: a whole number from 0 to 9."]);
+  else if (priority !== "") options.priority = priority;
   const timeout = byId("job-timeout").value.trim();
-  if (timeout !== "") {
-    const most = limits ? limits.job_timeout_s : Infinity;
-    if (!/^\d+$/.test(timeout) || Number(timeout) < 1 || Number(timeout) > most) {
-      throw new UploadRefused(`The time limit must be a whole number of seconds from 1 to ${most}.`);
-    }
+  const most = limits ? limits.job_timeout_s : Infinity;
+  if (timeout !== "" && (!/^\d+$/.test(timeout) || Number(timeout) < 1 || Number(timeout) > most)) {
+    problems.push(["job-timeout", `Time limit: a whole number of seconds from 1 to ${most}.`]);
+  } else if (timeout !== "") {
     options.timeout_s = timeout;
   }
   const pool = byId("job-pool").value;
   if (pool && pool !== "default") options.pool = pool;
-  try {
-    Object.assign(options, paramOptions());
-  } catch (error) {
-    throw new UploadRefused(error.message);
+  for (const [id, what, list] of [["job-params", "Parameters", false], ["job-sweep", "Sweep", true]]) {
+    try {
+      const value = readJsonField(byId(id), what, { list });
+      if (value !== undefined) options[id === "job-params" ? "params" : "sweep"] = JSON.stringify(value);
+    } catch (error) {
+      problems.push([id, error.message]);
+    }
   }
+  markFields(problems);
+  if (problems.length) throw new FieldProblems(problems);
   return options;
 }
 
@@ -172,8 +198,8 @@ function setProgress(text, loaded, total) {
 }
 
 /** The accepted job, linked: the page opens it, and the link stays should the browser not. */
-function showAccepted(job) {
-  setProgress("", 1, 1);
+function showAccepted(job, size) {
+  setProgress("", size, size);
   byId("progress-text").replaceChildren("Accepted as ",
     el("a", { href: jobUrl(job.id), id: "accepted-job" }, job.name || job.id), ". Opening the job…");
 }
@@ -200,8 +226,8 @@ function send(blob, filename, options, headers, { dryRun = false } = {}) {
     for (const [name, value] of Object.entries(headers)) xhr.setRequestHeader(name, value);
     xhr.upload.addEventListener("progress", (event) => {
       if (!event.lengthComputable) return;
-      const percent = Math.floor((event.loaded / event.total) * 100);
-      setProgress(`Uploading… ${percent} %`, event.loaded, event.total);
+      const share = event.loaded / event.total; // of the form's body: the zip and a few hundred bytes of fields
+      setProgress(`Uploading… ${Math.floor(share * 100)} %`, Math.round(share * blob.size), blob.size);
     });
     xhr.upload.addEventListener("load", () => setProgress(dryRun
       ? "Uploaded. The server is compiling the code and resolving the requirements…"
@@ -229,7 +255,8 @@ function readyToSend() {
   try {
     return readOptions();
   } catch (error) {
-    showProblem("Check the options", error.message);
+    const count = error.problems ? error.problems.length : 1;
+    showProblem(count > 1 ? `Check these ${count} options` : "Check the options", error.message);
     return null;
   }
 }
@@ -259,7 +286,7 @@ async function sendChoice({ dryRun }) {
       return;
     }
     currentUpload = null; // the upload is over: opening the job must not ask "Leave site?"
-    showAccepted(answer);
+    showAccepted(answer, blob.size);
     window.location.assign(answer.jobs ? sweepUrl(answer.id) : jobUrl(answer.id)); // a sweep has a page of its own
   } catch (error) {
     if (dryRun && error.status === 400) {
@@ -267,6 +294,9 @@ async function sendChoice({ dryRun }) {
       return;
     }
     const refusedByServer = error.code && error.status;
+    const field = error.details && { name: "job-name", priority: "job-priority", timeout_s: "job-timeout",
+      params: "job-params", sweep: "job-sweep" }[error.details.field];
+    if (field) markFields([[field, error.message]]);
     const title = dryRun ? "The project did not pass the check" : "The server refused this upload";
     showProblem(refusedByServer ? title : "The upload did not go through",
       error.message, refusedByServer ? error.code : null);

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Callable
 
 from nias.errors import ExecutionFailed
+from nias.ran_with import MAX_PACKAGES, PACKAGE, VERSION, Package, RanWith
 from nias.requirements import check_requirements
 
 logger = logging.getLogger(__name__)
@@ -210,3 +211,43 @@ class EnvironmentCache:
         if done.returncode != 0:
             tail = "\n".join(output.splitlines()[-6:])
             raise ExecutionFailed(f"The requirements could not be installed:\n{tail}")
+
+
+def _metadata_field(header: str, name: str) -> str | None:
+    for line in header.splitlines():
+        if line.startswith(f"{name}:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def installed_packages(environment: Path) -> tuple[Package, ...]:
+    """The distributions in an environment and their versions, read from their metadata files
+    (nothing of the environment runs), sorted by name; the unit's own helper module is not one."""
+    found = {}
+    for info in sorted(environment.glob("lib/python3*/site-packages/*.dist-info"))[:MAX_PACKAGES]:
+        try:
+            with open(info / "METADATA", errors="replace") as handle:
+                header = handle.read(4096).split("\n\n", 1)[0]
+        except OSError:
+            continue
+        name, version = _metadata_field(header, "Name"), _metadata_field(header, "Version")
+        if name and version and PACKAGE.fullmatch(name) and VERSION.fullmatch(version):
+            found[name.lower()] = Package(name, version)
+    return tuple(found[key] for key in sorted(found))
+
+
+def python_version(environment: Path) -> str | None:
+    """`3.11.7`, from the environment's pyvenv.cfg."""
+    try:
+        config = (environment / "pyvenv.cfg").read_text(errors="replace")
+    except OSError:
+        return None
+    for line in config.splitlines():
+        key, _, value = line.partition("=")
+        if key.strip() in ("version_info", "version") and VERSION.fullmatch(value.strip()):
+            return value.strip()
+    return None
+
+
+def describe_environment(environment: Path, unit: str, host: str | None) -> RanWith:
+    return RanWith(python_version(environment), installed_packages(environment), unit, host)

@@ -19,6 +19,7 @@ from pathlib import Path
 from nias.amqp import EventSink
 from nias.archive import ZipLimits, extract_project
 from nias.params import PARAMS_FILE
+from nias.job_log import LogStream
 from nias.errors import ExecutionFailed, MessageRefused, NiasError, TransferFailed, UnitBusy
 from nias.messages import PRESENCE_S, ControlMessage, JobEvent, JobMessage, UnitStatus, clip_text
 from nias.health import SandboxMode
@@ -26,11 +27,11 @@ from nias.settings import Settings
 from nias.states import JobState
 from nias.transfer import BackendLink
 
-from process_unit.environments import EnvironmentCache
+from process_unit.environments import EnvironmentCache, describe_environment
 from process_unit.host_facts import HostFacts
 from process_unit.job_params import write_params_file
 from process_unit.isolation import Isolation, JobBox
-from process_unit.joblog import JobLog, pump_lines
+from process_unit.joblog import JobLog, ProgressFeed, pump_lines
 from process_unit.log_shipper import LogShipper
 from process_unit.metrics import UnitMetrics
 from process_unit.results import ResultLimits, pack_output
@@ -249,12 +250,16 @@ class Runner:
             raise ExecutionFailed(f"The project could not be unpacked: {exc.strerror or exc}.") from None
         finally:
             upload.unlink(missing_ok=True)
+        log.hide_paths({str(run.project): "", str(work): ""})
         write_params_file(run.project, run.message.params)
         environment = self.environments.prepare(run.project / "requirements.txt", log.note,
                                                 fresh=run.message.fresh_env)
         self.environments.touch(environment)
         run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached,
                            env_built_at=environment.built_at)
+        log.hide_paths({str(environment.path): "<environment>"})
+        host = self.facts.host if self.facts is not None else None
+        run.details["ran_with"] = describe_environment(environment.path, self.settings.unit_name, host).to_json()
         self._execute(run, environment.python, environment.path, run.project, work, log)
 
     def _keep_result(self, run: Run, project: Path, target: Path, log: JobLog) -> None:
@@ -401,9 +406,11 @@ class Runner:
                 box.pause()
         began = run.active_seconds()
         tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        on_progress = lambda fraction, message: self._report_progress(run, fraction, message)  # noqa: E731
-        pumps = [threading.Thread(target=pump_lines, args=(process.stdout, log, None, on_progress), daemon=True),
-                 threading.Thread(target=pump_lines, args=(process.stderr, log, tail), daemon=True)]
+        progress = ProgressFeed(lambda fraction, message: self._report_progress(run, fraction, message))
+        pumps = [threading.Thread(target=pump_lines, args=(process.stdout, log, None, progress, LogStream.OUT),
+                                  daemon=True),
+                 threading.Thread(target=pump_lines, args=(process.stderr, log, tail, progress, LogStream.ERR),
+                                  daemon=True)]
         for pump in pumps:
             pump.start()
         timed_out = self._wait(run, process, timeout)

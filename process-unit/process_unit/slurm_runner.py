@@ -26,6 +26,7 @@ from pathlib import Path
 from nias.amqp import EventSink
 from nias.errors import SlurmFailed, UnitBusy
 from nias.health import SandboxMode
+from nias.job_log import LogStream
 from nias.messages import ControlMessage, JobEvent, JobMessage
 from nias.settings import Settings
 from nias.states import JobState
@@ -36,7 +37,7 @@ from process_unit.batch_outcome import read_outcome
 from process_unit.batch_output import OutputFollower
 from process_unit.environments import EnvironmentCache
 from process_unit.host_facts import HostFacts
-from process_unit.joblog import JobLog, pump_lines
+from process_unit.joblog import JobLog, ProgressFeed, pump_lines
 from process_unit.run import Run
 from process_unit.runner import STDERR_TAIL_LINES, Runner, own_folder
 from process_unit.sandbox import Limits, limits_from
@@ -253,8 +254,9 @@ class SlurmRunner(Runner):
         """Follow the batch job to its end, its output into the log; set the attempt's outcome."""
         output = OutputFollower(work / OUTPUT_FILE, offset)
         tail: deque[str] = deque(maxlen=STDERR_TAIL_LINES)
-        on_progress = lambda fraction, message: self._report_progress(run, fraction, message)  # noqa: E731
-        pump = threading.Thread(target=pump_lines, args=(output, log, tail, on_progress), daemon=True)
+        progress = ProgressFeed(lambda fraction, message: self._report_progress(run, fraction, message))
+        # The batch job's one output file holds stdout and stderr together: its lines are the job's output.
+        pump = threading.Thread(target=pump_lines, args=(output, log, tail, progress, LogStream.OUT), daemon=True)
         pump.start()
         timed_out = stopping = False
         job: BatchJob | None | str = None

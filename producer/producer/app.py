@@ -6,7 +6,7 @@ import logging
 from flask import Flask, jsonify, request
 
 from nias.logs import configure_logging
-from nias.messages import ControlMessage, JobMessage
+from nias.messages import JobMessage, UnitDrain, decode_control
 from nias.settings import Settings, load_settings
 from nias.settings import require
 from nias.health import Health, ServiceKind
@@ -33,8 +33,10 @@ def create_app(settings: Settings | None = None, publisher: JobPublisher | None 
 
     @app.post("/api/control")
     def control():
-        message = ControlMessage.decode(request.get_data())
+        message = decode_control(request.get_data())
         publisher.publish_control(message)
+        if isinstance(message, UnitDrain):
+            return jsonify({"sent": "drain" if message.drain else "undrain", "unit": message.unit}), 202
         return jsonify({"sent": message.action, "job_id": message.job_id}), 202
 
     @app.get("/healthz")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 
 from nias.amqp import Publisher, Topology
-from nias.messages import ControlMessage, JobMessage
+from nias.messages import ControlMessage, JobMessage, UnitDrain
 from nias.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -23,10 +23,14 @@ class JobPublisher:
         logger.info("Job %s: published to pool %s (dispatch %s, priority %s)", message.job_id, message.pool,
                     message.dispatch, message.priority)
 
-    def publish_control(self, message: ControlMessage) -> None:
-        """Fan a pause/resume/cancel out to every consumer; the one holding the job acts on it."""
+    def publish_control(self, message: ControlMessage | UnitDrain) -> None:
+        """Fan a pause/resume/cancel out to every consumer (the one holding the job acts on it), or a
+        drain (the unit it names acts on it)."""
         self._publisher.publish("", message.encode(), exchange=self._topology.control_exchange)
-        logger.info("Job %s: %s sent to the units", message.job_id, message.action)
+        if isinstance(message, UnitDrain):
+            logger.info("Unit %s: %s sent", message.unit, "drain" if message.drain else "undrain")
+        else:
+            logger.info("Job %s: %s sent to the units", message.job_id, message.action)
 
     def is_ready(self) -> bool:
         return self._publisher.is_connected()

@@ -15,6 +15,8 @@ STACK_ENV = {
     # The stalled-upload test sends 72 at once as one user: the per-user cap has its own test.
     "NIAS_MAX_UPLOADS_PER_USER": "100",
     "NIAS_MAX_UPLOADS": "100",
+    # The webhook tests' receiver listens on loopback, which webhooks may not call unless allowed.
+    "NIAS_WEBHOOK_ALLOW_NETWORKS": "127.0.0.1/32",
 }
 
 

@@ -38,11 +38,14 @@ def test_a_job_paused_past_the_limit_is_cancelled_with_the_reason_and_keeps_its_
 
     job_page.goto(f"/job.html?id={job['id']}")
     expect(job_page.locator("#job-headline")).to_have_text(
-        re.compile(r"^Paused: it keeps its unit; it will be cancelled at \d\d:\d\d unless resumed$"))
+        re.compile(r"^Paused: it keeps its unit unit-\d and its time limit is not counting; "
+                   r"it will be cancelled at \d\d:\d\d unless resumed$"))
 
     expect(job_page.locator("#job-state")).to_have_text("cancelled", timeout=60_000)
     reason = f"paused for longer than the limit of {MAX_PAUSE_S} s"
     expect(job_page.locator("#job-error-text")).to_contain_text(reason)
+    expect(job_page.locator("#job-error-title")).to_have_text("Cancelled by NIAS")  # not the user's own cancel
+    expect(job_page.locator("#job-error")).to_have_class(re.compile(r"\bwarn\b"))
     expect(job_page.locator('#files-table tr[data-file="partial.txt"]')).to_be_visible(timeout=30_000)
     expect(job_page.locator("#result-body")).not_to_contain_text("without a result")
 

@@ -66,7 +66,8 @@ def test_the_file_list_names_every_file_of_a_finished_result_with_its_size_and_t
     files = response.json()["files"]
     assert files == [
         {"name": "channels.csv", "size": hello_result.getinfo("channels.csv").file_size, "type": "text/csv"},
-        {"name": "plot.png", "size": hello_result.getinfo("plot.png").file_size, "type": "image/png"},
+        {"name": "plot.png", "size": hello_result.getinfo("plot.png").file_size, "type": "image/png",
+         "width": 64, "height": 32},  # the fixture's 64 x 32 plot: a page keeps its place while it loads
         {"name": "result.txt", "size": 3, "type": "text/plain"},
     ]
 

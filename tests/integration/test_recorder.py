@@ -153,7 +153,7 @@ def test_a_unit_status_is_recorded_with_the_units_sandbox_pools_host_and_executo
     assert units == [{"name": "unit-3", "state": "busy", "job_id": "abc", "last_seen": 1234.5, "sandbox": "none",
                       "pools": ["default", "gpu"], "host": "gpubox", "cpus": 32, "memory_mb": 257_000,
                       "gpus": ["NVIDIA A100-SXM4-40GB"], "python": "3.11.2", "executor": "slurm",
-                      "pause_refusal": "not an operator"}]
+                      "pause_refusal": "not an operator", "draining": None}]
 
 
 def test_running_jobs_get_a_fresh_lease_when_the_recorder_starts(sqlite_store, amqp_settings, recorder_for):

@@ -17,6 +17,7 @@ from nias.messages import EventKind, JobMessage
 from nias.settings import load_settings
 from process_unit import runner as runner_module
 from process_unit.environments import Environment
+from nias.job_log import LogStream
 from process_unit.joblog import LINE_BYTES, TAIL_LINE_CHARS, JobLog, pump_lines
 from process_unit.runner import Runner
 from process_unit.sandbox import Sandbox
@@ -126,13 +127,13 @@ def test_an_outcome_refused_for_itself_is_sent_again_without_its_details(setting
 def test_the_log_keeps_its_limit_and_says_where_it_was_cut(tmp_path):
     log = JobLog(tmp_path / "log.txt", max_bytes=1000)
     for _ in range(30):
-        log.write(b"x" * 99 + b"\n")
+        log.write(LogStream.OUT, "x" * 59)
     log.note("done")
     log.close()
     text = (tmp_path / "log.txt").read_text()
-    assert text.count("x" * 99) == 10
+    assert text.count("x" * 59) == 10
     assert "The log reached its limit of 0 MB (NIAS_MAX_LOG_MB)" in text and text.endswith("[nias] done\n")
-    assert log.produced == 3000 and log.failure == "the log reached its limit of 0 MB"
+    assert log.produced == 30 * 59 and log.failure == "the log reached its limit of 0 MB"
 
 
 def test_a_line_of_any_length_reaches_the_error_tail_as_its_first_characters_only(tmp_path):
@@ -142,7 +143,8 @@ def test_a_line_of_any_length_reaches_the_error_tail_as_its_first_characters_onl
     pump_lines(stream, log, tail)
     assert list(tail) == ["E" * TAIL_LINE_CHARS + " [...]", "short line"]
     log.close()
-    assert (tmp_path / "log.txt").stat().st_size == 5 * LINE_BYTES + len(b"\nshort line\n")
+    lines = (tmp_path / "log.txt").read_bytes().splitlines()
+    assert [len(line.split(b"] ", 1)[1]) for line in lines] == [LINE_BYTES] * 5 + [len("short line")]
 
 
 class RefusingBackend(BackendFiles):
