@@ -85,24 +85,27 @@ def change_password():
 
 
 @bp.get("/me/webhook")
+@describe("My webhook", {200: api.Webhook, **api.REFUSED}, tag="accounts")
 def get_webhook():
     user = current_user()
     return jsonify({"url": user.get("webhook_url"), "secret": user.get("webhook_secret")})
 
 
 @bp.put("/me/webhook")
+@describe("Set my webhook", {200: api.Webhook, **api.REFUSED}, body=api.WebhookTarget, tag="accounts")
 def put_webhook():
     """`{"url": "https://..."}`: called with a job's JSON when one of your jobs ends; a secret that
     signs the calls is made the first time (and kept while the URL changes)."""
     nias = _nias()
     user = current_user()
-    url = webhooks.check_target(read_json().get("url"), nias.settings)
+    url = webhooks.check_target(api.read_body(api.WebhookTarget).get("url"), nias.settings)
     secret = user.get("webhook_secret") or webhooks.new_secret()
     nias.store.update_user(user["id"], webhook_url=url, webhook_secret=secret)
     return jsonify({"url": url, "secret": secret})
 
 
 @bp.delete("/me/webhook")
+@describe("Remove my webhook", {204: "removed", **api.REFUSED}, tag="accounts")
 def delete_webhook():
     _nias().store.update_user(current_user()["id"], webhook_url=None, webhook_secret=None)
     return Response(status=204)
@@ -156,11 +159,13 @@ def create_user():
 
 
 @bp.patch("/users/<user_id>")
+@describe("Change an account's role or disable it (admins)", {200: api.AccountUser, **api.REFUSED},
+          body=api.AccountChange, tag="accounts")
 def change_user(user_id: str):
     """Admins: `{"role": "admin" | "user"}` and/or `{"disabled": true | false}`; a disabled account is
     signed out everywhere and its API tokens answer 401 until it is enabled again."""
     admin = require_admin()
-    body = read_json()
+    body = api.read_body(api.AccountChange)
     store = _nias().store
     user = accounts.change_account(store, admin, user_id, role=body.get("role"), disabled=body.get("disabled"))
     if user.get("disabled_at"):
@@ -169,6 +174,7 @@ def change_user(user_id: str):
 
 
 @bp.post("/users/<user_id>/password")
+@describe("Give a user a new random password (admins)", {200: api.NewPassword, **api.REFUSED}, tag="accounts")
 def reset_user_password(user_id: str):
     """Admins: a new random password for the user, shown once in the answer; their sessions end."""
     require_admin()

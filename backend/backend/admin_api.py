@@ -77,6 +77,8 @@ def list_dead_letters():
 
 
 @bp.put("/units/<name>/drain")
+@describe("Drain a unit or bring it back (admins)", {200: api.DrainedUnit, **api.REFUSED}, body=api.DrainChange,
+          tag="admin")
 def put_drain(name: str):
     """`{"drain": true}`: the unit finishes its current job and takes no more until `{"drain": false}`."""
     require_admin()
@@ -93,6 +95,8 @@ def put_drain(name: str):
 
 
 @bp.post("/dead-letters/discard")
+@describe("Discard dead letters (admins)", {200: api.Discarded, **api.REFUSED, **api.UNAVAILABLE},
+          body=api.DeadLetterDiscard, tag="admin")
 def discard_dead_letters():
     """`{"message_ids": [...]}` discards those dead letters, `{"all": true}` every one; answers how many went."""
     require_admin()
@@ -135,6 +139,7 @@ def _tree_bytes(root) -> int | None:
 
 
 @bp.get("/storage")
+@describe("What the data volume holds (admins)", {200: api.Storage, **api.REFUSED}, tag="admin")
 def get_storage():
     """What the shared volume holds: uploads, results and logs (from the store), the environments
     (from the folder, where this host sees it), and how long results are kept."""

@@ -351,7 +351,8 @@ class TokenList(Model):
 
 
 class TokenRequest(Model):
-    name: str | None = None
+    name: str | None = Field(None, description="what the token is for, e.g. laptop CLI (required: 400 bad_token_name)")
+    expires_days: int | None = Field(None, ge=1, le=3650, description="days until it stops working; none: never")
 
 
 class NewToken(Model):
@@ -360,6 +361,53 @@ class NewToken(Model):
     id: str
     name: str
     token: str
+    expires_at: Timestamp | None = None
+
+
+class Webhook(Model):
+    """Your webhook: called with a job's JSON when one of your jobs ends, signed with `secret`."""
+
+    url: str | None
+    secret: str | None
+
+
+class WebhookTarget(Model):
+    url: str = Field(description="an https:// (or http://) address NIAS may call")
+
+
+class NoteChange(Model):
+    note: str = Field(max_length=200, description="at most 200 characters; empty removes the note")
+
+
+class DrainChange(Model):
+    drain: bool = Field(description="true: finish the current job and take no more; false: take jobs again")
+
+
+class DrainedUnit(Model):
+    """The unit, with `drain` (`draining`, `drained` or null) and whether the drain message was sent."""
+
+    name: str
+    drain: Literal["draining", "drained"] | None = None
+    sent: bool
+
+
+class DeadLetterDiscard(Model):
+    message_ids: list[str] | None = None
+    all: bool | None = None
+
+
+class Discarded(Model):
+    """How many dead letters went."""
+
+    discarded: int
+
+
+class Storage(Model):
+    """Bytes the data volume holds by kind, and how long results are kept."""
+
+    environments: int | None
+    environments_dir: str
+    retention_days: float
 
 
 class User(Model):
@@ -368,6 +416,24 @@ class User(Model):
     id: str
     email: str
     role: Literal["admin", "user"]
+
+
+class AccountChange(Model):
+    role: Literal["admin", "user"] | None = None
+    disabled: bool | None = None
+
+
+class AccountUser(User):
+    """The account as it now is."""
+
+    disabled: bool = False
+
+
+class NewPassword(Model):
+    """A new random password, shown this once; the user's sessions ended."""
+
+    password: str
+    sessions_ended: int
 
 
 class UserRow(User):

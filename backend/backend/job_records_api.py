@@ -11,9 +11,11 @@ from nias.job_files import JobFiles
 from nias.states import is_final
 from nias.web import read_json
 
+from backend import api_models as api
 from backend.auth import visible_job
 from backend.jobs_api import job_json_with_position
 from backend.live import feed
+from backend.openapi import describe
 
 logger = logging.getLogger(__name__)
 
@@ -23,9 +25,10 @@ MAX_NOTE_CHARS = 200
 
 
 @bp.put("/<job_id>/note")
+@describe("Note a job", {200: api.Job, **api.REFUSED}, body=api.NoteChange, tag="jobs")
 def put_note(job_id: str):
     """`{"note": "baseline, before the filter fix"}`; an empty note removes it."""
-    note = read_json().get("note")
+    note = read_json().get("note")  # checked here, to answer bad_note naming the field
     if not isinstance(note, str) or len(note.strip()) > MAX_NOTE_CHARS:
         raise BadRequest(f"note must be text of at most {MAX_NOTE_CHARS} characters.", code="bad_note", field="note")
     store = current_app.extensions["nias"].store
@@ -37,6 +40,7 @@ def put_note(job_id: str):
 
 
 @bp.delete("/<job_id>")
+@describe("Delete a finished job with its files", {204: "deleted", **api.REFUSED}, tag="jobs")
 def delete_job(job_id: str):
     """A finished job's record, upload, log and result, removed; 409 while it is not finished."""
     nias = current_app.extensions["nias"]

@@ -141,17 +141,22 @@ def list_files(job_id: str):
 
 
 @bp.get("/jobs/<job_id>/project/files")
+@describe("List the uploaded project's files", {200: api.FileList, **api.REFUSED}, query=api.FileListQuery,
+          tag="results")
 def list_project_files(job_id: str):
     """The uploaded project's files, as `/files` lists the result's."""
     return _listing(_uploaded_project(job_id))
 
 
 @bp.get("/jobs/<job_id>/project/files/<path:name>")
+@describe("One file of the uploaded project", {200: api.RESULT_FILE, **api.REFUSED}, query=api.FileQuery,
+          tag="results")
 def get_project_file(job_id: str, name: str):
     return _serve_member(_uploaded_project(job_id), name)
 
 
 @bp.get("/jobs/<job_id>/project")
+@describe("Download the uploaded project", {200: api.ZIP, **api.REFUSED}, tag="results")
 def get_project(job_id: str):
     """The project's zip, as it was uploaded."""
     return send_file(_uploaded_project(job_id), mimetype="application/zip", as_attachment=True,
