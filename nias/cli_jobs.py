@@ -12,6 +12,7 @@ from click.shell_completion import CompletionItem
 
 from nias.cli_common import PARAM, POOL, SWEEP, WAIT, Exit, assignments, call, client_of, open_session
 from nias.client import NiasClient
+from nias.job_log import parse_line, plain_text
 from nias.params import split_sweep_values
 from nias.project_zip import zip_folder
 from nias.states import is_final
@@ -180,15 +181,35 @@ def list_jobs(ctx, state, limit: int, page: int, as_json: bool) -> None:
         click.echo(f"({shown} of {answer['total']}; --page {page + 1} for more)", err=True)
 
 
-def follow_log(client: NiasClient, job_id: str) -> dict:
+class LogPrinter:
+    """Prints a log's lines as they arrive (a line cut between two reads waits for its end): as a
+    terminal shows them, or as stored (`raw`)."""
+
+    def __init__(self, raw: bool = False, times: bool = False):
+        self.raw, self.times, self._rest = raw, times, ""
+
+    def feed(self, chunk: bytes, final: bool = False) -> None:
+        text = self._rest + chunk.decode("utf-8", errors="replace")
+        lines = text.split("\n")
+        self._rest = "" if final else lines.pop()
+        for line in lines:
+            if not line and final:
+                continue
+            shown = line if self.raw else plain_text(parse_line(line), times=self.times)
+            if shown is not None:
+                click.echo(shown)
+
+
+def follow_log(client: NiasClient, job_id: str, printer: LogPrinter) -> dict:
     """Print the log as it grows until the job has ended and all of it is out; returns the ended job."""
     offset = 0
     while True:
         job = call(lambda: client.job(job_id))
         chunk, offset = call(lambda: client.log_from(job_id, offset))
         if chunk:
-            click.echo(chunk.decode("utf-8", errors="replace"), nl=False)
+            printer.feed(chunk)
         if is_final(job["state"]) and not job.get("result_pending") and not chunk:
+            printer.feed(b"", final=True)
             return job
         if not chunk:
             time.sleep(FOLLOW_POLL_S)
@@ -197,14 +218,17 @@ def follow_log(client: NiasClient, job_id: str) -> dict:
 @click.command()
 @JOB_ID
 @click.option("-f", "--follow", is_flag=True, help="go on printing as the job writes; exit with its outcome")
+@click.option("-t", "--times", is_flag=True, help="each line's UTC time first")
+@click.option("--raw", is_flag=True, help="the log as stored: times, [out]/[err]/[nias] and bars' passing states")
 @click.pass_context
-def logs(ctx, job_id: str, follow: bool) -> None:
+def logs(ctx, job_id: str, follow: bool, times: bool, raw: bool) -> None:
     """Print the job's output (stdout and stderr) so far, or follow it to the end."""
     client = client_of(ctx)
+    printer = LogPrinter(raw=raw, times=times)
     if not follow:
-        click.echo(call(lambda: client.log(job_id)), nl=False)
+        printer.feed(call(lambda: client.log(job_id)).encode(), final=True)
         return
-    job = follow_log(client, job_id)
+    job = follow_log(client, job_id, printer)
     click.echo(f"{job['id']}  {job['state']}" + (f"  {job['error']}" if job["error"] else ""), err=True)
     sys.exit(Exit.OK if job["state"] == "succeeded" else Exit.JOB_DID_NOT_SUCCEED)
 

@@ -40,6 +40,15 @@ class LogLine:
     live: bool = False
 
 
+def plain_text(line: LogLine, *, times: bool = False) -> str | None:
+    """A line as a terminal shows it: the job's own text, NIAS's lines marked `[nias]`, a bar's
+    passing state left out (None); with `times`, its UTC time first."""
+    if line.live:
+        return None
+    text = f"[nias] {line.text}" if line.stream is LogStream.NIAS and line.at is not None else line.text
+    return f"{line.at} {text}" if times and line.at else text
+
+
 def parse_line(line: str) -> LogLine:
     """One line of a log, without its newline."""
     match = LINE.match(line)

@@ -1,9 +1,9 @@
 """Following a batch job's output file as it grows, line by line, like a pipe.
 
-Slurm writes the job's stdout and stderr to one file on the shared filesystem; `readline`
-returns what it gained, waiting while nothing new has come, and returns `b""` once `finish()` was
-called and everything up to the end of the file has been read. So the local executor's
-`pump_lines` copies it into the job's log, with progress lines and the stderr tail, unchanged.
+Slurm writes the job's stdout and stderr to one file on the shared filesystem; `read` returns
+what it gained, as a pipe's read does, waiting while nothing new has come, and returns `b""` once
+`finish()` was called and everything up to the end of the file has been read. So the local
+executor's `pump_lines` copies it into the job's log, with progress lines and bars, unchanged.
 `offset` is how far it has been read: a restarted unit goes on from there.
 """
 from __future__ import annotations
@@ -20,7 +20,6 @@ class OutputFollower:
         self.offset = offset
         self._done = threading.Event()
         self._handle = None
-        self._partial = b""
 
     def finish(self) -> None:
         """The batch job has ended: read what is left, then report the end."""
@@ -35,12 +34,8 @@ class OutputFollower:
             self._handle.seek(self.offset)
         return True
 
-    def _take(self) -> bytes:
-        line, self._partial = self._partial, b""
-        self.offset += len(line)
-        return line
-
-    def readline(self, size: int) -> bytes:
+    def read(self, size: int) -> bytes:
+        """At most `size` bytes the file gained; waits while nothing new has come; b"" at the end."""
         while True:
             done = self._done.is_set()  # read before reading: what was written before the end is taken
             if not self._open():
@@ -48,12 +43,13 @@ class OutputFollower:
                     return b""
                 self._done.wait(WAIT_S)
                 continue
-            piece = self._handle.readline(size - len(self._partial))
-            self._partial += piece
-            if self._partial.endswith(b"\n") or len(self._partial) >= size or (done and not piece):
-                return self._take()
-            if not piece:
-                self._done.wait(WAIT_S)
+            piece = self._handle.read(size)
+            if piece:
+                self.offset += len(piece)
+                return piece
+            if done:
+                return b""
+            self._done.wait(WAIT_S)
 
     def close(self) -> None:
         if self._handle is not None:

@@ -93,18 +93,18 @@ def test_an_unreadable_journal_adopts_nothing(tmp_path):
     assert BatchJournal(tmp_path / "batch-jobs.json").records() == []
 
 
-def test_the_output_follower_waits_for_lines_and_ends_after_the_last_once_finished(tmp_path):
+def test_the_output_follower_waits_for_output_and_ends_after_the_last_once_finished(tmp_path):
     path = tmp_path / "slurm.out"
     follower = OutputFollower(path)
-    lines: list[bytes] = []
-    reader = threading.Thread(target=lambda: lines.extend(iter(lambda: follower.readline(1024), b"")))
+    pieces: list[bytes] = []
+    reader = threading.Thread(target=lambda: pieces.extend(iter(lambda: follower.read(1024), b"")))
     reader.start()
     with open(path, "ab", buffering=0) as output:
         output.write(b"one\ntw")
         output.write(b"o\nno newline at the end")
     follower.finish()
     reader.join(10)
-    assert lines == [b"one\n", b"two\n", b"no newline at the end"] and follower.offset == path.stat().st_size
+    assert b"".join(pieces) == b"one\ntwo\nno newline at the end" and follower.offset == path.stat().st_size
 
 
 def test_the_output_follower_goes_on_from_where_a_restarted_unit_left_off(tmp_path):
@@ -112,4 +112,4 @@ def test_the_output_follower_goes_on_from_where_a_restarted_unit_left_off(tmp_pa
     path.write_bytes(b"copied before\nnew line\n")
     follower = OutputFollower(path, offset=len(b"copied before\n"))
     follower.finish()
-    assert follower.readline(1024) == b"new line\n" and follower.readline(1024) == b""
+    assert follower.read(1024) == b"new line\n" and follower.read(1024) == b""
