@@ -99,7 +99,9 @@ function timingFacts(current, now) {
 function environmentFact(current) {
   if (current.env_seconds === null || current.env_seconds === undefined) return "—";
   const how = current.env_cached ? "from the cache" : "built";
-  return `${how}, ${formatDuration(current.env_seconds)}`;
+  const built = current.env_built_at ? ` (built ${formatFullTime(current.env_built_at)})` : "";
+  const fresh = current.fresh_env ? ", newest versions asked for" : "";
+  return `${how}, ${formatDuration(current.env_seconds)}${built}${fresh}`;
 }
 
 function describeLimits(limits) {

@@ -4,11 +4,15 @@ environment was built."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
 
+from playwright.sync_api import expect
+
+from tests.support.browser import browser, console_errors, new_page, page, save_screenshot  # noqa: F401 (fixtures)
 from tests.support.projects import zip_entries
 
 
@@ -26,6 +30,18 @@ def test_a_job_asking_for_the_newest_versions_gets_a_new_build_that_later_jobs_r
     assert "Rebuilding the environment with the newest versions, as the job asked" in client.log(fresh["id"])
     after = client.wait(client.submit(project)["id"], timeout_s=120)
     assert after["env_cached"] is True and after["env_built_at"] == fresh["env_built_at"]
+
+
+def test_the_job_page_says_when_the_environment_was_built_and_that_the_newest_versions_were_asked_for(
+        client, page, tmp_path):
+    project = zip_entries(tmp_path / "fresh-page.zip", {"code.py": "print('ran')\n"})
+    job = client.wait(client.submit(project, fresh_env="true")["id"], timeout_s=180)
+    page.goto(f"/job.html?id={job['id']}")
+    expect(page.locator("#job-state")).to_have_text("succeeded")
+    details = page.locator("main")
+    expect(details).to_contain_text("newest versions asked for")
+    expect(details).to_contain_text(re.compile(r"built, [^(]*\(built \w{3} \d+, \d{4}"))
+    save_screenshot(page, "job-fresh-environment")
 
 
 def test_nias_submit_fresh_env_asks_for_it_and_a_bad_value_is_refused(stack, client, tmp_path):
