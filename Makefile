@@ -17,7 +17,7 @@ up: venv
 	$(PY) tools/launcher.py
 
 # One processing unit and its consumer, in the foreground, for this host to serve a backend elsewhere:
-# set NIAS_AMQP_URL, NIAS_BACKEND_URL, NIAS_INTERNAL_TOKEN and NIAS_UNIT_NAME (README, "Add a host").
+# set NIAS_AMQP_URL, NIAS_BACKEND_URL, NIAS_INTERNAL_TOKEN and NIAS_UNIT_NAME (docs/deployment.md, "Add a host").
 unit: venv
 	$(PY) -m process_unit.standalone
 

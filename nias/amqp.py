@@ -1,6 +1,6 @@
 """RabbitMQ helpers shared by every service: connecting, the topology, and a confirmed publisher.
 
-Topology (all durable, all classic queues; see the README for why):
+Topology (all durable, all classic queues; see docs/lifecycle.md for why):
 - `<prefix>.jobs` (the `default` pool) and `<prefix>.jobs.<pool>` (every other pool): job
   messages, `x-max-priority` so urgent jobs can jump the queue; rejected messages dead-letter
   to `<prefix>.dead`. A unit takes from the queues of the pools it serves.

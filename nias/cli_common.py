@@ -17,7 +17,7 @@ T = TypeVar("T")
 
 
 class Exit(enum.IntEnum):
-    """The exit codes of `nias` (README, "The command line")."""
+    """The exit codes of `nias` (docs/api.md, "The command line")."""
 
     OK = 0
     JOB_DID_NOT_SUCCEED = 1  # a job (or one of a sweep's jobs) that was waited for failed or was cancelled

@@ -1,6 +1,6 @@
 """One typed settings object, read from the environment once at each entry point.
 
-Every variable is documented in `.env.example` and the README. Services take the
+Every variable is documented in `.env.example` and docs/configuration.md. Services take the
 fields they need from the same object, so a variable means the same everywhere.
 """
 from __future__ import annotations

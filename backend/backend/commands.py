@@ -1,6 +1,6 @@
 """Commands: projects the admin keeps on the server, with named, typed parameters.
 
-    <NIAS_COMMANDS_DIR>/<folder>/command.toml   the declaration (see the README's reference)
+    <NIAS_COMMANDS_DIR>/<folder>/command.toml   the declaration (see docs/api.md, "Commands")
     <NIAS_COMMANDS_DIR>/<folder>/code.py        the project, as in an upload, with any other files
 
 The folder is read again whenever a file in it changes (its names, sizes and mtimes), so a

@@ -619,7 +619,7 @@ def test_env_example_gives_the_defaults_the_settings_and_compose_use():
 
 
 def test_the_readme_section_tells_how_to_run_scale_and_reach_the_stack():
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "deployment.md").read_text()
     section = readme.split("<!-- compose:start -->")[1].split("<!-- compose:end -->")[0]
     assert section.lstrip().startswith("## Deploy with Docker Compose")
     for needed in (".env.example", "--scale unit=", "127.0.0.1:15672", "pg_dump", "docker compose logs",

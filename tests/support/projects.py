@@ -5,7 +5,7 @@ import zipfile
 from pathlib import Path
 
 PROJECTS = Path(__file__).resolve().parents[1] / "fixtures" / "projects"
-# A command's declaration with a parameter of every type (the README's example, and more).
+# A command's declaration with a parameter of every type (docs/api.md's example, and more).
 WELCH = (PROJECTS.parent / "commands" / "welch-psd.toml").read_text()
 
 # A job that writes output/partial.txt at once, then counts for about two minutes: cancelled or
