@@ -7,7 +7,6 @@ import time
 from flask import Blueprint, Response, current_app, jsonify
 
 from nias.errors import NiasError
-from nias.web import read_json
 
 from backend import api_models as api
 from backend.openapi import describe
