@@ -95,7 +95,7 @@ def _token_header(settings: Settings, host: str) -> list[str]:
     return []
 
 
-def _git(settings: Settings, source: GitSource, home: Path) -> list[str]:
+def _git(settings: Settings, source: GitSource) -> list[str]:
     http = "always" if urlsplit(source.url).scheme == "http" else "never"
     return ["git", "-c", "protocol.allow=never", "-c", "protocol.https.allow=always", "-c", f"protocol.http.allow={http}",
             "-c", "http.followRedirects=false", "-c", "core.hooksPath=/dev/null", "-c", "credential.helper=",
@@ -155,7 +155,7 @@ def fetch_project(source: GitSource, settings: Settings, target: Path) -> str:
     """Pack the tree of `source` into the zip `target`; returns the commit it came from."""
     home = Path(tempfile.mkdtemp(prefix="git-", dir=target.parent))
     try:
-        git = _git(settings, source, home)
+        git = _git(settings, source)
         _run([*git, "init", "-q", "--bare", "repo.git"], home, settings)
         repo = ["--git-dir", str(home / "repo.git")]
         _run([*git, *repo, "fetch", "-q", "--depth", "1", "--no-tags", "--no-recurse-submodules", source.url,

@@ -121,7 +121,7 @@ class EnvironmentCache:
                 fresh: bool = False) -> Environment:
         """Return a ready environment for these requirements, building it if none is cached, or if
         the cached one is unpinned and too old, or `fresh` (the job asked for the newest versions)."""
-        started = time.perf_counter()
+        started, asked_at = time.perf_counter(), time.time()
         text = requirements_file.read_text(errors="replace") if requirements_file and requirements_file.is_file() else ""
         requirements = check_requirements(text)  # again here: the unit trusts no file on the volume
         key = environment_key(requirements, self._identity)
@@ -131,7 +131,7 @@ class EnvironmentCache:
         with open(self.root / f"{key}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             # Another unit may have built it while we waited: a fresh request takes that one too.
-            if (usable := self._usable(current, requirements, fresh, since=started)) is not None:
+            if (usable := self._usable(current, requirements, fresh, built_since=asked_at)) is not None:
                 return Environment(usable, key, True, time.perf_counter() - started, _built_at(usable))
             if _built_at(current) is not None and not fresh:
                 log(f"Rebuilding the environment: it is older than {self.max_age_s / 86400:g} days and its "
@@ -141,14 +141,14 @@ class EnvironmentCache:
             generation = self._build(key, requirements, log)
         return Environment(generation, key, False, time.perf_counter() - started, _built_at(generation))
 
-    def _usable(self, current: Path, requirements: list[str], fresh: bool, since: float | None = None) -> Path | None:
+    def _usable(self, current: Path, requirements: list[str], fresh: bool,
+                built_since: float | None = None) -> Path | None:
         """The generation `current` points to, if a job may use it as it is."""
         built = _built_at(current)
         if built is None:
             return None
         if fresh:  # only one built after the request (by another unit while we waited) will do
-            return current.resolve() if since is not None and built >= time.time() - (time.perf_counter() - since) \
-                else None
+            return current.resolve() if built_since is not None and built >= built_since else None
         if not all_pinned(requirements) and time.time() - built > self.max_age_s:
             return None
         return current.resolve()

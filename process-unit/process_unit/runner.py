@@ -320,16 +320,14 @@ class Runner:
                 self.events.deliver(self._event(run, JobEvent.LOST, error=clip_text(
                     f"The result could not be delivered to the backend: {exc.message}", 1000)))
                 return
-        ended = {"at": run.ended_at} if run.ended_at is not None else {}
-        event = self._outcome(run)
+        event = self._outcome(run)  # again: a result the backend could not keep failed the run above
         try:
             self.events.deliver(event)
         except MessageRefused as exc:
             # RabbitMQ refused this one event (never a matter of retrying): send the outcome without extras.
             logger.error("Job %s: outcome refused by RabbitMQ (%s); sending it without details", run.job_id, exc.message)
             error = f"The outcome could not be sent in full ({exc.message}); see the log. {run.error or ''}"
-            self.events.deliver(self._event(run, JobEvent.FINISHED, state=run.state, exit_code=run.exit_code,
-                                            error=error[:1000], result_size=run.result_size, **ended))
+            self.events.deliver(dataclasses.replace(event, details={}, error=error[:1000]))
 
     def _outcome(self, run: Run) -> JobEvent:
         ended = {"at": run.ended_at} if run.ended_at is not None else {}
