@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ReadTimeoutError
+from urllib3.util.retry import Retry
 
 from nias.errors import NiasError, ServiceUnavailable
 from nias.multipart import MultipartUpload, Progress
@@ -27,11 +30,49 @@ class ApiError(NiasError):
         return cls(message, code=code, status=response.status_code, **extra)
 
 
+# The backend closes a connection idle for 5 s (gunicorn's keepalive). A request sent on a pooled
+# connection just as the server closes it fails without an answer: safe requests are retried, and a
+# request that is not safe to repeat never goes on a connection idle for longer than this.
+IDLE_REUSE_S = 2.0
+
+
+class _RetryDropped(Retry):
+    """Retries a safe request whose connection failed or dropped; a server that is only slow to
+    answer is not asked again (the caller's timeout stands)."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):  # type: ignore[override]
+        if isinstance(error, ReadTimeoutError):
+            raise error
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+SAFE_RETRIES = _RetryDropped(total=3, connect=3, read=2, status=0, other=0, backoff_factor=0.1,
+                             allowed_methods=Retry.DEFAULT_ALLOWED_METHODS, raise_on_status=False)
+
+
+class ApiSession(requests.Session):
+    """A requests session that outlives the server's keep-alive: see IDLE_REUSE_S."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        adapter = HTTPAdapter(max_retries=SAFE_RETRIES)
+        self.mount("http://", adapter)
+        self.mount("https://", adapter)
+        self._last_answer = 0.0
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if method.upper() not in SAFE_RETRIES.allowed_methods and time.monotonic() - self._last_answer > IDLE_REUSE_S:
+            self.close()  # drops the idle pooled connections; the next request opens a new one
+        response = super().request(method, url, *args, **kwargs)
+        self._last_answer = time.monotonic()
+        return response
+
+
 class NiasClient:
     def __init__(self, base_url: str, *, token: str | None = None, timeout_s: float = 60):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
-        self.session = requests.Session()
+        self.session = ApiSession()
         if token:
             self.session.headers["Authorization"] = f"Bearer {token}"
 

@@ -12,7 +12,13 @@ function show(hook) {
 
 export function wireWebhook() {
   copyButton("copy-webhook-secret", "webhook-secret");
-  getJSON("/api/me/webhook").then(show).catch((error) => showError(byId("webhook-error"), error, "The webhook cannot be read"));
+  // The form opens once the saved webhook is shown, so nothing typed before is overwritten.
+  getJSON("/api/me/webhook")
+    .then((hook) => {
+      show(hook);
+      byId("webhook-fields").disabled = false;
+    })
+    .catch((error) => showError(byId("webhook-error"), error, "The webhook cannot be read"));
   byId("webhook-form").addEventListener("submit", async (event) => {
     event.preventDefault();
     showError(byId("webhook-error"), null);

@@ -345,6 +345,7 @@ def test_upload_page_refuses_a_zip_over_the_servers_size_limit_before_sending(pa
 def test_upload_page_takes_a_zip_dropped_on_it(page, tmp_path):
     project = zip_project("hello", tmp_path / "dropped.zip")
     page.goto("/upload.html")
+    expect(page.locator("#limit-hint")).to_contain_text("Up to")  # the page's script has wired the zone
     page.evaluate("""([name, bytes]) => {
         const transfer = new DataTransfer();
         transfer.items.add(new File([new Uint8Array(bytes)], name, {type: 'application/zip'}));
