@@ -1,7 +1,8 @@
 """`make bench`: latency figures on a local stack started as `make up` starts it.
 
-Prints: upload-to-result-downloadable time for a trivial job (median and p95 over 50 runs),
-the same code run bare with `python code.py`, and the environment time of a job with one
+Prints: upload-to-result-downloadable time for a trivial job (median and p95 over 50 runs), by
+each way a client can wait, beside their floors, and per hop from the timeline the services
+record (bench/latency.py); throughput with 8 clients on 2 units; the same code run bare with `python code.py`, and the environment time of a job with one
 requirement, cold (empty cache) and warm (a repeat job). Then, with a unit started by `make unit`
 on a host that shares nothing with the stack (its own network and mount namespaces; needs root):
 the trivial job through it, and a 1 GiB upload (its POST, and the job that fetches and unpacks it)
@@ -31,6 +32,7 @@ from tests.support.remote_host import RemoteHost  # noqa: E402
 from tests.support.slurm import SlurmUnit  # noqa: E402
 from tests.support.stack import LocalStack  # noqa: E402
 from tools import slurm_cluster  # noqa: E402
+import latency  # noqa: E402  (beside this script)
 
 logger = logging.getLogger("nias.bench")
 
@@ -141,6 +143,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--local-only", action="store_true", help="skip the remote unit and the 1 GiB job")
     parser.add_argument("--slurm-runs", type=int, default=10)
+    parser.add_argument("--throughput-jobs", type=int, default=200)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="nias-bench-", dir="/var/tmp") as folder:
@@ -151,6 +154,13 @@ def main() -> None:
             project = zip_entries(workdir / "trivial.zip", {"code.py": TRIVIAL})
             jobs = time_trivial_jobs(stack, project, args.runs)
             bare = time_bare_runs(load_settings().job_python, args.runs)
+            strategies = latency.time_wait_strategies(stack, project, args.runs)
+            cli = latency.time_cli_submits(stack, project, max(5, args.runs // 5))
+            cli_start = latency.time_python_start(max(5, args.runs // 5))
+            loopback = latency.time_loopback_http(200)
+            broker = latency.time_broker_round_trip(200)
+            hops = latency.hop_breakdown(stack, project, args.runs)
+            throughput = latency.time_throughput(stack, project, args.throughput_jobs)
             cold, warm = time_environments(stack, workdir)
             slurm = time_slurm_jobs(stack, project, args.slurm_runs)
             if not args.local_only:
@@ -168,6 +178,16 @@ def main() -> None:
           f"median {ms(statistics.median(jobs))}, p95 {ms(percentile(jobs, 0.95))}")
     print(f"same code run bare with python code.py ({args.runs} runs):       "
           f"median {ms(statistics.median(bare))}, p95 {ms(percentile(bare, 0.95))}")
+    for name, timings in strategies.items():
+        print(f"trivial job waited for by {name:28s}: {latency.summary(timings)}")
+    print(f"trivial job by `nias submit --wait` (a new process)   : {latency.summary(cli)}")
+    print(f"  floor: starting Python and importing the CLI         : {latency.summary(cli_start)}")
+    print(f"  floor: a loopback HTTP round trip                    : {latency.summary(loopback)}")
+    print(f"  floor: a RabbitMQ publish (confirmed) and consume    : {latency.summary(broker)}")
+    print(f"where one trivial job's time goes (median over {args.runs}, ms since the hop before):")
+    for hop, values in hops.items():
+        print(f"  {hop:14s} {statistics.median(values):7.1f} ms" if values else f"  {hop:14s}       -")
+    print(f"throughput: {args.throughput_jobs} trivial jobs from 8 clients on 2 units: {throughput:5.1f} jobs/s")
     print(f"environment for one requirement (six==1.16.0): cold {ms(cold)}, warm repeat {ms(warm)}")
     if slurm:
         print(f"trivial job through Slurm (one-node cluster, {len(slurm)} runs):   "

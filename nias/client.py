@@ -117,10 +117,12 @@ class NiasClient:
             data["name"] = name
         return data
 
-    def job(self, job_id: str, *, wait_s: int = 0, state: str | None = None) -> dict:
+    def job(self, job_id: str, *, wait_s: int = 0, state: str | None = None, until_final: bool = False) -> dict:
         params: dict[str, Any] = {"wait_s": wait_s} if wait_s else {}
         if state:
             params["state"] = state
+        if until_final:
+            params["until"] = "final"
         return self._request("GET", f"/api/jobs/{job_id}", params=params,
                              timeout=self.timeout_s + wait_s).json()
 
@@ -132,13 +134,13 @@ class NiasClient:
         """Block until the job reaches a final state with its result recorded (a cancelled job's kept
         result comes a moment later); raises TimeoutError past `timeout_s`."""
         deadline = time.monotonic() + timeout_s
-        job = self.job(job_id)
-        while not is_final(job["state"]) or job.get("result_pending"):
+        while True:  # one long poll answered when the job ends, renewed every 30 s
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            job = self.job(job_id, wait_s=max(1, min(int(remaining), 30)), until_final=True)
+            if is_final(job["state"]) and not job.get("result_pending"):
+                return job
+            if deadline - time.monotonic() <= 0:
                 raise TimeoutError(f"job {job_id} is still {job['state']} after {timeout_s} s")
-            job = self.job(job_id, wait_s=max(1, min(int(remaining), 30)), state=job["state"])
-        return job
 
     def log(self, job_id: str, *, offset: int = 0) -> str:
         return self._request("GET", f"/api/jobs/{job_id}/log", params={"offset": offset}).text

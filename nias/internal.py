@@ -79,9 +79,11 @@ class ClaimRequest(_Message):
     """A consumer asks the backend for the next attempt of a job whose message it received."""
 
     kind: ClassVar[str] = "claim"
-    checks: ClassVar[dict[str, Check]] = {"dispatch": _COUNT, "unit": _NAME}
+    checks: ClassVar[dict[str, Check]] = {"dispatch": _COUNT, "unit": _NAME,
+                                          "delivered_at": _number(0, MAX_INT, nullable=True)}
     dispatch: int
     unit: str
+    delivered_at: float | None = None  # when the broker delivered the message (nias.timeline)
 
 
 @dataclass(frozen=True)

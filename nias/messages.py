@@ -30,6 +30,7 @@ from nias.settings import DEFAULT_POOL, POOL_NAME
 from nias.params import params_problem
 from nias.ran_with import check_ran_with
 from nias.states import FINAL_STATES, JobState
+from nias.timeline import UNIT_HOPS
 
 SCHEMA_VERSION = 1
 T = TypeVar("T", bound="_Message")
@@ -185,6 +186,13 @@ def _execution(value: Any) -> str | None:
     return None
 
 
+def _timeline(value: Any) -> str | None:
+    """A unit's marks of one attempt (nias.timeline): hop name to seconds since the epoch."""
+    if not isinstance(value, dict) or not set(value) <= {hop.value for hop in UNIT_HOPS}:
+        return f"must map the unit's hops ({', '.join(sorted(hop.value for hop in UNIT_HOPS))}) to times"
+    return None if all(not _SECONDS(at) and at is not None for at in value.values()) else "must hold times"
+
+
 # The one shape of each event kind's details. A key not listed is refused.
 _LIVE: dict[str, Check] = {"paused": _flag, "active_s": _SECONDS, "progress": _number(0, 1),
                            "message": _text(), "execution": _execution}
@@ -195,6 +203,7 @@ DETAILS: dict[EventKind, dict[str, Check]] = {
         **_LIVE, "env_seconds": _SECONDS, "env_cached": _flag, "env_built_at": _SECONDS, "run_seconds": _SECONDS,
         "total_seconds": _SECONDS, "log_bytes": _COUNT, "limits": _limits, "log_incomplete": _text(),
         "handed_back": _flag, "result_files": _COUNT, "result_left_out": _COUNT, "ran_with": check_ran_with,
+        "timeline": _timeline,
     },
     EventKind.LOST: {},
 }

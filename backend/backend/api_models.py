@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from nias.errors import BadRequest
 from nias.states import JobState
+from nias.timeline import Hop
 from nias.web import read_json
 
 from backend.openapi import Answer
@@ -115,6 +116,21 @@ class History(Model):
     transitions: list[Transition]
 
 
+class Timing(Model):
+    hop: Literal[tuple(hop.value for hop in Hop)]  # type: ignore[valid-type]
+    at: str  # ISO 8601 with microseconds, by the clock of the service that marked it
+    ms: float | None  # milliseconds since the hop before it; None for the first
+
+
+class Timings(Model):
+    """When the job's current attempt passed each hop (nias.timeline), in their order."""
+
+    job_id: str
+    attempt: int
+    hops: list[Timing]
+    total_ms: float | None  # from the first hop marked to the last
+
+
 class Check(Model):
     check: str
     ok: bool
@@ -130,6 +146,7 @@ class DryRunReport(Model):
 class JobQuery(Model):
     wait_s: int | None = Field(None, ge=0, le=60, description="hold the answer until the state changes")
     state: JobStateName | None = Field(None, description="the state the caller last saw (with wait_s)")
+    until: Literal["final"] | None = Field(None, description="with wait_s: hold the answer until the job has ended")
 
 
 class JobListQuery(Model):

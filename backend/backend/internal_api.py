@@ -51,7 +51,7 @@ def claim_job(job_id: str):
     """A consumer asks to run a job it received: 200 with the attempt, 409 if stale, 404 if unknown."""
     claim = ClaimRequest.decode(request.get_data())
     nias = _nias()
-    job = job_rules.claim_job(nias.store, nias.settings, job_id, claim.dispatch, claim.unit)
+    job = job_rules.claim_job(nias.store, nias.settings, job_id, claim.dispatch, claim.unit, claim.delivered_at)
     return _answer(ClaimAnswer(job_id=job["id"], attempt=job["attempt"]))
 
 

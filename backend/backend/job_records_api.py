@@ -1,14 +1,17 @@
-"""Keeping one's jobs in order: a short note on a job, and deleting a finished job for good."""
+"""Keeping one's jobs in order: a short note on a job, deleting a finished job for good, and
+where a job's time went (its timeline)."""
 from __future__ import annotations
 
 import logging
 import shutil
+from datetime import datetime, timezone
 
 from flask import Blueprint, current_app, jsonify
 
 from nias.errors import BadRequest, Conflict
 from nias.job_files import JobFiles
 from nias.states import is_final
+from nias.timeline import Hop, breakdown
 from nias.web import read_json
 
 from backend import api_models as api
@@ -37,6 +40,28 @@ def put_note(job_id: str):
     fresh = store.get_job(job["id"])
     feed.publish(fresh)
     return jsonify(job_json_with_position(fresh))
+
+
+def timings_json(job: dict) -> dict:
+    """The job's timeline: the marks it keeps, with when it was stored and last published."""
+    marks = {**(job.get("timeline") or {}), Hop.STORED.value: job["created_at"]}
+    if job.get("published_at") is not None:
+        marks[Hop.PUBLISHED.value] = job["published_at"]
+    hops = breakdown(marks)
+    for row in hops:
+        row["at"] = datetime.fromtimestamp(row["at"], timezone.utc).isoformat(timespec="microseconds")
+    ends = [marks[row["hop"]] for row in hops]
+    return {"job_id": job["id"], "attempt": job["attempt"], "hops": hops,
+            "total_ms": round((max(ends) - min(ends)) * 1000, 2) if len(ends) > 1 else None}
+
+
+@bp.get("/<job_id>/timings")
+@describe("When the job passed each hop from its upload to its outcome", {200: api.Timings, **api.REFUSED},
+          tag="jobs")
+def get_timings(job_id: str):
+    """Each hop marked by the service that saw it (nias.timeline), with the milliseconds since
+    the one before: where a job's time went, for admins and the bench."""
+    return jsonify(timings_json(visible_job(job_id)))
 
 
 @bp.delete("/<job_id>")

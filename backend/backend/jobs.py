@@ -16,6 +16,8 @@ from nias.messages import ControlMessage, EventKind, JobEvent
 from nias.states import REQUESTABLE, JobState, allowed_targets, can_transition, is_final
 from nias.settings import Settings
 from nias.job_files import JobFiles
+from nias import timeline as timelines
+from nias.timeline import Hop
 
 from backend.live import feed
 from backend.store import Store
@@ -99,7 +101,8 @@ def keep_only_run(settings: Settings, job_id: str, attempt: int) -> None:
                 shutil.rmtree(folder, ignore_errors=True)
 
 
-def claim_job(store: Store, settings: Settings, job_id: str, dispatch: int, unit: str) -> dict:
+def claim_job(store: Store, settings: Settings, job_id: str, dispatch: int, unit: str,
+              delivered_at: float | None = None) -> dict:
     """Give a queued job to `unit` for its next attempt; Conflict if the message is stale."""
     job = store.get_job(job_id)
     if job["state"] != JobState.QUEUED.value or job["dispatch"] != dispatch:
@@ -108,6 +111,10 @@ def claim_job(store: Store, settings: Settings, job_id: str, dispatch: int, unit
             state=job["state"],
         )
     now = time.time()
+    timeline = timelines.for_new_attempt(job.get("timeline"))
+    if delivered_at is not None:
+        timeline[Hop.DELIVERED.value] = delivered_at
+    timeline[Hop.CLAIMED.value] = now
     return apply_transition(
         store,
         job_id,
@@ -118,6 +125,7 @@ def claim_job(store: Store, settings: Settings, job_id: str, dispatch: int, unit
         unit=unit,
         started_at=now,
         lease_until=now + settings.lease_s,
+        timeline=timeline,
     )
 
 
@@ -239,6 +247,15 @@ def apply_event(store: Store, settings: Settings, event: JobEvent, send_control:
     return _record_finish(store, settings, job, event)
 
 
+def _finished_timeline(settings: Settings, job: dict, event: JobEvent) -> dict:
+    """The job's timeline with the unit's marks of the attempt, when its result was kept, and now."""
+    timeline = {**(job.get("timeline") or {}), **timelines.clean_marks(event.details.get("timeline"), timelines.UNIT_HOPS)}
+    with contextlib.suppress(OSError):  # written when the result was kept, with the outcome sent beside it
+        timeline[Hop.RESULT_STORED.value] = JobFiles(settings.jobs_dir, event.job_id).run(event.attempt).outcome.stat().st_mtime
+    timeline[Hop.RECORDED.value] = time.time()
+    return timeline
+
+
 def _record_finish(store: Store, settings: Settings, job: dict, event: JobEvent) -> dict:
     details = event.details
     target = JobState(event.state or JobState.FAILED)
@@ -264,6 +281,7 @@ def _record_finish(store: Store, settings: Settings, job: dict, event: JobEvent)
         progress_active_s=details.get("active_s"),
         execution=details.get("execution", job.get("execution")),
         ran_with=details.get("ran_with"),
+        timeline=_finished_timeline(settings, job, event),
     )
     keep_only_run(settings, event.job_id, event.attempt)
     with contextlib.suppress(OSError):  # applied: the copy sent with the result is not needed any more

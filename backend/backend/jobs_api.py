@@ -220,6 +220,7 @@ def submit_job():
     """An upload (or a dry run); a user sends at most NIAS_MAX_UPLOADS_PER_USER at once, and all
     users NIAS_MAX_UPLOADS, so slow uploads cannot take every request thread: one more is refused
     before its body is read."""
+    received_at = time.time()
     settings = _nias().settings
     user_id = current_user()["id"]
     if not uploads_in_flight.take(user_id, settings.max_uploads_per_user, settings.max_uploads):
@@ -228,12 +229,12 @@ def submit_job():
     try:
         if request.args.get("dry_run", "").lower() in ("1", "true", "yes"):
             return jsonify(dry_run(settings))
-        return accept_upload()
+        return accept_upload(received_at)
     finally:
         uploads_in_flight.give_back(user_id)
 
 
-def accept_upload():
+def accept_upload(received_at: float):
     nias = _nias()
     settings = nias.settings
     try:
@@ -253,7 +254,8 @@ def accept_upload():
         submission = Submission(upload.path, upload.sha256, upload.size, name, current_user()["id"],
                                 priority, timeout_s, limits,
                                 extra={"pool": choose_pool(request.form.get("pool"), settings), "source": upload.source,
-                                       "fresh_env": parse_flag(request.form.get("fresh_env"), "fresh_env")})
+                                       "fresh_env": parse_flag(request.form.get("fresh_env"), "fresh_env")},
+                                received_at=received_at)
         if points is not None:
             sweep_id = queue_sweep(nias, submission, points, sweep, params)
             return jsonify(sweep_json(sweep_id)), 201
@@ -306,15 +308,20 @@ def parse_date(args, name: str, *, end_of_day: bool = False) -> float | None:
 @bp.get("/<job_id>")
 @describe("One job", {200: api.Job, **api.REFUSED}, query=api.JobQuery, tag="jobs")
 def get_job(job_id: str):
-    """A job; `?wait_s=N` holds the answer until the job changes state (or N seconds pass)."""
+    """A job; `?wait_s=N` holds the answer until the job changes state (or N seconds pass), or
+    with `until=final` until it has ended with its result recorded."""
     store = _nias().store
     version = feed.version  # before the read: a change landing after it still wakes the wait
     job = visible_job(job_id)
     wait_s = parse_int_field(request.args.get("wait_s"), "wait_s", 0, MAX_WAIT_S) or 0
+    until = request.args.get("until")
+    if until not in (None, "", "final"):
+        raise BadRequest("until may only be final.", code="bad_until", field="until")
     deadline = time.monotonic() + wait_s
-    seen = request.args.get("state") or job["state"]
-    while (job["state"] == seen and (not is_final(job["state"]) or job["result_due"] is not None)
-           and time.monotonic() < deadline):  # a cancelled job's kept result is news worth waiting for
+    seen = None if until else request.args.get("state") or job["state"]
+    # a cancelled job's kept result (result_due) is news worth waiting for
+    while ((seen is None or job["state"] == seen) and (not is_final(job["state"]) or job["result_due"] is not None)
+           and time.monotonic() < deadline):
         # capped: the store stays the truth even for a change that was never published
         version = feed.wait(min(1.0, max(deadline - time.monotonic(), 0)), since=version)
         job = store.get_job(job_id)

@@ -95,6 +95,8 @@ jobs = Table(
     Column("execution", JSON(none_as_null=True)),  # where the attempt runs: executor, Slurm job id, state, reason, node
     Column("ran_with", JSON(none_as_null=True)),  # nias.ran_with.RanWith.to_json(): Python, packages, unit, host
     Column("note", String(200)),  # the owner's short note on the job
+    Column("timeline", JSON(none_as_null=True)),  # nias.timeline: when the job passed each hop
+    Column("published_at", Float),  # when the producer last confirmed its message (the `published` hop)
 )
 
 sweeps = Table(
@@ -512,7 +514,7 @@ class Store:
 
     def mark_published(self, job_id: str, dispatch: int) -> None:
         with self.engine.begin() as conn:
-            conn.execute(update(jobs).where(jobs.c.id == job_id).values(published=dispatch))
+            conn.execute(update(jobs).where(jobs.c.id == job_id).values(published=dispatch, published_at=time.time()))
 
     def expired_leases(self, now: float) -> list[dict]:
         query = select(jobs).where(jobs.c.state.in_(("running", "paused")), jobs.c.lease_until < now)

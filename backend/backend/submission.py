@@ -18,6 +18,7 @@ from nias.errors import NiasError
 from nias.job_files import JobFiles
 from nias.settings import Settings
 from nias.states import JobState
+from nias.timeline import Hop
 
 from backend.live import feed
 from backend.sweeps import varied_names
@@ -41,6 +42,7 @@ class Submission:
     command: str | None = None
     command_digest: str | None = None
     extra: dict = field(default_factory=dict)  # more job columns, set alike on every job
+    received_at: float | None = None  # when its request began (the `received` hop of nias.timeline)
 
 
 def check_room_for(store, settings: Settings, owner_id: str, count: int) -> None:
@@ -60,7 +62,9 @@ def _job_row(submission: Submission, settings: Settings, job_id: str, params: di
         upload_sha256=submission.sha256, upload_size=submission.size, timeout_s=submission.timeout_s,
         attempt=0, dispatch=1, published=0, queue_priority=submission.priority, queued_at=created_at,
         created_at=created_at, owner_id=submission.owner_id, limits=submission.limits, params=params,
-        command=submission.command, command_digest=submission.command_digest, **submission.extra, **values,
+        command=submission.command, command_digest=submission.command_digest,
+        timeline={Hop.RECEIVED.value: submission.received_at} if submission.received_at else None,
+        **submission.extra, **values,
     )
 
 

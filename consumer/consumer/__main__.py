@@ -209,7 +209,7 @@ class Consumer:
                            message.job_id, unit_name)
             self._decide(delivery, Outcome.REQUEUE)
             return
-        claim = claim_with_retry(self.backend, message, unit_name, self.stop)
+        claim = claim_with_retry(self.backend, message, unit_name, self.stop, delivery.received_at)
         if claim is None:  # stopping while the backend was away: nothing failed
             self._decide(delivery, Outcome.REQUEUE)
             return

@@ -16,7 +16,8 @@ lost message.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from enum import Enum
 
 import pika
@@ -47,6 +48,7 @@ class Delivery:
     body: bytes
     queue: str = ""  # the job queue it came from (its pool's); copies and dead letters name it
     settled: bool = False
+    received_at: float = field(default_factory=time.time)  # the job's `delivered` hop (nias.timeline)
 
     @property
     def tries(self) -> int:

@@ -87,11 +87,11 @@ class Backend:
         self._session = session or requests.Session()
         self._session.headers.update(internal_headers(settings))
 
-    def claim(self, message: JobMessage, unit: str) -> Claim:
+    def claim(self, message: JobMessage, unit: str, delivered_at: float | None = None) -> Claim:
         """The claim's answer; ServiceUnavailable when the backend does not answer at all."""
+        request = ClaimRequest(dispatch=message.dispatch, unit=unit, delivered_at=delivered_at)
         try:
-            response = self._session.post(self._url + claim_path(message.job_id),
-                                          data=ClaimRequest(dispatch=message.dispatch, unit=unit).encode(),
+            response = self._session.post(self._url + claim_path(message.job_id), data=request.encode(),
                                           headers={"Content-Type": "application/json"}, timeout=15)
         except (requests.ConnectionError, requests.Timeout) as exc:
             raise ServiceUnavailable(f"the backend did not answer the claim ({exc.__class__.__name__})") from None
@@ -112,7 +112,8 @@ class Backend:
             return False
 
 
-def claim_with_retry(backend: Backend, message: JobMessage, unit: str, stop) -> Claim | None:
+def claim_with_retry(backend: Backend, message: JobMessage, unit: str, stop,
+                     delivered_at: float | None = None) -> Claim | None:
     """Claim, waiting out a backend that does not answer; None if asked to stop meanwhile.
 
     An outage is waited out however long it lasts: jobs must survive one. So is a failed answer
@@ -124,7 +125,7 @@ def claim_with_retry(backend: Backend, message: JobMessage, unit: str, stop) -> 
     outage_delay = RETRY_DELAY_S
     while not stop.is_set():
         try:
-            claim = backend.claim(message, unit)
+            claim = backend.claim(message, unit, delivered_at)
             if claim.verdict is Verdict.AGAIN and not backend.is_healthy():
                 raise ServiceUnavailable(f"the backend reports itself unhealthy ({claim.reason})")
         except ServiceUnavailable as exc:

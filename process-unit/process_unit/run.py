@@ -12,6 +12,7 @@ from pathlib import Path
 from nias.internal import RunStatus
 from nias.messages import JobMessage
 from nias.states import JobState
+from nias.timeline import Hop
 
 from process_unit.isolation import JobBox
 from process_unit.sandbox import Limits
@@ -41,10 +42,15 @@ class Run:
     execution: dict = field(default_factory=lambda: {"executor": "local"})  # where it runs (the job's `execution`)
     project: Path | None = None  # the unpacked project, once there is one
     lost: str | None = None  # why the attempt is lost (the job is queued again) instead of ending with an outcome
+    timeline: dict = field(default_factory=lambda: {Hop.ACCEPTED.value: time.time()})  # nias.timeline marks
 
     @property
     def job_id(self) -> str:
         return self.message.job_id
+
+    def mark(self, hop: Hop) -> None:
+        """Note that the attempt has passed `hop` now (sent with its outcome)."""
+        self.timeline[hop.value] = time.time()
 
     def fail(self, error: str) -> None:
         """End as failed with `error`; a cancelled run stays cancelled, with `error` added."""

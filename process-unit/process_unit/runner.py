@@ -25,6 +25,7 @@ from nias.messages import PRESENCE_S, ControlMessage, JobEvent, JobMessage, Unit
 from nias.health import SandboxMode
 from nias.settings import Settings
 from nias.states import JobState
+from nias.timeline import Hop
 from nias.transfer import BackendLink
 
 from process_unit.environments import EnvironmentCache, describe_environment
@@ -32,6 +33,7 @@ from process_unit.host_facts import HostFacts
 from process_unit.job_params import write_params_file
 from process_unit.isolation import Isolation, JobBox
 from process_unit.joblog import JobLog, ProgressFeed, pump_lines
+from process_unit.launcher import Launcher, SpareLauncher
 from process_unit.log_shipper import LogShipper
 from process_unit.metrics import UnitMetrics
 from process_unit.results import ResultLimits, pack_output
@@ -58,6 +60,8 @@ class Runner:
         self._init_common(settings, events, environments, link, facts, metrics)
         self.sandbox = sandbox or Sandbox(settings)
         self.isolation = isolation or Isolation(self.sandbox, None, None, self.sandbox.uid)
+        # Only a cgroup makes a start slow enough to be worth a process kept waiting (launcher.py).
+        self.spare = SpareLauncher(self.isolation, self.sandbox) if self.isolation.root is not None else None
 
     def _init_common(self, settings: Settings, events: EventSink, environments: EnvironmentCache,
                      link: BackendLink | None, facts: HostFacts | None, metrics: UnitMetrics | None = None) -> None:
@@ -117,6 +121,7 @@ class Runner:
     def shutdown(self, grace_s: float) -> None:
         """Stop taking jobs; let the current one finish within `grace_s`, else hand it back."""
         self._stopping.set()
+        self._close_spare()
         run = self.current()
         if run is None or run.done.wait(grace_s):
             return
@@ -172,7 +177,18 @@ class Runner:
                 self.announce()
 
         self.announce()
+        self._prepare_spare()
         threading.Thread(target=loop, name="presence", daemon=True).start()
+
+    def _prepare_spare(self) -> None:
+        spare = getattr(self, "spare", None)
+        if spare is not None and not self._stopping.is_set():
+            spare.prepare()
+
+    def _close_spare(self) -> None:
+        spare = getattr(self, "spare", None)
+        if spare is not None:
+            spare.close()
 
     # -- doing the work ----------------------------------------------------------------
     def _heartbeat(self, run: Run) -> None:
@@ -204,7 +220,7 @@ class Runner:
         finally:
             run.details["total_seconds"] = round(time.perf_counter() - started, 4)
             run.details.update(progress=run.progress, message=run.progress_message,
-                               active_s=round(run.active_seconds(), 3))
+                               active_s=round(run.active_seconds(), 3), timeline=dict(run.timeline))
             run.ended_at = time.time()
             self._finish(run)
 
@@ -244,6 +260,7 @@ class Runner:
                                    cancelled=lambda: run.cancelled)
         except TransferFailed as exc:
             raise ExecutionFailed(f"The upload could not be fetched from the backend: {exc.message}") from None
+        run.mark(Hop.FETCHED)
         try:
             run.project = extract_project(upload, work / "project", self.limits)
         except OSError as exc:
@@ -252,9 +269,11 @@ class Runner:
             upload.unlink(missing_ok=True)
         log.hide_paths({str(run.project): "", str(work): ""})
         write_params_file(run.project, run.message.params)
+        run.mark(Hop.UNPACKED)
         environment = self.environments.prepare(run.project / "requirements.txt", log.note,
                                                 fresh=run.message.fresh_env)
         self.environments.touch(environment)
+        run.mark(Hop.ENV_READY)
         run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached,
                            env_built_at=environment.built_at)
         log.hide_paths({str(environment.path): "<environment>"})
@@ -273,6 +292,7 @@ class Runner:
             else:
                 run.fail(exc.message)
             return
+        run.mark(Hop.PACKED)
         run.result_size = packed.size
         run.result_path = target
         run.details.update(result_files=packed.files, result_left_out=packed.left_out_count)
@@ -294,6 +314,7 @@ class Runner:
         finally:
             shutil.rmtree(own_folder(self.settings.unit_work_dir, run.job_id, run.attempt), ignore_errors=True)
             run.done.set()
+            self._prepare_spare()
             try:
                 self.announce()
             except Exception:  # noqa: BLE001 - presence is sent again in a few seconds
@@ -358,46 +379,54 @@ class Runner:
             "NIAS_PARAMS_FILE": str(project / PARAMS_FILE),
         }
 
-    def _wait(self, run: Run, process: subprocess.Popen, timeout: float) -> bool:
+    def _wait(self, run: Run, process: MeasuredPopen, timeout: float) -> bool:
         """Wait for the job; True if it used up its time limit (paused time does not count)."""
-        while True:
-            remaining = timeout - run.active_seconds()
-            if remaining <= 0 and not run.paused:
-                return True
-            try:
-                process.wait(timeout=min(max(remaining, 0.05), 1.0))
-                return False
-            except subprocess.TimeoutExpired:
-                continue
+        try:
+            while True:
+                remaining = timeout - run.active_seconds()
+                if remaining <= 0 and not run.paused:
+                    return True
+                if process.ended_within(min(max(remaining, 0.05), 1.0)):
+                    return False
+        finally:
+            process.close_pidfd()
 
     def _execute(self, run: Run, python: Path, environment: Path, project: Path, work: Path, log: JobLog) -> None:
         timeout = min(run.message.timeout_s or self.settings.job_timeout_s, self.settings.job_timeout_s)
         limits = self.sandbox.limits.tightened(run.message.limits)
         if run.message.limits:
             log.note("Limits: " + ", ".join(f"{name} {value}" for name, value in sorted(vars(limits).items())))
-        box = self.isolation.open_box(f"{run.job_id}-{run.attempt}", limits)
+        launcher = self.spare.take(limits) if self.spare is not None else None
+        box = launcher.box if launcher is not None else self.isolation.open_box(f"{run.job_id}-{run.attempt}", limits)
         try:
             env = self._job_environment(run, python, project, work)
             self.sandbox.prepare(work, box.uid)
-            self._run_code(run, box, python, environment, project, env, limits, timeout, log)
+            self._run_code(run, box, python, environment, project, env, limits, timeout, log, launcher)
         finally:
             box.end_all()  # whatever the job left running, also outside its session, ends before packing
+            if launcher is not None and run.process is None:  # taken but never launched: reap it
+                launcher.process.wait()
             box.close()
 
     def _run_code(self, run: Run, box: JobBox, python: Path, environment: Path, project: Path, env: dict,
-                  limits: Limits, timeout: int, log: JobLog) -> None:
+                  limits: Limits, timeout: int, log: JobLog, launcher: Launcher | None = None) -> None:
         with self._lock:
             if run.cancelled:
                 run.state = JobState.CANCELLED.value
                 return
+            argv = self.sandbox.command(python, project, environment)
             try:
-                process = MeasuredPopen(
-                    self.sandbox.command(python, project, environment), cwd=project, env=env,
-                    stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
-                    preexec_fn=self.sandbox.preexec(limits, box.uid, box.enter),
-                )
+                if launcher is not None:
+                    process = launcher.launch(argv, project, env, limits)
+                else:
+                    process = MeasuredPopen(
+                        argv, cwd=project, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                        stderr=subprocess.PIPE, start_new_session=True,
+                        preexec_fn=self.sandbox.preexec(limits, box.uid, box.enter),
+                    )
             except OSError as exc:
                 raise ExecutionFailed(f"code.py could not be started: {exc.strerror}.") from None
+            run.mark(Hop.STARTED)
             box.started(process)
             run.process, run.box = process, box
             if run.paused:
@@ -418,6 +447,7 @@ class Runner:
         box.end_all()  # children the job left behind end with it
         for pump in pumps:
             pump.join(timeout=5)
+        run.mark(Hop.EXITED)
         run.exit_code = process.returncode
         self.metrics.job_used(process.usage)
         run.details["run_seconds"] = round(run.active_seconds() - began, 4)

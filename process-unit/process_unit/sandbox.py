@@ -177,20 +177,34 @@ class Sandbox:
         """Runs in the child before exec: `join` (its cgroup, while still root), limits, the job's
         user, then the parent-death signal."""
 
+        rlimits = [(getattr(resource, name), value) for name, value in process_limits(limits, uid)]
+
         def enter() -> None:
             if join is not None:
                 join()
-            resource.setrlimit(resource.RLIMIT_DATA, (limits.memory_mb * MB,) * 2)
-            resource.setrlimit(resource.RLIMIT_CPU, (limits.cpu_s, limits.cpu_s + 5))
-            resource.setrlimit(resource.RLIMIT_NOFILE, (limits.open_files,) * 2)
-            resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_mb * MB,) * 2)
+            for which, value in rlimits:
+                resource.setrlimit(which, value)
             if uid is not None:
-                resource.setrlimit(resource.RLIMIT_NPROC, (limits.processes,) * 2)
                 become(uid)
             # After the user switch, which clears it: if the unit dies, so does the job.
             _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
         return enter
+
+
+def process_limits(limits: Limits, uid: int | None) -> list[tuple[str, tuple[int, int]]]:
+    """The rlimits a job's first process gets (by `resource` name): what the kernel enforces per
+    process; the process count only for a uid of the job's own, since it counts per user."""
+    rlimits = [("RLIMIT_DATA", (limits.memory_mb * MB,) * 2), ("RLIMIT_CPU", (limits.cpu_s, limits.cpu_s + 5)),
+               ("RLIMIT_NOFILE", (limits.open_files,) * 2), ("RLIMIT_FSIZE", (limits.file_mb * MB,) * 2)]
+    if uid is not None:
+        rlimits.append(("RLIMIT_NPROC", (limits.processes,) * 2))
+    return rlimits
+
+
+def die_with_unit() -> None:
+    """In a child before exec: SIGKILL it if the unit dies."""
+    _libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def become(uid: int) -> None:

@@ -30,6 +30,7 @@ from nias.job_log import LogStream
 from nias.messages import ControlMessage, JobEvent, JobMessage
 from nias.settings import Settings
 from nias.states import JobState
+from nias.timeline import Hop
 from nias.transfer import BackendLink
 
 from process_unit.batch_journal import JOURNAL_FILE, BatchJournal, BatchRecord
@@ -214,6 +215,7 @@ class SlurmRunner(Runner):
             # Recorded before sbatch: a unit killed in between finds the batch job by its name at restart.
             self.journal.add(record)
             batch_id = self.slurm.submit(script, options)
+            run.mark(Hop.STARTED)  # submitted: Slurm's queueing counts as the run's start-up
             run.execution.update(slurm_job_id=batch_id, slurm_state="PENDING")
             self.journal.add(dataclasses.replace(record, batch_id=batch_id))
         log.note(f"Submitted to Slurm as batch job {batch_id}: sbatch {' '.join(options)}")
@@ -286,6 +288,7 @@ class SlurmRunner(Runner):
 
     def _settle(self, run: Run, batch_id: str, job: BatchJob | None, timed_out: bool, timeout: int,
                 tail: deque) -> None:
+        run.mark(Hop.EXITED)
         final = job
         try:
             final = self.slurm.final(batch_id) or job

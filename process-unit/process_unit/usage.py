@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import resource
+import select
 import subprocess
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ class MeasuredPopen(subprocess.Popen):
     """A Popen that keeps the reaped child's resource usage in `usage` (None until it is reaped)."""
 
     usage: Usage | None = None
+    _pidfd: int | None = None  # see ended_within
 
     def _reap(self, pid: int, flags: int) -> tuple[int, int]:
         reaped, status, rusage = os.wait4(pid, flags)
@@ -42,3 +44,33 @@ class MeasuredPopen(subprocess.Popen):
 
     def _internal_poll(self, _deadstate=None, **_ignored):
         return super()._internal_poll(_deadstate, _waitpid=self._reap)
+
+    def ended_within(self, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` for the child to end; True (and reaped) if it did.
+
+        Woken by the kernel the moment it exits (a pidfd), where `wait(timeout)` would poll with
+        sleeps that grow to 50 ms: a short job's end is seen at once.
+        """
+        if self.returncode is not None:
+            return True
+        if self._pidfd is None:
+            try:
+                self._pidfd = os.pidfd_open(self.pid)
+            except (AttributeError, OSError):  # no pidfd here (or already reaped): fall back
+                self._pidfd = -1
+        if self._pidfd >= 0:
+            readable, _, _ = select.select([self._pidfd], [], [], timeout_s)
+            if not readable:
+                return False
+            self.wait()
+            return True
+        try:
+            self.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+
+    def close_pidfd(self) -> None:
+        if self._pidfd is not None and self._pidfd >= 0:
+            os.close(self._pidfd)
+        self._pidfd = None

@@ -36,7 +36,7 @@ class SlowBackend:
         self.release = threading.Event()
         self.claimed: list[str] = []
 
-    def claim(self, message: JobMessage, unit: str) -> Claim:
+    def claim(self, message: JobMessage, unit: str, delivered_at: float | None = None) -> Claim:
         self.claimed.append(message.job_id)
         self.release.wait(60)
         return Claim(Verdict.DROP, reason="released by the test")
@@ -343,7 +343,7 @@ class FailingOnceBackend:
     def __init__(self):
         self.claims: list[str] = []
 
-    def claim(self, message: JobMessage, unit: str) -> Claim:
+    def claim(self, message: JobMessage, unit: str, delivered_at: float | None = None) -> Claim:
         self.claims.append(message.job_id)
         if len(self.claims) == 1:
             raise RuntimeError("injected failure")

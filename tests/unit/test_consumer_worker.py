@@ -141,7 +141,7 @@ class FakeConnection:
 
 
 class RefusingBackend:
-    def claim(self, message, unit):
+    def claim(self, message, unit, delivered_at=None):
         raise AssertionError("a consumer whose unit is down must not claim the job")
 
 
@@ -259,7 +259,7 @@ class ScriptedBackend:
         self.health_checks += 1
         return self.health_checks > self.unhealthy_checks
 
-    def claim(self, message, unit) -> Claim:
+    def claim(self, message, unit, delivered_at=None) -> Claim:
         answer = self.answers[min(self.calls, len(self.answers) - 1)]
         self.calls += 1
         if isinstance(answer, Exception):
