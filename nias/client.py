@@ -183,9 +183,11 @@ class NiasClient:
     def history(self, job_id: str) -> list[dict]:
         return self._request("GET", f"/api/jobs/{job_id}/history").json()["transitions"]
 
-    def rerun(self, job_id: str, *, params: dict | None = None, exact: bool = False) -> dict:
-        """A new job from an ended one's upload; `exact`: its environment pinned to what the original ran with."""
-        body = {**({"params": params} if params is not None else {}), **({"exact": True} if exact else {})}
+    def rerun(self, job_id: str, *, params: dict | None = None, exact: bool = False, fresh_env: bool = False) -> dict:
+        """A new job from an ended one's upload; `exact`: its environment pinned to what the original ran
+        with; `fresh_env`: built anew with the newest versions."""
+        body = {**({"params": params} if params is not None else {}), **({"exact": True} if exact else {}),
+                **({"fresh_env": True} if fresh_env else {})}
         return self._request("POST", f"/api/jobs/{job_id}/rerun", json=body or None).json()
 
     def provenance(self, job_id: str) -> dict:

@@ -186,6 +186,7 @@ class RerunBody(Model):
     params: Params | None = None
     exact: bool | None = Field(None, description="build the new job's environment from the packages the original "
                                                  "ran with, pinned (name==version), not the newest")
+    fresh_env: bool | None = Field(None, description="build the new job's environment anew with the newest versions")
 
 
 class CommandOrigin(Model):

@@ -110,8 +110,11 @@ def rerun_overrides(body: dict, settings) -> dict:
             if field not in highest or not (value is None or _whole_number(value, 1, highest[field])):
                 problems[field] = f"a whole number from 1 to {highest.get(field, 0)}" if field in highest else "not a limit"
         changes["limits"] = {field: value for field, value in limits.items() if value is not None}
-    if body.get("exact") is not None and not isinstance(body["exact"], bool):
-        problems["exact"] = "true or false"
+    for flag in ("exact", "fresh_env"):
+        if body.get(flag) is not None and not isinstance(body[flag], bool):
+            problems[flag] = "true or false"
+    if body.get("fresh_env") is not None:
+        changes["fresh_env"] = int(body["fresh_env"] is True)
     if problems:
         raise BadRequest("Check " + ", ".join(f"{field} ({why})" for field, why in problems.items()) + ".",
                          code="bad_fields", fields=problems)
