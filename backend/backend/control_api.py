@@ -7,6 +7,7 @@ from flask import Blueprint, current_app, jsonify, request
 
 from nias.errors import BadRequest, Conflict
 from nias.provenance import pins_of
+from nias.requirements import MAX_LINES
 from nias.states import is_final
 from nias.web import read_json
 
@@ -130,6 +131,10 @@ def exact_pins(original: dict, body: dict) -> dict:
     if not pins:
         raise Conflict(f"Job {original['id']} has no recorded packages (its environment was never built), so it "
                        "cannot be re-run exactly; re-run it without exact.", state=original["state"], code="no_packages")
+    if len(pins) > MAX_LINES:
+        raise Conflict(f"Job {original['id']} ran with {len(pins)} packages; an environment is built from at most "
+                       f"{MAX_LINES} requirements, so it cannot be re-run exactly.", state=original["state"],
+                       code="too_many_packages")
     return {"pins": pins, "fresh_env": 0}
 
 

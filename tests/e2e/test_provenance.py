@@ -99,7 +99,7 @@ def test_re_run_exactly_installs_the_recorded_versions_after_a_newer_one_is_publ
     assert sorted(record["packages"]) == sorted(original["provenance"]["packages"])
 
 
-def test_a_job_whose_environment_was_never_built_cannot_be_re_run_exactly(client, tmp_path):
+def test_a_job_whose_environment_was_never_built_cannot_be_re_run_exactly(client, page, tmp_path):
     project = zip_entries(tmp_path / "broken.zip", {"code.py": "print('never')\n",
                                                     "requirements.txt": "this-package-does-not-exist-nias\n"})
     job = client.wait(client.submit(project)["id"], timeout_s=180)
@@ -108,6 +108,10 @@ def test_a_job_whose_environment_was_never_built_cannot_be_re_run_exactly(client
                            headers=client.session.headers, timeout=60)
     assert answer.status_code == 409 and answer.json()["error"]["code"] == "no_packages"
     assert "cannot be re-run exactly" in answer.json()["error"]["message"]
+    page.goto(f"/job.html?id={job['id']}")
+    expect(page.locator("#action-rerun")).to_be_visible()
+    expect(page.locator("#action-rerun-exact")).to_be_hidden()  # nothing recorded to pin
+    expect(page.locator("#ran-packages")).to_contain_text("listed once the job has run")
 
 
 def test_the_job_page_shows_the_provenance_and_re_runs_exactly_from_its_button(client, original, page):
