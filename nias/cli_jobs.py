@@ -273,12 +273,13 @@ def control(ctx, job_id: str, state: str) -> None:
 @JOB_ID
 @PARAM
 @WAIT
+@click.option("--exact", is_flag=True, help="install exactly the package versions the job ran with, not the newest")
 @click.pass_context
-def rerun(ctx, job_id: str, params, wait: bool) -> None:
+def rerun(ctx, job_id: str, params, wait: bool, exact: bool) -> None:
     """Run an ended job again from its upload (with other parameters, given --param)."""
     client = client_of(ctx)
     values = assignments(params, "--param")
-    submitted(client, call(lambda: client.rerun(job_id, params=values or None)), wait)
+    submitted(client, call(lambda: client.rerun(job_id, params=values or None, exact=exact)), wait)
 
 
 @click.command()

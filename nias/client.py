@@ -185,9 +185,16 @@ class NiasClient:
     def history(self, job_id: str) -> list[dict]:
         return self._request("GET", f"/api/jobs/{job_id}/history").json()["transitions"]
 
-    def rerun(self, job_id: str, *, params: dict | None = None) -> dict:
-        body = {"params": params} if params is not None else None
-        return self._request("POST", f"/api/jobs/{job_id}/rerun", json=body).json()
+    def rerun(self, job_id: str, *, params: dict | None = None, exact: bool = False, fresh_env: bool = False) -> dict:
+        """A new job from an ended one's upload; `exact`: its environment pinned to what the original ran
+        with; `fresh_env`: built anew with the newest versions."""
+        body = {**({"params": params} if params is not None else {}), **({"exact": True} if exact else {}),
+                **({"fresh_env": True} if fresh_env else {})}
+        return self._request("POST", f"/api/jobs/{job_id}/rerun", json=body or None).json()
+
+    def provenance(self, job_id: str) -> dict:
+        """What exactly a job ran: its upload's sha256, origin, unit, host, executor, Python and packages."""
+        return self._request("GET", f"/api/jobs/{job_id}/provenance").json()
 
     def commands(self) -> dict:
         """`{"commands": [...]}`, and for an admin `"broken": [...]` too."""

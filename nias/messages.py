@@ -28,6 +28,7 @@ from nias.errors import BadMessage, BadSignature
 from nias.health import SandboxMode
 from nias.settings import DEFAULT_POOL, POOL_NAME
 from nias.params import params_problem
+from nias.provenance import check_origin, check_pins
 from nias.ran_with import check_ran_with
 from nias.states import FINAL_STATES, JobState
 from nias.timeline import UNIT_HOPS
@@ -329,6 +330,7 @@ class JobMessage(_Message):
         "size": _COUNT, "dispatch": _COUNT, "priority": _number(0, 10, integer=True),
         "timeout_s": _number(1, 2**31, integer=True), "limits": _limits, "params": params_problem,
         "pool": _matching(POOL_NAME, "a pool name of lowercase letters, digits, _ and - (at most 32)"),
+        "pins": check_pins, "origin": check_origin,
     }
     job_id: str
     upload: str  # path of the zip relative to the data dir
@@ -341,6 +343,8 @@ class JobMessage(_Message):
     pool: str = DEFAULT_POOL  # whose queue it waits in: the units serving that pool run it
     params: dict = field(default_factory=dict)  # written to params.json in the project folder (nias.params)
     fresh_env: bool = False  # build the environment anew with the newest versions (unpinned requirements)
+    pins: list = field(default_factory=list)  # "re-run exactly": build the environment from these name==version
+    origin: dict = field(default_factory=dict)  # where the project came from, for its provenance (nias.provenance)
 
 
 @dataclass(frozen=True)

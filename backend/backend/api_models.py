@@ -68,6 +68,8 @@ class Job(Model):
     env_cached: bool | None
     env_built_at: Timestamp | None = Field(None, description="when the job's environment was built")
     fresh_env: bool = Field(False, description="the job asked for its environment built anew with the newest versions")
+    exact: bool = Field(False, description="a re-run whose environment is built from the packages its original ran with")
+    provenance: "Provenance | None" = Field(None, description="what exactly it ran: GET /api/jobs/<id>/provenance")
     run_seconds: float | None
     progress: float | None
     progress_message: str | None
@@ -199,6 +201,34 @@ class PriorityChange(Model):
 
 class RerunBody(Model):
     params: Params | None = None
+    exact: bool | None = Field(None, description="build the new job's environment from the packages the original "
+                                                 "ran with, pinned (name==version), not the newest")
+    fresh_env: bool | None = Field(None, description="build the new job's environment anew with the newest versions")
+
+
+class CommandOrigin(Model):
+    name: str
+    digest: str | None
+
+
+class GitOrigin(Model):
+    url: str
+    commit: str | None
+
+
+class Provenance(Model):
+    """A record of exactly what the job ran (nias/provenance.py); also `.nias/provenance.json` in its result."""
+
+    upload_sha256: str = Field(description="sha256 of the uploaded project zip")
+    datasets: list[dict] = Field(description="the data sets the job read, each with its sha256")
+    command: CommandOrigin | None = Field(description="the command the job was made from, and its digest")
+    git: GitOrigin | None = Field(description="the git repository and commit the project came from")
+    unit: str | None
+    host: str | None
+    executor: str | None = Field(description="local or slurm")
+    python: str | None
+    packages: list[list[str]] | None = Field(description="[name, version] of every package in its environment; "
+                                                         "null until the environment was built")
 
 
 class ResultFile(Model):

@@ -16,7 +16,8 @@ from nias.health import Health, ServiceKind
 from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
 from backend import (accounts, accounts_api, admin_api, api_docs, api_models, commands_api, control_api, events_api,
-                     internal_api, job_records_api, jobs_api, metrics_api, results_api, summary, sweeps_api)
+                     internal_api, job_records_api, jobs_api, metrics_api, provenance_api, results_api, summary,
+                     sweeps_api)
 from backend.openapi import describe
 from backend.dispatcher import Dispatcher
 from backend.recorder import Recorder
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.register_blueprint(summary.bp)
     app.register_blueprint(control_api.bp)
     app.register_blueprint(job_records_api.bp)
+    app.register_blueprint(provenance_api.bp)
     app.register_blueprint(events_api.bp)
     app.register_blueprint(admin_api.bp)
     app.register_blueprint(commands_api.bp)

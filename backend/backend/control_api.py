@@ -6,6 +6,8 @@ import logging
 from flask import Blueprint, current_app, jsonify, request
 
 from nias.errors import BadRequest, Conflict
+from nias.provenance import pins_of
+from nias.requirements import MAX_LINES
 from nias.states import is_final
 from nias.web import read_json
 
@@ -109,10 +111,31 @@ def rerun_overrides(body: dict, settings) -> dict:
             if field not in highest or not (value is None or _whole_number(value, 1, highest[field])):
                 problems[field] = f"a whole number from 1 to {highest.get(field, 0)}" if field in highest else "not a limit"
         changes["limits"] = {field: value for field, value in limits.items() if value is not None}
+    for flag in ("exact", "fresh_env"):
+        if body.get(flag) is not None and not isinstance(body[flag], bool):
+            problems[flag] = "true or false"
+    if body.get("fresh_env") is not None:
+        changes["fresh_env"] = int(body["fresh_env"] is True)
     if problems:
         raise BadRequest("Check " + ", ".join(f"{field} ({why})" for field, why in problems.items()) + ".",
                          code="bad_fields", fields=problems)
     return changes
+
+
+def exact_pins(original: dict, body: dict) -> dict:
+    """With `exact: true`, the new job's environment pinned to what the original ran with (or 409);
+    without, the original's own pins are not carried over: a plain re-run resolves its requirements anew."""
+    if body.get("exact") is not True:
+        return {"pins": None}
+    pins = pins_of(original.get("ran_with"))
+    if not pins:
+        raise Conflict(f"Job {original['id']} has no recorded packages (its environment was never built), so it "
+                       "cannot be re-run exactly; re-run it without exact.", state=original["state"], code="no_packages")
+    if len(pins) > MAX_LINES:
+        raise Conflict(f"Job {original['id']} ran with {len(pins)} packages; an environment is built from at most "
+                       f"{MAX_LINES} requirements, so it cannot be re-run exactly.", state=original["state"],
+                       code="too_many_packages")
+    return {"pins": pins, "fresh_env": 0}
 
 
 @bp.post("/<job_id>/rerun")
@@ -135,6 +158,7 @@ def rerun(job_id: str):
         raise Conflict(f"Job {job_id} is {original['state']}; only a finished, failed or cancelled job can be re-run.",
                        state=original["state"])
     body = request.get_json(silent=True) if request.content_length else None
-    changes = rerun_overrides(body if isinstance(body, dict) else {}, settings)
+    body = body if isinstance(body, dict) else {}
+    changes = {**rerun_overrides(body, settings), **exact_pins(original, body)}
     job = queue_rerun(nias, original, owner_id, rerun_params(original), changes)
     return jsonify(job_json_with_position(job)), 201

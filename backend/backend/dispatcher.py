@@ -17,6 +17,7 @@ import requests
 from nias.amqp import Topology, connect
 from nias.errors import BrokerUnavailable, ServiceUnavailable
 from nias.messages import ControlMessage, JobMessage, UnitDrain
+from nias.provenance import origin_of
 from nias.settings import Settings
 from nias.web import internal_headers
 
@@ -43,6 +44,8 @@ def message_for(job: dict) -> JobMessage:
         limits=job.get("limits") or {},
         params=job.get("params") or {},
         fresh_env=bool(job.get("fresh_env")),
+        pins=job.get("pins") or [],
+        origin=origin_of(job),
     )
 
 

@@ -20,6 +20,7 @@ from backend.openapi import describe
 from backend.auth import current_user, owner_filter, visible_job
 from backend.dry_run import check_project, zip_refused
 from backend.live import feed
+from backend.provenance_api import job_provenance
 from backend.pools import choose_pool, live_pools, waiting_for
 from backend.submission import Submission, check_room_for, queue_job, queue_sweep
 from backend.sweep_view import sweep_to_json
@@ -119,6 +120,8 @@ def job_to_json(job: dict, *, position: int | None = None, served: set[str] | No
         "run_next": job["queue_priority"] > job["priority"],
         "execution": job.get("execution") or None,
         "ran_with": job.get("ran_with"),
+        "provenance": job_provenance(job),
+        "exact": bool(job.get("pins")),
         "note": job.get("note"),
         "paused_s": round(_paused_seconds(job, time.time()), 3),
         "links": {

@@ -94,6 +94,7 @@ jobs = Table(
     Column("upload_shared", Integer),  # 1: its upload is a link to another job's of the sweep, counted there
     Column("execution", JSON(none_as_null=True)),  # where the attempt runs: executor, Slurm job id, state, reason, node
     Column("ran_with", JSON(none_as_null=True)),  # nias.ran_with.RanWith.to_json(): Python, packages, unit, host
+    Column("pins", JSON(none_as_null=True)),  # "re-run exactly": the name==version its environment is built from
     Column("note", String(200)),  # the owner's short note on the job
     Column("timeline", JSON(none_as_null=True)),  # nias.timeline: when the job passed each hop
     Column("published_at", Float),  # when the producer last confirmed its message (the `published` hop)

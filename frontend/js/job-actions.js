@@ -33,10 +33,18 @@ export const JOB_ACTIONS = [
     makesNewJob: true,
     formUrl: (job) => `${jobUrl(job.id)}&rerun=1`, // rows open the job page's "Run again" form
   },
+  {
+    key: "rerun-exact",
+    label: "Re-run exactly",
+    allowed: (job) => isFinal(job.state) && !job.expired_at && Boolean(job.ran_with && job.ran_with.packages.length),
+    perform: (job) => sendJSON(jobPath(job, "rerun"), "POST", { exact: true }),
+    makesNewJob: true,
+    pageOnly: true, // beside "Run again" on the job page; rows keep their few controls
+  },
 ];
 
-export function allowedActions(job) {
-  return JOB_ACTIONS.filter((action) => action.allowed(job));
+export function allowedActions(job, { page = false } = {}) {
+  return JOB_ACTIONS.filter((action) => (page || !action.pageOnly) && action.allowed(job));
 }
 
 export const PRIORITIES = Array.from({ length: 10 }, (_, priority) => priority); // 0 to 9, higher runs first

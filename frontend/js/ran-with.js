@@ -1,5 +1,6 @@
-// "What ran": the uploaded project (its files, viewable, and its zip), the Python version and the
-// exact packages of the job's environment, and the unit and host it ran on.
+// "Provenance": the uploaded project (its files, viewable, and its zip) and its sha256, where it came
+// from (a command or a git commit), its data sets, the Python version and the exact packages of the
+// job's environment, and the unit, host and executor it ran on (the job's `provenance`).
 
 import { getJSON, request } from "./api.js";
 import { byId, el } from "./dom.js";
@@ -52,12 +53,28 @@ function packagesTable(packages) {
       el("td", { class: "mono" }, version))))));
 }
 
+function originText(record) {
+  if (record.command) return `command ${record.command.name}${record.command.digest ? ` (digest ${record.command.digest.slice(0, 12)})` : ""}`;
+  if (record.git) return `${record.git.url} at ${record.git.commit || "?"}`;
+  return "uploaded zip";
+}
+
+function showOrigin(record) {
+  byId("ran-sha256").textContent = record.upload_sha256 || "—";
+  byId("ran-origin").textContent = originText(record);
+  const datasets = record.datasets || [];
+  byId("ran-datasets").textContent = datasets.length
+    ? datasets.map((set) => `${set.name || "?"} (${(set.sha256 || "").slice(0, 12)})`).join(", ") : "none";
+  byId("ran-executor").textContent = record.executor || "—";
+}
+
 let shownFor = null;
 
 /** Draw the card once per job and attempt outcome (the packages come with the run's outcome). */
 export function renderRanWith(job) {
   const ran = job.ran_with || null;
-  const signature = `${job.id}|${ran ? ran.python : ""}|${ran ? ran.packages.length : ""}|${job.expired_at}`;
+  const signature = `${job.id}|${ran ? ran.python : ""}|${ran ? ran.packages.length : ""}|${job.expired_at}|`
+    + `${(job.provenance || {}).executor}`;
   if (shownFor === signature) return;
   shownFor = signature;
   const projectKept = !job.expired_at;
@@ -67,6 +84,7 @@ export function renderRanWith(job) {
     el("a", { class: "button small", id: "download-project", href: projectUrl(job.id), download: "" },
       `Download the project (${formatBytes(job.upload_size)})`),
   ] : [el("span", { class: "muted" }, "removed after the retention period")]));
+  showOrigin(job.provenance || {});
   byId("ran-python").textContent = ran && ran.python ? `Python ${ran.python}` : "—";
   byId("ran-unit").textContent = ran && ran.unit ? ran.unit : job.unit || "—";
   byId("ran-host").textContent = ran && ran.host ? ran.host : "—";

@@ -118,11 +118,17 @@ class EnvironmentCache:
         }
 
     def prepare(self, requirements_file: Path | None, log: Callable[[str], None], *,
-                fresh: bool = False) -> Environment:
+                fresh: bool = False, pins: list[str] | None = None) -> Environment:
         """Return a ready environment for these requirements, building it if none is cached, or if
-        the cached one is unpinned and too old, or `fresh` (the job asked for the newest versions)."""
+        the cached one is unpinned and too old, or `fresh` (the job asked for the newest versions).
+        With `pins` ("re-run exactly": `name==version` of every package an earlier run had), those
+        are the requirements instead of the project's, so the cache key is theirs."""
         started, asked_at = time.perf_counter(), time.time()
-        text = requirements_file.read_text(errors="replace") if requirements_file and requirements_file.is_file() else ""
+        if pins:
+            text = "\n".join(pins)
+            log(f"Re-running exactly: the environment is built from {len(pins)} pinned packages")
+        else:
+            text = requirements_file.read_text(errors="replace") if requirements_file and requirements_file.is_file() else ""
         requirements = check_requirements(text)  # again here: the unit trusts no file on the volume
         key = environment_key(requirements, self._identity)
         current = self.root / key

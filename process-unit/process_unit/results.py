@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from nias.errors import ExecutionFailed
+from nias.provenance import PROVENANCE_NAME
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +98,9 @@ def _open_entry(name: str, parent_fd: int) -> int | str:
 
 
 class _Packer:
-    def __init__(self, archive: zipfile.ZipFile, limits: ResultLimits, packed: PackedResult):
+    def __init__(self, archive: zipfile.ZipFile, limits: ResultLimits, packed: PackedResult, keeps_record: bool):
         self.archive = archive
+        self.keeps_record = keeps_record  # the zip holds NIAS's provenance.json: output/ may not name it
         self.limits = limits
         self.packed = packed
         self.zip64 = limits.max_bytes >= 2**31 - CHUNK
@@ -140,6 +142,9 @@ class _Packer:
         try:
             if not stat.S_ISREG(info.st_mode):
                 self.packed.leave_out(shown, _kind(info.st_mode))
+                return None
+            if self.keeps_record and relative == PROVENANCE_NAME:
+                self.packed.leave_out(shown, "the name of NIAS's own record of the run; name the file otherwise")
                 return None
             self._add_file(opened, info, relative)
         finally:
@@ -189,8 +194,9 @@ def _open_output(project: Path, packed: PackedResult) -> int | None:
         os.close(project_fd)
 
 
-def pack_output(project: Path, target: Path, limits: ResultLimits) -> PackedResult:
-    """Zip the regular files under `project/output` into `target`; say what was left out and why."""
+def pack_output(project: Path, target: Path, limits: ResultLimits, record: bytes | None = None) -> PackedResult:
+    """Zip the regular files under `project/output` into `target`, with the run's provenance
+    `record` as PROVENANCE_NAME beside them; say what was left out and why."""
     packed = PackedResult()
     partial = target.with_name(target.name + ".part")
     try:
@@ -198,7 +204,10 @@ def pack_output(project: Path, target: Path, limits: ResultLimits) -> PackedResu
         try:
             with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=6) as archive:
                 if output_fd is not None:
-                    _Packer(archive, limits, packed).walk(output_fd)
+                    _Packer(archive, limits, packed, record is not None).walk(output_fd)
+                if record is not None:
+                    archive.writestr(zipfile.ZipInfo(PROVENANCE_NAME, _zip_time(time.time())), record,
+                                     compress_type=zipfile.ZIP_DEFLATED)
         finally:
             if output_fd is not None:
                 os.close(output_fd)

@@ -19,6 +19,7 @@ from pathlib import Path
 from nias.amqp import EventSink
 from nias.archive import ZipLimits, extract_project
 from nias.params import PARAMS_FILE
+from nias.provenance import encode_provenance, provenance_record
 from nias.job_log import LogStream
 from nias.errors import ExecutionFailed, MessageRefused, NiasError, TransferFailed, UnitBusy
 from nias.messages import PRESENCE_S, ControlMessage, JobEvent, JobMessage, UnitStatus, clip_text
@@ -271,7 +272,7 @@ class Runner:
         write_params_file(run.project, run.message.params)
         run.mark(Hop.UNPACKED)
         environment = self.environments.prepare(run.project / "requirements.txt", log.note,
-                                                fresh=run.message.fresh_env)
+                                                fresh=run.message.fresh_env, pins=run.message.pins)
         self.environments.touch(environment)
         run.mark(Hop.ENV_READY)
         run.details.update(env_seconds=round(environment.seconds, 4), env_cached=environment.cached,
@@ -284,7 +285,7 @@ class Runner:
     def _keep_result(self, run: Run, project: Path, target: Path, log: JobLog) -> None:
         """Pack output/ as the result, even of a failed or cancelled run; say what was left out."""
         try:
-            packed = pack_output(project, target, self.result_limits)
+            packed = pack_output(project, target, self.result_limits, encode_provenance(self._provenance(run)))
         except NiasError as exc:
             log.note(f"No result was kept: {exc.message}")
             if run.state == JobState.FAILED.value:
@@ -300,6 +301,11 @@ class Runner:
             log.note(f"Left out of the result: {note}")
         if packed.left_out_count > len(packed.left_out):
             log.note(f"... and {packed.left_out_count - len(packed.left_out)} more entries left out")
+
+    def _provenance(self, run: Run) -> dict:
+        """What the result zip records of the run (nias.provenance), as the backend serves it."""
+        return provenance_record(run.message.sha256, run.message.origin, run.details.get("ran_with"),
+                                 run.execution.get("executor"))
 
     def _finish(self, run: Run) -> None:
         """Send the attempt's outcome; never raises, and always frees the unit."""

@@ -158,6 +158,9 @@ def test_a_job_from_a_command_gets_checked_parameters_and_keeps_what_the_command
     assert done["state"] == "succeeded", client.log(job["id"])
     expected = {"label": "s3", "nperseg": 4096, "window": "hann", "detrend": False}
     assert result_json(client, job["id"], tmp_path) == expected
+    origin = {"name": "welch-psd", "digest": job["command_digest"]}
+    assert done["provenance"]["command"] == origin and done["provenance"]["git"] is None
+    assert result_json(client, job["id"], tmp_path, ".nias/provenance.json")["command"] == origin
     (welch / "code.py").write_text("raise SystemExit('the command changed')\n")
     try:
         assert next(c for c in client.commands()["commands"] if c["name"] == "welch-psd")["digest"] != \

@@ -203,7 +203,7 @@ def test_upload_by_file_picker_runs_the_project_and_shows_its_log_result_and_pre
         page.locator("#download-result").click()
     download = download_info.value
     with zipfile.ZipFile(download.path()) as result:
-        assert sorted(result.namelist()) == ["channels.csv", "plot.png", "result.txt"]
+        assert sorted(result.namelist()) == [".nias/provenance.json", "channels.csv", "plot.png", "result.txt"]
         assert result.read("result.txt") == b"42\n"
         assert result.read("channels.csv").decode().splitlines()[0] == "channel,mean,std"
 

@@ -62,6 +62,16 @@ def test_a_job_from_a_tag_runs_that_tags_code_and_records_its_commit(stack, serv
     assert _output(stack, rerun["id"]) == "v1"
 
 
+def test_the_provenance_of_a_git_job_names_its_repository_and_commit_in_its_json_and_its_result(stack, server):
+    job = stack.client.wait(stack.client.submit_git(f"{server.url}/eeg.git", ref="v2.0")["id"], timeout_s=120)
+    assert job["state"] == "succeeded", job
+    expected = {"url": f"{server.url}/eeg.git", "commit": server.ids[1]}
+    assert job["provenance"]["git"] == expected and job["provenance"]["command"] is None
+    answer = stack.client.session.get(f"{stack.url}/api/jobs/{job['id']}/result", timeout=30)
+    record = json.loads(zipfile.ZipFile(io.BytesIO(answer.content)).read(".nias/provenance.json"))
+    assert record["git"] == expected and record == stack.client.provenance(job["id"])
+
+
 def test_a_branchs_subfolder_and_an_old_commit_are_each_the_project_they_name(stack, server):
     sub = stack.client.submit_git(f"{server.url}/eeg.git", ref="v2.0", path="filters", name="filters only")
     old = stack.client.submit_git(f"{server.url}/eeg.git", ref=server.ids[0])

@@ -11,7 +11,7 @@ import pytest
 
 from nias.messages import MAX_ERROR_BYTES
 from tests.e2e.conftest import STACK_ENV
-from tests.support.projects import zip_entries
+from tests.support.projects import own_files, zip_entries
 from tests.support.stack import LocalStack, healthy, wait_until
 
 FINAL = {"succeeded", "failed", "cancelled"}
@@ -37,7 +37,7 @@ def _result(stack, job: dict, tmp_path: Path) -> dict[str, bytes]:
     path = stack.client.result(job["id"], tmp_path / f"{job['id']}.zip")
     with zipfile.ZipFile(path) as archive:
         assert archive.testzip() is None
-        return {name: archive.read(name) for name in archive.namelist()}
+        return own_files({name: archive.read(name) for name in archive.namelist()})
 
 
 def _assert_the_unit_runs_the_next_job(stack, tmp_path: Path) -> None:

@@ -65,6 +65,8 @@ def test_the_file_list_names_every_file_of_a_finished_result_with_its_size_and_t
     assert response.status_code == 200
     files = response.json()["files"]
     assert files == [
+        {"name": ".nias/provenance.json", "size": hello_result.getinfo(".nias/provenance.json").file_size,
+         "type": "application/json"},  # NIAS's record of the run, beside the job's own files
         {"name": "channels.csv", "size": hello_result.getinfo("channels.csv").file_size, "type": "text/csv"},
         {"name": "plot.png", "size": hello_result.getinfo("plot.png").file_size, "type": "image/png",
          "width": 64, "height": 32},  # the fixture's 64 x 32 plot: a page keeps its place while it loads
@@ -109,7 +111,7 @@ def test_download_asks_the_browser_to_save_the_file(stack, hello_job):
 def test_files_in_subfolders_are_listed_and_served_by_their_path(stack, many_kinds_job):
     assert many_kinds_job["state"] == "succeeded", many_kinds_job["error"]
     names = [f["name"] for f in get_files(stack, many_kinds_job["id"]).json()["files"]]
-    assert names == ["figure.svg", "report.html", 'summary "final" été.txt', "tables/2024/data.csv", "weights.bin"]
+    assert names == [".nias/provenance.json", "figure.svg", "report.html", 'summary "final" été.txt', "tables/2024/data.csv", "weights.bin"]
     response = get_files(stack, many_kinds_job["id"], "tables/2024/data.csv")
     assert response.status_code == 200 and response.content == b"a,b\n1,2\n"
 
@@ -184,7 +186,7 @@ def test_a_failed_job_lists_the_partial_output_it_left(stack, tmp_path):
     assert job["state"] == "failed"
     listed = get_files(stack, job["id"])
     assert listed.status_code == 200
-    assert [f["name"] for f in listed.json()["files"]] == ["partial.txt"]
+    assert [f["name"] for f in listed.json()["files"]] == [".nias/provenance.json", "partial.txt"]
     partial = get_files(stack, job["id"], "partial.txt")
     assert partial.status_code == 200 and partial.text == "written before the crash\n"
 

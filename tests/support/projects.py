@@ -37,3 +37,11 @@ def zip_entries(destination: Path, entries: dict[str, bytes | str]) -> Path:
         for name, content in entries.items():
             archive.writestr(name, content)
     return destination
+
+
+PROVENANCE = ".nias/provenance.json"  # NIAS's record of the run, in every result zip
+
+
+def own_files(members: dict[str, bytes]) -> dict[str, bytes]:
+    """A result zip's members as the job wrote them: without NIAS's provenance record."""
+    return {name: data for name, data in members.items() if name != PROVENANCE}

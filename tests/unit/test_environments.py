@@ -17,6 +17,7 @@ from process_unit.environments import (
     interpreter_identity,
 )
 from nias.requirements import normalise_requirements
+from tests.support.wheels import probe_wheel as _wheel
 
 UV = str(Path(sys.executable).with_name("uv"))  # the uv installed in the project venv
 PYTHON = "/usr/bin/python3"
@@ -243,24 +244,6 @@ def test_requirements_install_from_wheels_only_unless_the_admin_allows_builds(tm
 
 
 # --- freshness: unpinned environments are built again ------------------------------------------
-
-
-def _wheel(folder: Path, version: str) -> None:
-    """A pure-Python wheel of the package `niasprobe` at `version`, as a local index would hold it."""
-    import base64
-    import hashlib
-    import zipfile
-
-    files = {"niasprobe/__init__.py": f"VERSION = {version!r}\n",
-             f"niasprobe-{version}.dist-info/METADATA": f"Metadata-Version: 2.1\nName: niasprobe\nVersion: {version}\n",
-             f"niasprobe-{version}.dist-info/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                                     "Tag: py3-none-any\n"}
-    record = "".join(f"{name},sha256={base64.urlsafe_b64encode(hashlib.sha256(data.encode()).digest()).rstrip(b'=').decode()}"
-                     f",{len(data.encode())}\n" for name, data in files.items())
-    files[f"niasprobe-{version}.dist-info/RECORD"] = record + f"niasprobe-{version}.dist-info/RECORD,,\n"
-    with zipfile.ZipFile(folder / f"niasprobe-{version}-py3-none-any.whl", "w") as wheel:
-        for name, data in files.items():
-            wheel.writestr(name, data)
 
 
 def _version(env) -> str:

@@ -66,7 +66,7 @@ class BackendFiles:
 
 
 class ThisInterpreter:
-    def prepare(self, _requirements, _log, fresh: bool = False) -> Environment:
+    def prepare(self, _requirements, _log, fresh: bool = False, pins: list | None = None) -> Environment:
         return Environment(Path(sys.prefix), "test", True, 0.0)
 
     def touch(self, _environment) -> None:
