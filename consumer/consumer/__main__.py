@@ -19,6 +19,7 @@ import functools
 import logging
 import signal
 import threading
+import time
 
 import pika.exceptions
 import requests
@@ -35,6 +36,8 @@ from consumer.worker import (Backend, Unit, Verdict, claim_with_retry, follow_ru
                              wait_for_ready_unit)
 
 logger = logging.getLogger(__name__)
+
+READY_FRESH_S = 1.0  # a unit that answered ready this recently is taken at its word
 
 
 class Consumer:
@@ -53,10 +56,11 @@ class Consumer:
         self._publish_channel = None  # publisher confirms on: dead letters and handed-back copies
         self._tags: list[str] = []
         self.draining = threading.Event()  # an admin's drain: finish the current job, take no more
+        self._ready_seen = 0.0  # when the unit last answered healthy and idle with nothing taken since
 
     # -- main thread -------------------------------------------------------------------
     def run(self) -> None:
-        wait_for_ready_unit(self.unit, self.stop)
+        self._note_ready(wait_for_ready_unit(self.unit, self.stop))
         while not self.stop.is_set() or self._in_flight:
             try:
                 self._connection = connect(self.settings, attempts=None, stop=self.stop)
@@ -197,14 +201,24 @@ class Consumer:
         finally:
             try:
                 self._decide(delivery, Outcome.RETRY, failure)  # a no-op once it was settled
-                wait_for_ready_unit(self.unit, self.stop)
+                self._note_ready(wait_for_ready_unit(self.unit, self.stop))
             finally:
                 self._release()
                 self._schedule(lambda: None)  # wake the main loop so it subscribes again at once
 
+    def _note_ready(self, ready: bool) -> None:
+        if ready and self.capacity == 1:
+            self._ready_seen = time.monotonic()
+
+    def _unit_is_ready(self) -> bool:
+        """Asks the unit, unless it answered ready just now and nothing was taken since: a
+        one-job unit is asked once between jobs, not twice."""
+        seen, self._ready_seen = self._ready_seen, 0.0
+        return time.monotonic() - seen < READY_FRESH_S or unit_is_ready(self.unit)
+
     def _take(self, delivery: Delivery, message: JobMessage) -> None:
         unit_name = self.settings.unit_name
-        if not unit_is_ready(self.unit):
+        if not self._unit_is_ready():
             logger.warning("Job %s: processing unit %s not ready; handing the message back",
                            message.job_id, unit_name)
             self._decide(delivery, Outcome.REQUEUE)

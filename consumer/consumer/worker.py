@@ -247,17 +247,20 @@ def unit_is_ready(unit: Unit) -> bool:
     return bool(health.get("ok")) and health.get("busy") is None
 
 
-def wait_for_ready_unit(unit: Unit, stop, interval_s: float = 0.25) -> None:
+def wait_for_ready_unit(unit: Unit, stop, interval_s: float = 0.25) -> bool:
     """Block until the unit is healthy and idle (or the consumer stops).
 
     A consumer takes no message for a unit that is down, unhealthy or still busy (with a run
     from before a restart, say): the message would only wait behind it, or worse, spend one of
     the job's attempts on a unit that cannot run it. Other consumers take the queue meanwhile.
     """
-    if stop.is_set() or unit_is_ready(unit):
-        return
+    if stop.is_set():
+        return False
+    if unit_is_ready(unit):
+        return True
     logger.info("Waiting for the processing unit to be healthy and idle before taking a job")
     while not stop.wait(interval_s):
         if unit_is_ready(unit):
             logger.info("The processing unit is ready again")
-            return
+            return True
+    return False
