@@ -149,7 +149,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nias-bench-", dir="/var/tmp") as folder:
         workdir = Path(folder)
         stack = LocalStack(workdir / "stack", units=2, NIAS_LOG_LEVEL="WARNING", NIAS_POOLS="default,remote,cluster",
-                           NIAS_MAX_UPLOAD_MB="1100", NIAS_MAX_UNPACKED_MB="2048").start()
+                           NIAS_MAX_UPLOAD_MB="1100", NIAS_MAX_UNPACKED_MB="2048",
+                           NIAS_MAX_UPLOADS_PER_USER="16", NIAS_MAX_QUEUED_PER_USER="1000").start()
         try:
             project = zip_entries(workdir / "trivial.zip", {"code.py": TRIVIAL})
             jobs = time_trivial_jobs(stack, project, args.runs)
@@ -193,7 +194,7 @@ def main() -> None:
         print(f"trivial job through Slurm (one-node cluster, {len(slurm)} runs):   "
               f"median {ms(statistics.median(slurm))}, p95 {ms(percentile(slurm, 0.95))}")
     else:
-        print("trivial job through Slurm: not measured (Slurm is not installed here)")
+        print("trivial job through Slurm: not measured (--slurm-runs 0, or Slurm is not installed here)")
     if args.local_only:
         return
     print(f"trivial job through a unit on another host ({args.runs} runs):  "
