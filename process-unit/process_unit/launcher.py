@@ -97,7 +97,8 @@ class SpareLauncher:
     """At most one launcher kept ready for the unit's next job, with the admin's limits.
 
     Launchers are started by one thread that lives as long as the unit: a child's parent-death
-    signal fires when the thread that started it ends, not only the process.
+    signal fires when the thread that started it ends, not only the process, and a launched job
+    keeps the launcher's.
     """
 
     def __init__(self, isolation: Isolation, sandbox: Sandbox):
@@ -122,12 +123,12 @@ class SpareLauncher:
             self._lock.notify_all()
 
     def _serve(self) -> None:
+        # Never returns, even once closed: the jobs it launched die with this thread (their
+        # parent-death signal), so it lives until the unit's process ends.
         while True:
             with self._lock:
-                while not self._wanted and not self._closed:
+                while not self._wanted or self._closed:
                     self._lock.wait()
-                if self._closed:
-                    return
                 self._count += 1
                 name = f"next-{self._count}"
             launcher = None

@@ -76,3 +76,16 @@ def test_closing_stops_the_ready_launcher_and_removes_its_box(spare):
     spare.close()
     assert launcher.process.returncode is not None  # ended and reaped
     assert all(not (folder / launcher.box.name).exists() for folder in spare.isolation.root.folders.values())
+
+
+def test_a_launched_job_outlives_the_close_of_the_spare_launcher(spare, tmp_path):
+    """A unit stopping gracefully closes its spare while its last job runs to its end."""
+    ready(spare)
+    launcher = spare.take(spare.sandbox.limits)
+    assert launcher is not None
+    process = launcher.launch(["/usr/bin/python3", "-c", "import time; time.sleep(1); print('done')"], tmp_path,
+                              {"PATH": "/usr/bin"}, spare.sandbox.limits)
+    spare.close()
+    out, _err = process.communicate(timeout=30)
+    launcher.box.close()
+    assert (process.returncode, out) == (0, b"done\n")
