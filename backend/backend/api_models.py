@@ -166,6 +166,34 @@ class Upload(Model):
     file_mb: int | None = Field(None, ge=1)
 
 
+class DatasetUpload(Model):
+    """A data set upload (multipart/form-data)."""
+
+    file: bytes | None = Field(None, json_schema_extra={"format": "binary"},
+                               description="the data: a .zip (unpacked for jobs) or any single file")
+    name: str | None = Field(None, description="lowercase letters, digits, '-', '_', '.'")
+
+
+class Dataset(Model):
+    name: str
+    owner: str = Field(description="the owner's email")
+    size: int
+    sha256: str
+    filename: str
+    is_zip: bool
+    created_at: str
+    jobs_using: int = Field(description="how many of my jobs name it")
+    shared_with: list[str] = Field(description="emails it is shared with (the owner's view only)")
+
+
+class DatasetList(Model):
+    datasets: list[Dataset]
+
+
+class DatasetShare(Model):
+    email: str
+
+
 class LogQuery(Model):
     offset: int | None = Field(None, ge=0, description="return only what came after this byte")
 
