@@ -159,6 +159,8 @@ class Upload(Model):
     sweep: str | None = Field(None, description="a JSON sweep: names to lists of values, or a list of points")
     pool: str | None = None
     fresh_env: bool | None = Field(None, description="build the environment anew with the newest versions")
+    datasets: str | None = Field(None, description='a JSON list of data set names: ["eeg"], or "owner-email/eeg" '
+                                                   'for one shared with me')
     memory_mb: int | None = Field(None, ge=1)
     cpu_s: int | None = Field(None, ge=1)
     processes: int | None = Field(None, ge=1)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from nias.archive import inspect_zip
 from nias.errors import BadRequest, BadUpload, Conflict, NiasError
+from nias.messages import MAX_JOB_DATASETS
 from nias.settings import Settings
 from nias.states import is_final
 
@@ -89,3 +90,33 @@ def remove_dataset(store: Store, settings: Settings, owner_id: str, name: str) -
                        "delete it once they have ended.", code="dataset_in_use", jobs=busy)
     if store.delete_dataset(dataset["id"]) == 0:
         (datasets_dir(settings) / dataset["sha256"]).unlink(missing_ok=True)
+
+
+def resolve_datasets(store: Store, user_id: str, names: object) -> list[dict]:
+    """The data sets a submit names, resolved to {name, owner, sha256, size}: `name` is the user's own one
+    (or, if they have none of that name, the one shared with them under it: two such is ambiguous), and
+    `owner-email/name` names a shared one. A name the user cannot see is a 400 naming it."""
+    if names is None:
+        return []
+    if not isinstance(names, list) or not all(isinstance(item, str) for item in names) or len(names) > MAX_JOB_DATASETS:
+        raise BadRequest(f"datasets must be a JSON list of at most {MAX_JOB_DATASETS} data set names.",
+                         code="bad_datasets", field="datasets")
+    visible = store.visible_datasets(user_id)
+    chosen: list[dict] = []
+    for wanted in names:
+        owner, _slash, name = wanted.strip().rpartition("/")
+        matches = [row for row in visible if row["name"] == name
+                   and (row["owner_email"] == owner.lower() if owner else True)]
+        own = [row for row in matches if row["owner_id"] == user_id]
+        if not owner and own:
+            matches = own
+        if len(matches) != 1:
+            problem = "is shared with you by several users; name it as owner-email/name" if matches else \
+                "is none of your data sets nor one shared with you"
+            raise BadRequest(f"The data set {wanted!r} {problem}.", code="unknown_dataset", dataset=wanted)
+        if any(entry["name"] == name for entry in chosen):
+            raise BadRequest(f"Two data sets named {name!r}: a job sees each at data/<name>/.",
+                             code="bad_datasets", dataset=wanted)
+        row = matches[0]
+        chosen.append({"name": name, "owner": row["owner_email"], "sha256": row["sha256"], "size": row["size"]})
+    return chosen

@@ -43,6 +43,8 @@ def message_for(job: dict) -> JobMessage:
         limits=job.get("limits") or {},
         params=job.get("params") or {},
         fresh_env=bool(job.get("fresh_env")),
+        datasets=[{"name": entry["name"], "sha256": entry["sha256"], "size": entry["size"]}
+                  for entry in job.get("datasets") or []],
     )
 
 

@@ -131,3 +131,61 @@ def test_a_deleted_data_set_leaves_its_file_while_another_names_the_digest(app):
     assert stored_files(app) == []
     missing = admin.send("DELETE", "/api/datasets/two")
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "dataset_not_found"
+
+
+@pytest.fixture
+def quiet_dispatch(app, monkeypatch):
+    """Queued jobs stay queued: the messages the backend would send are kept for the test to read."""
+    sent = []
+    monkeypatch.setattr(app.extensions["nias"].dispatcher, "publish_job", sent.append)
+    return sent
+
+
+def project_zip() -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("code.py", "print('hi')\n")
+    return buffer.getvalue()
+
+
+def submit(client: Client, datasets: str | None):
+    form = {"file": (io.BytesIO(project_zip()), "p.zip")}
+    if datasets is not None:
+        form["datasets"] = datasets
+    return client.client.post("/api/jobs", data=form, content_type="multipart/form-data",
+                              headers={"X-CSRF-Token": client.csrf})
+
+
+def test_a_job_records_the_data_sets_it_names_and_its_message_carries_them(app, quiet_dispatch):
+    from backend.dispatcher import message_for
+
+    admin = Client(app, *ADMIN)
+    stored = admin.upload("eeg", b"signal").get_json()
+    job = submit(admin, '["eeg"]')
+    assert job.status_code == 201, job.get_json()
+    assert job.get_json()["datasets"] == [{"name": "eeg", "owner": ADMIN[0], "sha256": stored["sha256"], "size": 6}]
+    assert message_for(quiet_dispatch[0]).datasets == [{"name": "eeg", "sha256": stored["sha256"], "size": 6}]
+    assert admin.send("GET", "/api/datasets").get_json()["datasets"][0]["jobs_using"] == 1
+    assert submit(admin, None).get_json()["datasets"] == []
+
+
+def test_another_users_data_set_is_refused_with_400_and_nothing_queued_until_shared(app, quiet_dispatch):
+    admin = Client(app, *ADMIN)
+    other = new_user(app, admin)
+    assert admin.upload("eeg", b"signal").status_code == 201
+    refused = submit(other, '["eeg"]')
+    assert refused.status_code == 400 and refused.get_json()["error"]["dataset"] == "eeg"
+    assert other.send("GET", "/api/jobs").get_json()["total"] == 0 and quiet_dispatch == []
+    assert admin.send("POST", "/api/datasets/eeg/share", {"email": other.email}).status_code == 200
+    assert submit(other, '["eeg"]').status_code == 201
+    assert submit(other, f'["{ADMIN[0]}/eeg"]').status_code == 201
+
+
+def test_a_data_set_named_by_a_waiting_job_is_not_deleted_until_the_job_ends(app, quiet_dispatch):
+    admin = Client(app, *ADMIN)
+    assert admin.upload("eeg", b"signal").status_code == 201
+    job_id = submit(admin, '["eeg"]').get_json()["id"]
+    refused = admin.send("DELETE", "/api/datasets/eeg")
+    assert refused.status_code == 409 and refused.get_json()["error"]["jobs"] == [job_id]
+    assert admin.send("PUT", f"/api/jobs/{job_id}/state", {"state": "cancelled"}).status_code == 200
+    assert admin.send("DELETE", "/api/datasets/eeg").status_code == 204
