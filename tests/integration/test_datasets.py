@@ -189,3 +189,28 @@ def test_a_data_set_named_by_a_waiting_job_is_not_deleted_until_the_job_ends(app
     assert refused.status_code == 409 and refused.get_json()["error"]["jobs"] == [job_id]
     assert admin.send("PUT", f"/api/jobs/{job_id}/state", {"state": "cancelled"}).status_code == 200
     assert admin.send("DELETE", "/api/datasets/eeg").status_code == 204
+
+
+def test_the_internal_endpoint_serves_a_unit_only_the_data_sets_its_claimed_job_names(app, quiet_dispatch):
+    from nias.internal import ClaimRequest, dataset_path
+
+    admin = Client(app, *ADMIN)
+    named = admin.upload("eeg", b"signal").get_json()["sha256"]
+    other = admin.upload("private", b"someone's notes").get_json()["sha256"]
+    job = submit(admin, '["eeg"]').get_json()
+    unit = app.test_client()
+    headers = {"X-Nias-Internal-Token": "t", "X-Nias-Unit": "unit-1"}
+    claimed = unit.post(f"/internal/jobs/{job['id']}/claim", headers=headers,
+                        data=ClaimRequest(dispatch=1, unit="unit-1").encode())
+    assert claimed.status_code == 200, claimed.get_data()
+    attempt = claimed.get_json()["attempt"]
+    served = unit.get(dataset_path(job["id"], named), query_string={"attempt": attempt}, headers=headers)
+    assert served.status_code == 200 and served.get_data() == b"signal"
+    resumed = unit.get(dataset_path(job["id"], named), query_string={"attempt": attempt},
+                       headers={**headers, "Range": "bytes=3-"})
+    assert resumed.status_code == 206 and resumed.get_data() == b"nal"
+    refused = unit.get(dataset_path(job["id"], other), query_string={"attempt": attempt}, headers=headers)
+    assert refused.status_code == 404
+    no_token = unit.get(dataset_path(job["id"], named), query_string={"attempt": attempt},
+                        headers={"X-Nias-Unit": "unit-1"})
+    assert no_token.status_code in (401, 403)
