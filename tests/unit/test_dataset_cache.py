@@ -49,3 +49,13 @@ def test_a_data_set_in_use_is_never_evicted_even_over_the_limit(tmp_path):
             assert first.exists() and second.exists()  # both in use: the cache stays over its limit
         assert first.exists() and not second.exists()  # b was free and over the limit; a is still in use
     assert cache.evict() == [] and first.exists()  # alone it fits
+
+
+def test_the_cache_folder_and_limit_come_from_the_settings(tmp_path):
+    from nias.settings import load_settings
+
+    default = load_settings({}, data_dir=tmp_path, unit_name="unit-1")
+    assert default.dataset_cache_folder == default.unit_work_dir / "datasets" and default.dataset_cache_mb == 20_480
+    chosen = load_settings({"NIAS_DATASET_CACHE_DIR": str(tmp_path / "c"), "NIAS_DATASET_CACHE_MB": "64"},
+                           data_dir=tmp_path)
+    assert chosen.dataset_cache_folder == tmp_path / "c" and chosen.dataset_cache_mb == 64
