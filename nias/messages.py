@@ -156,12 +156,14 @@ MAX_JOB_DATASETS = 20
 
 
 def _datasets(value: Any) -> str | None:
-    """A job's data sets: [{"name", "sha256", "size"}], at most MAX_JOB_DATASETS, names unique."""
+    """A job's data sets: [{"name", "sha256", "size", "filename" (a single file's name)}], at most MAX_JOB_DATASETS, names unique."""
     problem = f"must be a list of at most {MAX_JOB_DATASETS} {{name, sha256, size}} objects with distinct names"
     if not isinstance(value, list) or len(value) > MAX_JOB_DATASETS:
         return problem
     for item in value:
-        if (not isinstance(item, dict) or set(item) != {"name", "sha256", "size"}
+        if (not isinstance(item, dict) or not {"name", "sha256", "size"} <= set(item) <= {"name", "sha256", "size", "filename"}
+                or not isinstance(item.get("filename", ""), str) or len(item.get("filename", "")) > 200
+                or "/" in item.get("filename", "") or item.get("filename") in ("", ".", "..")
                 or not isinstance(item["name"], str) or not DATASET_NAME.fullmatch(item["name"])
                 or not isinstance(item["sha256"], str) or not SHA256.fullmatch(item["sha256"])
                 or _COUNT(item["size"])):
@@ -351,7 +353,7 @@ class JobMessage(_Message):
     pool: str = DEFAULT_POOL  # whose queue it waits in: the units serving that pool run it
     params: dict = field(default_factory=dict)  # written to params.json in the project folder (nias.params)
     fresh_env: bool = False  # build the environment anew with the newest versions (unpinned requirements)
-    datasets: list = field(default_factory=list)  # [{name, sha256, size}]: provided at data/<name>/
+    datasets: list = field(default_factory=list)  # [{name, sha256, size, filename}]: provided at data/<name>/
 
 
 @dataclass(frozen=True)

@@ -118,5 +118,6 @@ def resolve_datasets(store: Store, user_id: str, names: object) -> list[dict]:
             raise BadRequest(f"Two data sets named {name!r}: a job sees each at data/<name>/.",
                              code="bad_datasets", dataset=wanted)
         row = matches[0]
-        chosen.append({"name": name, "owner": row["owner_email"], "sha256": row["sha256"], "size": row["size"]})
+        chosen.append({"name": name, "owner": row["owner_email"], "sha256": row["sha256"], "size": row["size"],
+                       "filename": row["filename"]})
     return chosen

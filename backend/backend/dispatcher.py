@@ -43,7 +43,7 @@ def message_for(job: dict) -> JobMessage:
         limits=job.get("limits") or {},
         params=job.get("params") or {},
         fresh_env=bool(job.get("fresh_env")),
-        datasets=[{"name": entry["name"], "sha256": entry["sha256"], "size": entry["size"]}
+        datasets=[{key: entry[key] for key in ("name", "sha256", "size", "filename") if key in entry}
                   for entry in job.get("datasets") or []],
     )
 

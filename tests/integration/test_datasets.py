@@ -163,8 +163,10 @@ def test_a_job_records_the_data_sets_it_names_and_its_message_carries_them(app, 
     stored = admin.upload("eeg", b"signal").get_json()
     job = submit(admin, '["eeg"]')
     assert job.status_code == 201, job.get_json()
-    assert job.get_json()["datasets"] == [{"name": "eeg", "owner": ADMIN[0], "sha256": stored["sha256"], "size": 6}]
-    assert message_for(quiet_dispatch[0]).datasets == [{"name": "eeg", "sha256": stored["sha256"], "size": 6}]
+    assert job.get_json()["datasets"] == [{"name": "eeg", "owner": ADMIN[0], "sha256": stored["sha256"], "size": 6,
+                                           "filename": "values.bin"}]
+    assert message_for(quiet_dispatch[0]).datasets == [{"name": "eeg", "sha256": stored["sha256"], "size": 6,
+                                                        "filename": "values.bin"}]
     assert admin.send("GET", "/api/datasets").get_json()["datasets"][0]["jobs_using"] == 1
     assert submit(admin, None).get_json()["datasets"] == []
 
