@@ -263,6 +263,7 @@ class Runner:
     def _provide_datasets(self, run: Run, folder: Path, held: contextlib.ExitStack, log: JobLog) -> None:
         """Each data set the job names at data/<name>/: a zip unpacked, a single file under its name."""
         for entry in run.message.datasets:
+            fetches = self.datasets.fetches
             cached = held.enter_context(self.datasets.using(entry["sha256"], lambda part, entry=entry: (
                 self._fetch_dataset(run, entry, part))))
             target = folder / entry["name"]
@@ -272,7 +273,8 @@ class Runner:
                     archive.extractall(target)
             else:
                 shutil.copyfile(cached, target / entry.get("filename", entry["name"]))
-            log.note(f"Data set {entry['name']} ({entry['size']} bytes) at data/{entry['name']}/")
+            how = "fetched" if self.datasets.fetches > fetches else "from the unit's cache"
+            log.note(f"Data set {entry['name']} ({entry['size']} bytes, {how}) at data/{entry['name']}/")
 
     def _fetch_dataset(self, run: Run, entry: dict, part: Path) -> None:
         try:

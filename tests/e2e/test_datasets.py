@@ -46,3 +46,21 @@ def test_a_job_reads_the_data_set_it_names_read_only_and_one_naming_none_sees_no
     plain = client.wait(client.submit(looker)["id"], timeout_s=180)
     assert plain["state"] == "succeeded", client.log(plain["id"])
     assert result_text(client, plain["id"], tmp_path) == "[]"
+
+
+def test_a_data_set_used_by_three_jobs_is_uploaded_once_and_fetched_once_per_unit(client, tmp_path):
+    source = tmp_path / "values.bin"
+    with open(source, "wb") as handle:  # streamed to disk and up, never held whole in memory
+        for _ in range(30):
+            handle.write(os.urandom(1024 * 1024))
+    name = f"big-{os.getpid()}"
+    stored = client.upload_dataset(name, source)
+    reader = zip_entries(tmp_path / "reader.zip", {"code.py": READER.replace("data/sample/", f"data/{name}/")})
+    jobs = [client.submit(reader, datasets=[name]) for _ in range(3)]
+    done = [client.wait(job["id"], timeout_s=300) for job in jobs]
+    assert [job["state"] for job in done] == ["succeeded"] * 3, [client.log(job["id"]) for job in done]
+    for job in done:
+        assert result_text(client, job["id"], tmp_path) == f"{30 * 1024 * 1024} {stored['sha256']} no"
+    marker = f"Data set {name} ({30 * 1024 * 1024} bytes, fetched)"
+    fetched = [job["unit"] for job in done if marker in client.log(job["id"])]
+    assert len(fetched) == len(set(fetched)) == len({job["unit"] for job in done})  # once per unit
