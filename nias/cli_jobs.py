@@ -76,19 +76,21 @@ def upload(client: NiasClient, zipped: Path, name: str | None, **fields) -> dict
 @click.option("--priority", type=click.IntRange(0, 9))
 @click.option("--timeout", "timeout_s", type=int)
 @click.option("--fresh-env", is_flag=True, help="build the environment anew with the newest versions")
+@click.option("--data", "datasets", multiple=True, metavar="NAME",
+              help="a data set the job reads at data/NAME/ (repeatable; owner-email/NAME for a shared one)")
 @PARAM
 @SWEEP
 @POOL
 @WAIT
 @click.pass_context
-def submit(ctx, project: Path | None, git_url, ref, git_path, name, priority, timeout_s, fresh_env, params, sweeps,
-           pool, wait: bool) -> None:
+def submit(ctx, project: Path | None, git_url, ref, git_path, name, priority, timeout_s, fresh_env, datasets, params,
+           sweeps, pool, wait: bool) -> None:
     """Upload PROJECT (a .zip, or a folder zipped on the fly without what its .niasignore names) as a new job,
     or as a sweep of jobs; or, with --git, have the server fetch the project from a git repository."""
     client = client_of(ctx)
     values, grid = assignments(params, "--param"), assignments(sweeps, "--sweep", split_sweep_values)
     fields = dict(priority=priority, timeout_s=timeout_s, params=values or None, sweep=grid or None, pool=pool,
-                  fresh_env=1 if fresh_env else None)
+                  fresh_env=1 if fresh_env else None, datasets=list(datasets) or None)
     if (project is None) == (git_url is None):
         raise click.UsageError("Give either a PROJECT (a zip or a folder) or --git URL.")
     if git_url is None and (ref or git_path):

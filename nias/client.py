@@ -109,13 +109,22 @@ class NiasClient:
 
     @staticmethod
     def _submit_fields(name: str | None, params: dict | None, sweep: dict | list | None, fields: dict) -> dict:
+        datasets = fields.pop("datasets", None)  # names of data sets: ["eeg"], or "owner-email/eeg" for a shared one
         data = {key: str(value) for key, value in fields.items() if value is not None}
-        for key, value in (("params", params), ("sweep", sweep)):
+        for key, value in (("params", params), ("sweep", sweep), ("datasets", datasets or None)):
             if value is not None:
                 data[key] = json.dumps(value)
         if name is not None:
             data["name"] = name
         return data
+
+    def upload_dataset(self, name: str, path: Path) -> dict:
+        """Store the file at `path` (a .zip is unpacked for jobs) as the data set `name`; streamed from disk."""
+        with MultipartUpload({"name": name}, "file", Path(path), media_type="application/octet-stream") as body:
+            return self._request("POST", "/api/datasets", data=body, headers={"Content-Type": body.content_type}).json()
+
+    def datasets(self) -> list[dict]:
+        return self._request("GET", "/api/datasets").json()["datasets"]
 
     def job(self, job_id: str, *, wait_s: int = 0, state: str | None = None, until_final: bool = False) -> dict:
         params: dict[str, Any] = {"wait_s": wait_s} if wait_s else {}

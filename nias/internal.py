@@ -41,6 +41,10 @@ def upload_path(job_id: str) -> str:
     return f"/internal/jobs/{job_id}/upload"
 
 
+def dataset_path(job_id: str, sha256: str) -> str:
+    return f"/internal/jobs/{job_id}/datasets/{sha256}"
+
+
 def log_path(job_id: str, attempt: int) -> str:
     return f"/internal/jobs/{job_id}/runs/{attempt}/log"
 

@@ -153,6 +153,26 @@ def _names(pattern: re.Pattern, most: int, what: str) -> Check:
     return check
 
 
+DATASET_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,99}")
+MAX_JOB_DATASETS = 20
+
+
+def _datasets(value: Any) -> str | None:
+    """A job's data sets: [{"name", "sha256", "size", "filename" (a single file's name)}], at most MAX_JOB_DATASETS, names unique."""
+    problem = f"must be a list of at most {MAX_JOB_DATASETS} {{name, sha256, size}} objects with distinct names"
+    if not isinstance(value, list) or len(value) > MAX_JOB_DATASETS:
+        return problem
+    for item in value:
+        if (not isinstance(item, dict) or not {"name", "sha256", "size"} <= set(item) <= {"name", "sha256", "size", "filename"}
+                or not isinstance(item.get("filename", ""), str) or len(item.get("filename", "")) > 200
+                or "/" in item.get("filename", "") or item.get("filename") in ("", ".", "..")
+                or not isinstance(item["name"], str) or not DATASET_NAME.fullmatch(item["name"])
+                or not isinstance(item["sha256"], str) or not SHA256.fullmatch(item["sha256"])
+                or _COUNT(item["size"])):
+            return problem
+    return None if len({item["name"] for item in value}) == len(value) else problem
+
+
 def _texts(most: int) -> Check:
     def check(value: Any) -> str | None:
         if not isinstance(value, list) or len(value) > most or any(_text(200)(item) or item is None for item in value):
@@ -331,6 +351,7 @@ class JobMessage(_Message):
         "timeout_s": _number(1, 2**31, integer=True), "limits": _limits, "params": params_problem,
         "pool": _matching(POOL_NAME, "a pool name of lowercase letters, digits, _ and - (at most 32)"),
         "pins": check_pins, "origin": check_origin,
+        "datasets": _datasets,
     }
     job_id: str
     upload: str  # path of the zip relative to the data dir
@@ -345,6 +366,7 @@ class JobMessage(_Message):
     fresh_env: bool = False  # build the environment anew with the newest versions (unpinned requirements)
     pins: list = field(default_factory=list)  # "re-run exactly": build the environment from these name==version
     origin: dict = field(default_factory=dict)  # where the project came from, for its provenance (nias.provenance)
+    datasets: list = field(default_factory=list)  # [{name, sha256, size, filename}]: provided at data/<name>/
 
 
 @dataclass(frozen=True)

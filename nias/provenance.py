@@ -29,13 +29,14 @@ def origin_of(job: dict) -> dict:
 
 def provenance_record(upload_sha256: str, origin: dict, ran_with: dict | None, executor: str | None,
                       datasets: list | None = None) -> dict:
-    """The record: `ran_with` (nias.ran_with) is None until the job's environment was built."""
+    """The record: `ran_with` (nias.ran_with) is None until the job's environment was built;
+    `datasets` the job's (or its message's) data sets, of which the name and sha256 are kept."""
     ran = ran_with or {}
     command = {"name": origin["command"], "digest": origin.get("command_digest")} if origin.get("command") else None
     git = {"url": origin["git_url"], "commit": origin.get("git_commit")} if origin.get("git_url") else None
     return {
         "upload_sha256": upload_sha256,
-        "datasets": list(datasets or []),
+        "datasets": [{"name": entry["name"], "sha256": entry["sha256"]} for entry in datasets or []],
         "command": command,
         "git": git,
         "unit": ran.get("unit"),

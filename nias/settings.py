@@ -57,6 +57,8 @@ class Settings:
     no_install: int = 0  # 1: `make up` installs nothing, it names what to install and stops
     work_dir: Path | None = None
     env_dir: Path | None = None
+    dataset_cache_dir: Path | None = None  # where a unit keeps the data sets it fetched (default under its work dir)
+    dataset_cache_mb: int = 20_480
     job_python: str = dataclasses.field(default_factory=_default_job_python)
     uv_path: str = ""
     max_upload_mb: int = 200
@@ -144,6 +146,10 @@ class Settings:
         if self.work_dir is None and self.executor == "slurm" and self.slurm_work_dir is not None:
             return self.slurm_work_dir / self.unit_name  # the compute nodes must see the staged project
         return self.work_dir or self.data_dir / "work" / self.unit_name
+
+    @property
+    def dataset_cache_folder(self) -> Path:
+        return self.dataset_cache_dir or self.unit_work_dir / "datasets"
 
     @property
     def environments_dir(self) -> Path:
@@ -238,6 +244,8 @@ ENVIRONMENT = {
     "NIAS_NO_INSTALL": "no_install",
     "NIAS_WORK_DIR": "work_dir",
     "NIAS_ENV_DIR": "env_dir",
+    "NIAS_DATASET_CACHE_DIR": "dataset_cache_dir",
+    "NIAS_DATASET_CACHE_MB": "dataset_cache_mb",
     "NIAS_JOB_PYTHON": "job_python",
     "NIAS_UV": "uv_path",
     "NIAS_MAX_UPLOAD_MB": "max_upload_mb",

@@ -20,7 +20,7 @@ class Hop(str, Enum):
     CLAIMED = "claimed"  # backend: the attempt was granted to the consumer's unit
     ACCEPTED = "accepted"  # unit: the run request arrived
     FETCHED = "fetched"  # unit: the upload is fetched and its checksum checked
-    UNPACKED = "unpacked"  # unit: the project is unpacked and params.json written
+    UNPACKED = "unpacked"  # unit: the project is unpacked, params.json written and its data sets in place
     ENV_READY = "env_ready"  # unit: the environment is found (or built)
     STARTED = "started"  # unit: code.py's process is started in its box
     EXITED = "exited"  # unit: code.py ended and its output is read

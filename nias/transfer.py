@@ -17,7 +17,7 @@ import requests
 
 from nias.errors import BadMessage, TransferFailed
 from nias.internal import (OUTCOME_HEADER, PING_PATH, SHA256_HEADER, UNIT_HEADER, FileReceipt, PingAnswer,
-                           encode_outcome, log_path, result_path, upload_path)
+                           dataset_path, encode_outcome, log_path, result_path, upload_path)
 from nias.messages import JobEvent
 from nias.retry import Backoff
 from nias.settings import Settings
@@ -111,7 +111,17 @@ class BackendLink:
     def fetch_upload(self, job_id: str, attempt: int, target: Path, sha256: str, size: int,
                      cancelled: Callable[[], bool] | None = None) -> None:
         """Download the job's upload to `target` and check it against the message's size and digest."""
-        what = f"Fetching the upload of job {job_id}"
+        self._fetch_checked(upload_path(job_id), f"Fetching the upload of job {job_id}", attempt, target, sha256,
+                            size, cancelled)
+
+    def fetch_dataset(self, job_id: str, attempt: int, target: Path, sha256: str, size: int,
+                      cancelled: Callable[[], bool] | None = None) -> None:
+        """Download a data set the job names to `target`, checked against its size and digest."""
+        self._fetch_checked(dataset_path(job_id, sha256), f"Fetching the data set {sha256[:12]} of job {job_id}",
+                            attempt, target, sha256, size, cancelled)
+
+    def _fetch_checked(self, path: str, what: str, attempt: int, target: Path, sha256: str, size: int,
+                       cancelled: Callable[[], bool] | None) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         target.unlink(missing_ok=True)
 
@@ -121,7 +131,7 @@ class BackendLink:
             if have >= size and have:
                 target.unlink()
                 have, headers = 0, {}
-            with self._session.get(self._url + upload_path(job_id), params={"attempt": attempt}, headers=headers,
+            with self._session.get(self._url + path, params={"attempt": attempt}, headers=headers,
                                    stream=True, timeout=self._timeout) as response:
                 self._check(response, what)
                 if response.status_code != 206:
@@ -129,7 +139,7 @@ class BackendLink:
                 with open(target, "ab" if have else "wb") as handle:
                     for block in response.iter_content(BLOCK):
                         if cancelled is not None and cancelled():
-                            raise TransferFailed("The job was cancelled while its upload was being fetched.")
+                            raise TransferFailed(f"The job was cancelled: {what} stopped.")
                         handle.write(block)
             got_sha, got_size = file_digest(target)
             if got_size < size:

@@ -178,11 +178,41 @@ class Upload(Model):
     sweep: str | None = Field(None, description="a JSON sweep: names to lists of values, or a list of points")
     pool: str | None = None
     fresh_env: bool | None = Field(None, description="build the environment anew with the newest versions")
+    datasets: str | None = Field(None, description='a JSON list of data set names: ["eeg"], or "owner-email/eeg" '
+                                                   'for one shared with me')
     memory_mb: int | None = Field(None, ge=1)
     cpu_s: int | None = Field(None, ge=1)
     processes: int | None = Field(None, ge=1)
     open_files: int | None = Field(None, ge=1)
     file_mb: int | None = Field(None, ge=1)
+
+
+class DatasetUpload(Model):
+    """A data set upload (multipart/form-data)."""
+
+    file: bytes | None = Field(None, json_schema_extra={"format": "binary"},
+                               description="the data: a .zip (unpacked for jobs) or any single file")
+    name: str | None = Field(None, description="lowercase letters, digits, '-', '_', '.'")
+
+
+class Dataset(Model):
+    name: str
+    owner: str = Field(description="the owner's email")
+    size: int
+    sha256: str
+    filename: str
+    is_zip: bool
+    created_at: str
+    jobs_using: int = Field(description="how many of my jobs name it")
+    shared_with: list[str] = Field(description="emails it is shared with (the owner's view only)")
+
+
+class DatasetList(Model):
+    datasets: list[Dataset]
+
+
+class DatasetShare(Model):
+    email: str
 
 
 class LogQuery(Model):

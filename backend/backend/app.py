@@ -15,9 +15,9 @@ from nias.settings import Settings, load_settings, require
 from nias.health import Health, ServiceKind
 from nias.web import folder_writable, health_response, install_error_handlers, require_internal_token
 
-from backend import (accounts, accounts_api, admin_api, api_docs, api_models, commands_api, control_api, events_api,
-                     internal_api, job_records_api, jobs_api, metrics_api, provenance_api, results_api, summary,
-                     sweeps_api)
+from backend import (accounts, accounts_api, admin_api, api_docs, api_models, commands_api, control_api, datasets_api,
+                     events_api, internal_api, job_records_api, jobs_api, metrics_api, provenance_api, results_api,
+                     summary, sweeps_api)
 from backend.openapi import describe
 from backend.dispatcher import Dispatcher
 from backend.recorder import Recorder
@@ -89,6 +89,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     accounts.ensure_admin(store, settings)
     app.register_blueprint(accounts_api.bp)
     app.register_blueprint(jobs_api.bp)
+    app.register_blueprint(datasets_api.bp)
     app.register_blueprint(internal_api.bp)
     app.register_blueprint(results_api.bp)
     app.register_blueprint(summary.bp)

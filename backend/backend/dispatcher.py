@@ -46,6 +46,8 @@ def message_for(job: dict) -> JobMessage:
         fresh_env=bool(job.get("fresh_env")),
         pins=job.get("pins") or [],
         origin=origin_of(job),
+        datasets=[{key: entry[key] for key in ("name", "sha256", "size", "filename") if key in entry}
+                  for entry in job.get("datasets") or []],
     )
 
 

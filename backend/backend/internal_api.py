@@ -86,6 +86,21 @@ def get_upload(job_id: str):
     return response
 
 
+@bp.get("/jobs/<job_id>/datasets/<sha256>")
+def get_dataset(job_id: str, sha256: str):
+    """A data set the held attempt's job names, streamed (`Range` resumes); no other data is served."""
+    job = held_attempt(job_id, _attempt_arg())
+    if not any(entry.get("sha256") == sha256 for entry in job.get("datasets") or []):
+        raise NiasError(f"Job {job_id} names no data set with this digest.", code="dataset_not_found", status=404)
+    path = _nias().settings.data_dir / "datasets" / sha256
+    if not path.is_file():
+        raise NiasError(f"The data set {sha256} of job {job_id} is missing from the backend's storage.",
+                        code="dataset_missing", status=410)
+    response = send_file(path, mimetype="application/octet-stream", conditional=True, etag=False, max_age=0)
+    response.headers[SHA256_HEADER] = sha256
+    return response
+
+
 def _run_files(job_id: str, attempt: int) -> RunFiles:
     files = JobFiles(_nias().settings.jobs_dir, job_id).run(attempt)
     files.folder.mkdir(parents=True, exist_ok=True)

@@ -18,6 +18,7 @@ from nias.job_files import JobFiles, RunFiles
 from backend import api_models as api
 from backend.openapi import describe
 from backend.auth import current_user, owner_filter, visible_job
+from backend.datasets import resolve_datasets
 from backend.dry_run import check_project, zip_refused
 from backend.live import feed
 from backend.provenance_api import job_provenance
@@ -123,6 +124,7 @@ def job_to_json(job: dict, *, position: int | None = None, served: set[str] | No
         "provenance": job_provenance(job),
         "exact": bool(job.get("pins")),
         "note": job.get("note"),
+        "datasets": job.get("datasets") or [],
         "paused_s": round(_paused_seconds(job, time.time()), 3),
         "links": {
             "self": url_for("jobs.get_job", job_id=job["id"]),
@@ -254,10 +256,13 @@ def accept_upload(received_at: float):
         sweep = parse_json_field(request.form.get("sweep"), "sweep")
         points = expand_sweep(sweep, params, settings.max_sweep_jobs) if sweep is not None else None
         check_room_for(nias.store, settings, current_user()["id"], len(points or [params]))
+        datasets = resolve_datasets(nias.store, current_user()["id"],
+                                    parse_json_field(request.form.get("datasets"), "datasets"))
         submission = Submission(upload.path, upload.sha256, upload.size, name, current_user()["id"],
                                 priority, timeout_s, limits,
                                 extra={"pool": choose_pool(request.form.get("pool"), settings), "source": upload.source,
-                                       "fresh_env": parse_flag(request.form.get("fresh_env"), "fresh_env")},
+                                       "fresh_env": parse_flag(request.form.get("fresh_env"), "fresh_env"),
+                                       "datasets": datasets},
                                 received_at=received_at)
         if points is not None:
             sweep_id = queue_sweep(nias, submission, points, sweep, params)

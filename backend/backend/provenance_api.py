@@ -15,7 +15,7 @@ bp = Blueprint("provenance", __name__, url_prefix="/api/jobs")
 def job_provenance(job: dict) -> dict:
     """The job's record, as its unit writes it into the result zip; `packages` null until it has run."""
     return provenance_record(job["upload_sha256"], origin_of(job), job.get("ran_with"),
-                             (job.get("execution") or {}).get("executor"))
+                             (job.get("execution") or {}).get("executor"), job.get("datasets"))
 
 
 @bp.get("/<job_id>/provenance")

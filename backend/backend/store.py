@@ -98,6 +98,7 @@ jobs = Table(
     Column("note", String(200)),  # the owner's short note on the job
     Column("timeline", JSON(none_as_null=True)),  # nias.timeline: when the job passed each hop
     Column("published_at", Float),  # when the producer last confirmed its message (the `published` hop)
+    Column("datasets", JSON(none_as_null=True)),  # the data sets it names: [{name, owner, sha256, size}], resolved at submit
 )
 
 sweeps = Table(
@@ -187,6 +188,26 @@ units = Table(
     Column("executor", String(16)),  # "local", or "slurm": it submits its jobs to a cluster
     Column("pause_refusal", Text),  # why it cannot pause its jobs, if it cannot
     Column("draining", Integer),  # 1: an admin drained it; it finishes its job and takes no more
+)
+
+datasets = Table(
+    "datasets",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("owner_id", String(32), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    Column("sha256", String(64), nullable=False, index=True),
+    Column("size", BigInteger, nullable=False),
+    Column("filename", String(200), nullable=False),  # as uploaded: a single file appears under this name
+    Column("is_zip", Integer, nullable=False, default=0),  # 1: unpacked where a job sees it
+    Column("created_at", Float, nullable=False),
+)
+
+dataset_shares = Table(
+    "dataset_shares",
+    metadata,
+    Column("dataset_id", String(32), primary_key=True),
+    Column("user_id", String(32), primary_key=True),
 )
 
 
@@ -357,13 +378,14 @@ class Store:
         return {state: n for state, n in rows}
 
     def storage_used(self, owner: str) -> int:
-        """Bytes a user's kept uploads, results and logs take on the shared volume."""
+        """Bytes a user's kept uploads, results, logs and data sets take on the shared volume."""
         upload = case((jobs.c.upload_shared == 1, 0), else_=jobs.c.upload_size)  # a sweep's upload counts once
         used = func.coalesce(func.sum(upload + func.coalesce(jobs.c.result_size, 0)
                                       + func.coalesce(jobs.c.log_size, 0)), 0)
         with self.engine.connect() as conn:
-            return int(conn.execute(select(used).where(jobs.c.owner_id == owner, jobs.c.expired_at.is_(None)))
-                       .scalar_one())
+            jobs_bytes = int(conn.execute(select(used).where(jobs.c.owner_id == owner, jobs.c.expired_at.is_(None)))
+                             .scalar_one())
+        return jobs_bytes + self.dataset_bytes(owner)
 
     def storage_by_kind(self) -> dict[str, int]:
         """Bytes of every kept upload, result and log (a sweep's shared upload counted once)."""
@@ -378,6 +400,54 @@ class Store:
                  .order_by(jobs.c.finished_at).limit(limit))
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
+
+    # -- data sets ---------------------------------------------------------------------
+    def insert_dataset(self, **values: Any) -> dict:
+        with self.engine.begin() as conn:
+            conn.execute(insert(datasets).values(**values))
+        return self.get_dataset(values["owner_id"], values["name"])
+
+    def get_dataset(self, owner_id: str, name: str) -> dict | None:
+        query = select(datasets).where(datasets.c.owner_id == owner_id, datasets.c.name == name)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().first()
+        return dict(row) if row else None
+
+    def visible_datasets(self, user_id: str) -> list[dict]:
+        """A user's own data sets and those shared with them, each with its owner's email."""
+        shared = select(dataset_shares.c.dataset_id).where(dataset_shares.c.user_id == user_id)
+        query = (select(datasets, users.c.email.label("owner_email")).join(users, users.c.id == datasets.c.owner_id)
+                 .where(or_(datasets.c.owner_id == user_id, datasets.c.id.in_(shared)))
+                 .order_by(datasets.c.created_at, datasets.c.id))
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def dataset_shared_with(self, dataset_id: str) -> list[str]:
+        query = (select(users.c.email).join(dataset_shares, dataset_shares.c.user_id == users.c.id)
+                 .where(dataset_shares.c.dataset_id == dataset_id).order_by(users.c.email))
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def share_dataset(self, dataset_id: str, user_id: str) -> None:
+        with self.engine.begin() as conn:
+            present = conn.execute(select(dataset_shares.c.user_id).where(
+                dataset_shares.c.dataset_id == dataset_id, dataset_shares.c.user_id == user_id)).first()
+            if present is None:
+                conn.execute(insert(dataset_shares).values(dataset_id=dataset_id, user_id=user_id))
+
+    def delete_dataset(self, dataset_id: str) -> int:
+        """Remove a data set's record and shares; returns how many data sets still refer to its digest."""
+        with self.engine.begin() as conn:
+            sha256 = conn.execute(select(datasets.c.sha256).where(datasets.c.id == dataset_id)).scalar_one()
+            conn.execute(delete(dataset_shares).where(dataset_shares.c.dataset_id == dataset_id))
+            conn.execute(delete(datasets).where(datasets.c.id == dataset_id))
+            return conn.execute(select(func.count()).select_from(datasets)
+                                .where(datasets.c.sha256 == sha256)).scalar_one()
+
+    def dataset_bytes(self, owner: str) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.coalesce(func.sum(datasets.c.size), 0))
+                                    .where(datasets.c.owner_id == owner)).scalar_one())
 
     # -- accounts ----------------------------------------------------------------------
     def insert_user(self, **values: Any) -> dict:

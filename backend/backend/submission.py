@@ -146,6 +146,7 @@ def rerun_row(settings: Settings, original: dict, new_id: str, owner_id: str, pa
         params=original.get("params") if params is None else params, command=original.get("command"),
         command_digest=original.get("command_digest"), source=original.get("source"), sweep_id=original.get("sweep_id"),
         upload_shared=1 if original.get("sweep_id") else None, pool=original["pool"],
+        datasets=original.get("datasets"),
     )
     row.update(changes or {})
     row["queue_priority"] = row["priority"]

@@ -132,7 +132,7 @@ def clean_name(raw: str | None, fallback: str) -> str:
     return (printable(raw) or printable(fallback))[:MAX_NAME_LENGTH] or "job"
 
 
-def _digest(path: Path) -> tuple[str, int]:
+def file_digest(path: Path) -> tuple[str, int]:
     sha = hashlib.sha256()
     size = 0
     with open(path, "rb") as handle:
@@ -184,6 +184,27 @@ def receive_upload(request: UploadRequest, settings: Settings, *,
                    screen_requirements: bool = True) -> tuple[Upload, str]:
     """Parse the multipart body, check the zip (and what requirements.txt names, unless a dry run
     reports on that itself), and return it with the name the client gave."""
+    storage = received_file(request, settings)
+    if (storage is None or not storage.filename) and request.form.get("git"):
+        return receive_git_project(request, settings, screen_requirements=screen_requirements)
+    if storage is None or not storage.filename:
+        raise BadUpload("Attach the project as a .zip file in the form field 'file' (or name a git repository "
+                        "in the field 'git').", code="missing_file")
+    part = stored_part(storage)
+    stem = Path(storage.filename).stem if storage.filename.lower().endswith(".zip") else storage.filename
+    return _checked(part, settings, screen_requirements), clean_name(request.form.get("name"), stem)
+
+
+def stored_part(storage) -> Path:
+    """Where the stream factory wrote a received file (closed, complete)."""
+    storage.stream.flush()
+    part = Path(storage.stream.name)
+    storage.stream.close()
+    return part
+
+
+def received_file(request: UploadRequest, settings: Settings):
+    """The multipart body parsed, its field `file` streamed into the uploads folder (None if absent)."""
     settings.uploads_dir.mkdir(parents=True, exist_ok=True)
     request.upload_dir = settings.uploads_dir
     deadline = UploadDeadline(request.environ.get("gunicorn.socket"), settings.upload_timeout_s)
@@ -199,16 +220,7 @@ def receive_upload(request: UploadRequest, settings: Settings, *,
         deadline.finish()
     if deadline.expired:  # a body cut short at the deadline may still parse as a truncated form
         raise _cut_off(settings, deadline)
-    if (storage is None or not storage.filename) and request.form.get("git"):
-        return receive_git_project(request, settings, screen_requirements=screen_requirements)
-    if storage is None or not storage.filename:
-        raise BadUpload("Attach the project as a .zip file in the form field 'file' (or name a git repository "
-                        "in the field 'git').", code="missing_file")
-    storage.stream.flush()
-    part = Path(storage.stream.name)
-    storage.stream.close()
-    stem = Path(storage.filename).stem if storage.filename.lower().endswith(".zip") else storage.filename
-    return _checked(part, settings, screen_requirements), clean_name(request.form.get("name"), stem)
+    return storage
 
 
 def _checked(part: Path, settings: Settings, screen_requirements: bool, source: dict | None = None) -> Upload:
@@ -216,7 +228,7 @@ def _checked(part: Path, settings: Settings, screen_requirements: bool, source: 
     project = inspect_zip(part, zip_limits(settings))
     if screen_requirements:
         check_requirements(read_requirements(part, project))
-    sha256, size = _digest(part)
+    sha256, size = file_digest(part)
     return Upload(part, sha256, size, project, source)
 
 

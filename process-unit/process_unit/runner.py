@@ -7,12 +7,14 @@ while it runs, a heartbeat event renews its lease so the backend knows this unit
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import shutil
 import subprocess
 import threading
 import time
+import zipfile
 from collections import deque
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from nias.transfer import BackendLink
 
 from process_unit.environments import EnvironmentCache, describe_environment
 from process_unit.host_facts import HostFacts
+from process_unit.dataset_cache import DatasetCache
 from process_unit.job_params import write_params_file
 from process_unit.isolation import Isolation, JobBox
 from process_unit.joblog import JobLog, ProgressFeed, pump_lines
@@ -75,6 +78,7 @@ class Runner:
         self.environments = environments
         self.limits = ZipLimits(settings.max_files, settings.max_unpacked_bytes, settings.max_ratio)
         self.result_limits = ResultLimits(settings.max_result_bytes, settings.max_result_files)
+        self.datasets = DatasetCache(settings.dataset_cache_folder, settings.dataset_cache_mb * 1024 * 1024)
         self._lock = threading.Lock()
         self._current: Run | None = None
         self._recent: dict[str, Run] = {}
@@ -270,6 +274,34 @@ class Runner:
             upload.unlink(missing_ok=True)
         log.hide_paths({str(run.project): "", str(work): ""})
         write_params_file(run.project, run.message.params)
+        with contextlib.ExitStack() as held:  # the data sets stay in the cache, never evicted, while the job runs
+            self._provide_datasets(run, run.project / "data", held, log)
+            self._run_in_environment(run, work, log)
+
+    def _provide_datasets(self, run: Run, folder: Path, held: contextlib.ExitStack, log: JobLog) -> None:
+        """Each data set the job names at data/<name>/: a zip unpacked, a single file under its name."""
+        for entry in run.message.datasets:
+            fetches = self.datasets.fetches
+            cached = held.enter_context(self.datasets.using(entry["sha256"], lambda part, entry=entry: (
+                self._fetch_dataset(run, entry, part))))
+            target = folder / entry["name"]
+            target.mkdir(parents=True)
+            if zipfile.is_zipfile(cached):
+                with zipfile.ZipFile(cached) as archive:  # checked at the backend; zipfile keeps entries inside
+                    archive.extractall(target)
+            else:
+                shutil.copyfile(cached, target / entry.get("filename", entry["name"]))
+            how = "fetched" if self.datasets.fetches > fetches else "from the unit's cache"
+            log.note(f"Data set {entry['name']} ({entry['size']} bytes, {how}) at data/{entry['name']}/")
+
+    def _fetch_dataset(self, run: Run, entry: dict, part: Path) -> None:
+        try:
+            self.link.fetch_dataset(run.job_id, run.attempt, part, entry["sha256"], entry["size"],
+                                    cancelled=lambda: run.cancelled)
+        except TransferFailed as exc:
+            raise ExecutionFailed(f"The data set {entry['name']} could not be fetched: {exc.message}") from None
+
+    def _run_in_environment(self, run: Run, work: Path, log: JobLog) -> None:
         run.mark(Hop.UNPACKED)
         environment = self.environments.prepare(run.project / "requirements.txt", log.note,
                                                 fresh=run.message.fresh_env, pins=run.message.pins)
@@ -305,7 +337,7 @@ class Runner:
     def _provenance(self, run: Run) -> dict:
         """What the result zip records of the run (nias.provenance), as the backend serves it."""
         return provenance_record(run.message.sha256, run.message.origin, run.details.get("ran_with"),
-                                 run.execution.get("executor"))
+                                 run.execution.get("executor"), run.message.datasets)
 
     def _finish(self, run: Run) -> None:
         """Send the attempt's outcome; never raises, and always frees the unit."""

@@ -155,6 +155,7 @@ class Sandbox:
         if not real_python.startswith("/usr/"):  # an interpreter outside /usr must be visible too
             argv += ["--ro-bind", str(Path(real_python).parents[1]), str(Path(real_python).parents[1])]
         argv += ["--ro-bind", str(environment), str(environment), "--bind", str(project), str(project),
+                 "--ro-bind-try", str(project / "data"), str(project / "data"),  # the job's data sets: read only
                  "--remount-ro", "/", "--setenv", "TMPDIR", "/tmp", "--chdir", str(project), "--", str(python),
                  "code.py"]
         return argv

@@ -55,7 +55,9 @@ def test_the_bubblewrap_command_shows_only_the_project_the_environment_and_syste
     assert ["--bind", str(project), str(project)] == argv[argv.index("--bind"):argv.index("--bind") + 3]
     assert ["--ro-bind", str(env), str(env)] == argv[argv.index(str(env)) - 1:argv.index(str(env)) + 2]
     assert "--unshare-all" in argv and "--share-net" not in argv and "--remount-ro" in argv
-    assert str(tmp_path) not in " ".join(a for a in argv if a not in (str(project), str(env)))
+    data = str(project / "data")  # the job's data sets, read only
+    assert ["--ro-bind-try", data, data] == argv[argv.index(data) - 1:argv.index(data) + 2]
+    assert str(tmp_path) not in " ".join(a for a in argv if a not in (str(project), str(env), data))
 
 
 def test_network_is_shared_only_when_the_admin_allows_it(tmp_path, with_bwrap):
