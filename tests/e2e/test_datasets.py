@@ -3,6 +3,7 @@ that names none sees none."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import zipfile
 
@@ -42,6 +43,9 @@ def test_a_job_reads_the_data_set_it_names_read_only_and_one_naming_none_sees_no
     job = client.wait(client.submit(reader, datasets=[name])["id"], timeout_s=180)
     assert job["state"] == "succeeded", client.log(job["id"])
     assert result_text(client, job["id"], tmp_path) == f"{len(data)} {stored['sha256']} no"
+    kept = zipfile.ZipFile(client.result(job["id"], tmp_path / "with-data.zip")).read(".nias/provenance.json")
+    recorded = [{"name": name, "sha256": stored["sha256"]}]
+    assert client.provenance(job["id"])["datasets"] == json.loads(kept)["datasets"] == recorded
     looker = zip_entries(tmp_path / "looker.zip", {"code.py": LOOKER})
     plain = client.wait(client.submit(looker)["id"], timeout_s=180)
     assert plain["state"] == "succeeded", client.log(plain["id"])
