@@ -79,6 +79,7 @@ class Runner:
         self.limits = ZipLimits(settings.max_files, settings.max_unpacked_bytes, settings.max_ratio)
         self.result_limits = ResultLimits(settings.max_result_bytes, settings.max_result_files)
         self.datasets = DatasetCache(settings.dataset_cache_folder, settings.dataset_cache_mb * 1024 * 1024)
+        self.spare: SpareLauncher | None = None  # a local unit's next job's process, waiting (launcher.py)
         self._lock = threading.Lock()
         self._current: Run | None = None
         self._recent: dict[str, Run] = {}
@@ -186,14 +187,12 @@ class Runner:
         threading.Thread(target=loop, name="presence", daemon=True).start()
 
     def _prepare_spare(self) -> None:
-        spare = getattr(self, "spare", None)
-        if spare is not None and not self._stopping.is_set():
-            spare.prepare()
+        if self.spare is not None and not self._stopping.is_set():
+            self.spare.prepare()
 
     def _close_spare(self) -> None:
-        spare = getattr(self, "spare", None)
-        if spare is not None:
-            spare.close()
+        if self.spare is not None:
+            self.spare.close()
 
     # -- doing the work ----------------------------------------------------------------
     def _heartbeat(self, run: Run) -> None:
