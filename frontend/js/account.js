@@ -1,7 +1,8 @@
-// Account page: who is signed in, API tokens (made, listed, revoked) and, for admins, invitations.
+// Account page: who is signed in, API tokens (made, listed, revoked), data sets and, for admins, invitations.
 
 import "./account-menu.js";
 import { getJSON, getMe, request, sendJSON } from "./api.js";
+import { wireDatasets } from "./datasets.js";
 import { createInvitation } from "./invitations.js";
 import { byId, copyButton, el, showError } from "./dom.js";
 import { formatAgo, formatFullTime } from "./format.js";
@@ -101,7 +102,7 @@ async function start() {
   byId("create-invitation").addEventListener("click", createInvitation);
   copyButton("copy-token", "new-token-value");
   copyButton("copy-invitation", "invitation-link");
-  await showTokens();
+  await Promise.all([showTokens(), wireDatasets(me)]);
 }
 
 start().catch((error) => showError(byId("tokens-error"), error, "Your account cannot be loaded"));

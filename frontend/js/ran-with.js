@@ -59,12 +59,22 @@ function originText(record) {
   return "uploaded zip";
 }
 
-function showOrigin(record) {
+/** The job's data sets: each name with its digest (short, the full one on hover), its size and owner. */
+function datasetItems(datasets) {
+  return datasets.map((set) => el("li", { dataset: { dataset: set.name || "" } },
+    el("strong", {}, set.name || "?"), " ",
+    el("span", { class: "mono", title: set.sha256 || "" }, (set.sha256 || "").slice(0, 12)),
+    set.size !== undefined ? el("span", { class: "muted" }, ` · ${formatBytes(set.size)}`) : null,
+    set.owner ? el("span", { class: "muted" }, ` · ${set.owner}`) : null));
+}
+
+function showOrigin(record, job) {
   byId("ran-sha256").textContent = record.upload_sha256 || "—";
   byId("ran-origin").textContent = originText(record);
-  const datasets = record.datasets || [];
-  byId("ran-datasets").textContent = datasets.length
-    ? datasets.map((set) => `${set.name || "?"} (${(set.sha256 || "").slice(0, 12)})`).join(", ") : "none";
+  // The job's own list (resolved at the submit, with sizes) is known before the record is written.
+  const datasets = (job.datasets && job.datasets.length ? job.datasets : record.datasets) || [];
+  byId("ran-datasets").replaceChildren(datasets.length
+    ? el("ul", { class: "dataset-list", id: "job-datasets" }, ...datasetItems(datasets)) : "none");
   byId("ran-executor").textContent = record.executor || "—";
 }
 
@@ -74,7 +84,7 @@ let shownFor = null;
 export function renderRanWith(job) {
   const ran = job.ran_with || null;
   const signature = `${job.id}|${ran ? ran.python : ""}|${ran ? ran.packages.length : ""}|${job.expired_at}|`
-    + `${(job.provenance || {}).executor}`;
+    + `${(job.provenance || {}).executor}|${(job.datasets || []).length}`;
   if (shownFor === signature) return;
   shownFor = signature;
   const projectKept = !job.expired_at;
@@ -84,7 +94,7 @@ export function renderRanWith(job) {
     el("a", { class: "button small", id: "download-project", href: projectUrl(job.id), download: "" },
       `Download the project (${formatBytes(job.upload_size)})`),
   ] : [el("span", { class: "muted" }, "removed after the retention period")]));
-  showOrigin(job.provenance || {});
+  showOrigin(job.provenance || {}, job);
   byId("ran-python").textContent = ran && ran.python ? `Python ${ran.python}` : "—";
   byId("ran-unit").textContent = ran && ran.unit ? ran.unit : job.unit || "—";
   byId("ran-host").textContent = ran && ran.host ? ran.host : "—";

@@ -8,6 +8,7 @@ import { renderCheckReport, reportFromRefusal } from "./dry-run.js";
 import { formatBytes, formatDuration, plural } from "./format.js";
 import { filesFromFolderInput, isSkipped, walkEntry } from "./project-files.js";
 import { fillPoolChoice } from "./pools.js";
+import { chosenDatasets, fillDatasetChoice } from "./datasets.js";
 import { zipFiles } from "./zip.js";
 import { readJsonField, sweepUrl } from "./params-fields.js";
 import "./commands.js";
@@ -164,6 +165,8 @@ function readOptions() {
   }
   const pool = byId("job-pool").value;
   if (pool && pool !== "default") options.pool = pool;
+  const datasets = chosenDatasets(byId("dataset-choice"));
+  if (datasets.length) options.datasets = JSON.stringify(datasets);
   for (const [id, what, list] of [["job-params", "Parameters", false], ["job-sweep", "Sweep", true]]) {
     try {
       const value = readJsonField(byId(id), what, { list });
@@ -364,3 +367,4 @@ function wire() {
 wire();
 limitsKnown = showLimits();
 fillPoolChoice(byId("job-pool"));
+fillDatasetChoice(byId("dataset-choice"), byId("datasets-field"));

@@ -1,5 +1,6 @@
 """Data sets on the real stack: a job reads each data set it names at data/<name>/, read only; a job
-that names none sees none."""
+that names none sees none; a 500 MiB data set is uploaded once and fetched once per unit; one a running
+job names cannot be deleted."""
 from __future__ import annotations
 
 import hashlib
@@ -7,7 +8,13 @@ import json
 import os
 import zipfile
 
+import pytest
+
+from tests.e2e.conftest import STACK_ENV
 from tests.support.projects import zip_entries
+from tests.support.stack import LocalStack, wait_until
+
+BIG_MIB = 500
 
 READER = """
 import hashlib, os
@@ -19,6 +26,22 @@ try:
 except OSError:
     writable = "no"
 open("output/seen.txt", "w").write(f"{os.path.getsize(path)} {digest} {writable}\\n")
+"""
+
+HASHER = """
+import hashlib, os
+path = "data/sample/values.bin"
+digest = hashlib.sha256()
+with open(path, "rb") as handle:
+    for chunk in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(chunk)
+open("output/seen.txt", "w").write(f"{os.path.getsize(path)} {digest.hexdigest()}\\n")
+"""
+
+SLEEPER = """
+import os, time
+assert os.path.isdir("data")
+time.sleep(15)
 """
 
 LOOKER = """
@@ -68,3 +91,61 @@ def test_a_data_set_used_by_three_jobs_is_uploaded_once_and_fetched_once_per_uni
     marker = f"Data set {name} ({30 * 1024 * 1024} bytes, fetched)"
     fetched = [job["unit"] for job in done if marker in client.log(job["id"])]
     assert len(fetched) == len(set(fetched)) == len({job["unit"] for job in done})  # once per unit
+
+
+@pytest.fixture(scope="module")
+def big_stack(tmp_path_factory):
+    """A stack of this module's own whose limits take a 500 MiB data set."""
+    env = {**STACK_ENV, "NIAS_MAX_UPLOAD_MB": "600", "NIAS_MAX_UNPACKED_MB": "600", "NIAS_JOB_TIMEOUT_S": "300"}
+    with LocalStack(tmp_path_factory.mktemp("big-datasets-stack"), units=2, **env) as stack:
+        yield stack
+
+
+def sparse_file(path, size: int) -> str:
+    """A file of `size` bytes, mostly a hole on disk, and its sha256 computed by streaming it."""
+    with open(path, "wb") as handle:
+        handle.write(b"head of the recording")
+        handle.truncate(size)
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def test_a_500_mib_data_set_used_by_three_jobs_is_uploaded_once_and_fetched_once_per_unit(big_stack, tmp_path):
+    client = big_stack.client
+    size = BIG_MIB * 1024 * 1024
+    source = tmp_path / "values.bin"
+    digest = sparse_file(source, size)
+    name = f"huge-{os.getpid()}"
+    stored = client.upload_dataset(name, source)  # streamed from disk
+    assert (stored["size"], stored["sha256"]) == (size, digest)
+    hasher = zip_entries(tmp_path / "hasher.zip", {"code.py": HASHER.replace("data/sample/", f"data/{name}/")})
+    jobs = [client.submit(hasher, datasets=[name]) for _ in range(3)]
+    done = [client.wait(job["id"], timeout_s=600) for job in jobs]
+    assert [job["state"] for job in done] == ["succeeded"] * 3, [client.log(job["id"]) for job in done]
+    for job in done:
+        assert result_text(client, job["id"], tmp_path) == f"{size} {digest}"
+    assert [entry["name"] for entry in client.datasets()].count(name) == 1  # stored once
+    marker = f"Data set {name} ({size} bytes, fetched)"
+    fetched = [job["unit"] for job in done if marker in client.log(job["id"])]
+    assert len(fetched) == len(set(fetched)) == len({job["unit"] for job in done})  # once per unit
+
+
+def test_a_data_set_a_running_job_names_cannot_be_deleted_until_the_job_has_ended(client, tmp_path):
+    source = tmp_path / "values.bin"
+    source.write_bytes(os.urandom(10_000))
+    name = f"busy-{os.getpid()}"
+    client.upload_dataset(name, source)
+    sleeper = client.submit(zip_entries(tmp_path / "sleeper.zip", {"code.py": SLEEPER}), datasets=[name])
+    wait_until(lambda: client.job(sleeper["id"])["state"] == "running", timeout_s=120)
+    refused = client.session.delete(f"{client.base_url}/api/datasets/{name}", timeout=10)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["error"]["code"] == "dataset_in_use"
+    assert sleeper["id"] in refused.json()["error"]["jobs"]
+    assert sleeper["id"] in refused.json()["error"]["message"]
+    assert client.wait(sleeper["id"], timeout_s=180)["state"] == "succeeded", client.log(sleeper["id"])
+    allowed = client.session.delete(f"{client.base_url}/api/datasets/{name}", timeout=10)
+    assert allowed.status_code == 204, allowed.text
+    assert name not in [entry["name"] for entry in client.datasets()]
