@@ -285,11 +285,13 @@ class Runner:
                 self._fetch_dataset(run, entry, part))))
             target = folder / entry["name"]
             target.mkdir(parents=True)
-            if zipfile.is_zipfile(cached):
+            filename = entry.get("filename", entry["name"])
+            # Only a .zip was checked as one at the backend: any other file is kept as it is, whatever it holds.
+            if filename.lower().endswith(".zip") and zipfile.is_zipfile(cached):
                 with zipfile.ZipFile(cached) as archive:  # checked at the backend; zipfile keeps entries inside
                     archive.extractall(target)
             else:
-                shutil.copyfile(cached, target / entry.get("filename", entry["name"]))
+                shutil.copyfile(cached, target / filename)
             how = "fetched" if self.datasets.fetches > fetches else "from the unit's cache"
             log.note(f"Data set {entry['name']} ({entry['size']} bytes, {how}) at data/{entry['name']}/")
 

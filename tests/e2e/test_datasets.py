@@ -149,3 +149,17 @@ def test_a_data_set_a_running_job_names_cannot_be_deleted_until_the_job_has_ende
     allowed = client.session.delete(f"{client.base_url}/api/datasets/{name}", timeout=10)
     assert allowed.status_code == 204, allowed.text
     assert name not in [entry["name"] for entry in client.datasets()]
+
+
+def test_a_data_set_that_is_not_a_zip_reaches_the_job_as_one_file_even_when_it_holds_a_zip(client, tmp_path):
+    """Only a .zip is checked under the zip rules at upload, so only a .zip is unpacked for jobs."""
+    disguised = zip_entries(tmp_path / "inner.zip", {"a.txt": "inside"})
+    source = tmp_path / "archive.bin"
+    source.write_bytes(disguised.read_bytes())
+    name = f"disguised-{os.getpid()}"
+    client.upload_dataset(name, source)
+    code = (f"import os\nopen('output/seen.txt', 'w').write(repr(sorted(os.listdir('data/{name}'))))\n")
+    job = client.wait(client.submit(zip_entries(tmp_path / "look.zip", {"code.py": code}), datasets=[name])["id"],
+                      timeout_s=180)
+    assert job["state"] == "succeeded", client.log(job["id"])
+    assert result_text(client, job["id"], tmp_path) == "['archive.bin']"
