@@ -102,6 +102,9 @@ async function start() {
   byId("create-invitation").addEventListener("click", createInvitation);
   copyButton("copy-token", "new-token-value");
   copyButton("copy-invitation", "invitation-link");
+  // Enabled once their forms are wired: a click before would submit the form to the page itself.
+  byId("create-token").disabled = false;
+  byId("change-password").disabled = false;
   await Promise.all([showTokens(), wireDatasets(me)]);
 }
 

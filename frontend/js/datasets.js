@@ -171,6 +171,7 @@ async function uploadDataset(event) {
 export async function wireDatasets(me) {
   myEmail = me.email;
   byId("dataset-form").addEventListener("submit", uploadDataset);
+  byId("upload-dataset").disabled = false; // wired: a click before would submit the form to the page itself
   try {
     await showDatasets();
   } catch (error) {
