@@ -83,14 +83,23 @@ def test_a_data_set_used_by_three_jobs_is_uploaded_once_and_fetched_once_per_uni
     name = f"big-{os.getpid()}"
     stored = client.upload_dataset(name, source)
     reader = zip_entries(tmp_path / "reader.zip", {"code.py": READER.replace("data/sample/", f"data/{name}/")})
-    jobs = [client.submit(reader, datasets=[name]) for _ in range(3)]
-    done = [client.wait(job["id"], timeout_s=300) for job in jobs]
+    expect_three_jobs_fetching_once_per_unit(client, reader, name, 30 * 1024 * 1024,
+                                             f"{30 * 1024 * 1024} {stored['sha256']} no", tmp_path, 300)
+
+
+def expect_three_jobs_fetching_once_per_unit(client, project, name: str, size: int, answer: str, tmp_path,
+                                             timeout_s: float) -> list[dict]:
+    """Three jobs of `project` naming the data set `name`: each succeeds with `answer` in its result,
+    and each unit that ran one fetched the data set exactly once."""
+    jobs = [client.submit(project, datasets=[name]) for _ in range(3)]
+    done = [client.wait(job["id"], timeout_s=timeout_s) for job in jobs]
     assert [job["state"] for job in done] == ["succeeded"] * 3, [client.log(job["id"]) for job in done]
     for job in done:
-        assert result_text(client, job["id"], tmp_path) == f"{30 * 1024 * 1024} {stored['sha256']} no"
-    marker = f"Data set {name} ({30 * 1024 * 1024} bytes, fetched)"
+        assert result_text(client, job["id"], tmp_path) == answer
+    marker = f"Data set {name} ({size} bytes, fetched)"
     fetched = [job["unit"] for job in done if marker in client.log(job["id"])]
     assert len(fetched) == len(set(fetched)) == len({job["unit"] for job in done})  # once per unit
+    return done
 
 
 @pytest.fixture(scope="module")
@@ -122,15 +131,8 @@ def test_a_500_mib_data_set_used_by_three_jobs_is_uploaded_once_and_fetched_once
     stored = client.upload_dataset(name, source)  # streamed from disk
     assert (stored["size"], stored["sha256"]) == (size, digest)
     hasher = zip_entries(tmp_path / "hasher.zip", {"code.py": HASHER.replace("data/sample/", f"data/{name}/")})
-    jobs = [client.submit(hasher, datasets=[name]) for _ in range(3)]
-    done = [client.wait(job["id"], timeout_s=600) for job in jobs]
-    assert [job["state"] for job in done] == ["succeeded"] * 3, [client.log(job["id"]) for job in done]
-    for job in done:
-        assert result_text(client, job["id"], tmp_path) == f"{size} {digest}"
+    expect_three_jobs_fetching_once_per_unit(client, hasher, name, size, f"{size} {digest}", tmp_path, 600)
     assert [entry["name"] for entry in client.datasets()].count(name) == 1  # stored once
-    marker = f"Data set {name} ({size} bytes, fetched)"
-    fetched = [job["unit"] for job in done if marker in client.log(job["id"])]
-    assert len(fetched) == len(set(fetched)) == len({job["unit"] for job in done})  # once per unit
 
 
 def test_a_data_set_a_running_job_names_cannot_be_deleted_until_the_job_has_ended(client, tmp_path):
